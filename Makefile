@@ -1,0 +1,27 @@
+# The two commands of the README: `make serve` and `make test`. Both set up .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 9090
+DATA_DIR ?= ./labelpilot-data
+
+.PHONY: serve test install lint bench
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,vision]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/labelpilot serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench examples
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/pytest
