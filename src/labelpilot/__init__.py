@@ -1,0 +1,3 @@
+"""labelpilot: model-assisted annotation for Label Studio and plain files."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,498 @@
+"""Files in, models out: train into the registry, evaluate, batch-predict and export.
+
+The functions here are the core of ``labelpilot train / evaluate / predict / export``; the CLI only parses
+arguments and draws progress bars.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from labelpilot import __version__
+from labelpilot.data.labelstudio import pick_annotation, task_training_example
+from labelpilot.data.types import Example, FitReport, Prediction, Span, Target
+from labelpilot.errors import InputError, TrainingError
+from labelpilot.files import LABEL_SEP, Row, RowWriter, read_rows, split_labels
+from labelpilot.models.base import family_for
+from labelpilot.models.bundle import Bundle
+from labelpilot.registry import ModelVersion, Registry, parse_model_ref
+from labelpilot.schema import ControlSpec, LabelSchema, TaskKind, make_label_config, parse_label_config
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+KINDS = {
+    "choices": "choices", "multilabel": "choices", "taxonomy": "taxonomy", "spans": "labels", "image": "image-choices",
+    "boxes": "rectangles",
+}
+
+
+@dataclass
+class Columns:
+    text: str = "text"
+    pair: str | None = None
+    label: str = "label"
+    id: str | None = None
+    image: str = "image"
+
+
+@dataclass
+class Loaded:
+    examples: list[Example]
+    bad_rows: list[str] = field(default_factory=list)
+
+
+def _row_example(row: Row, cols: Columns, kind: str) -> Example:
+    v = row.values
+    if kind == "image":
+        path = v.get(cols.image)
+        if not path:
+            raise ValueError(f"no {cols.image!r} column")
+        return Example(image=str(path), id=str(v.get(cols.id)) if cols.id else None)
+    if cols.text not in v:
+        raise ValueError(f"no {cols.text!r} column")
+    text = v[cols.text]
+    pair = v.get(cols.pair) if cols.pair else None
+    return Example(
+        text="" if text is None else str(text),
+        text_pair=None if pair is None else str(pair),
+        id=str(v.get(cols.id)) if cols.id and v.get(cols.id) is not None else None,
+    )
+
+
+def _row_target(row: Row, cols: Columns, kind: str) -> Target:
+    v = row.values
+    if kind == "spans":
+        spans = []
+        for s in v.get("spans") or v.get(cols.label) or []:
+            if isinstance(s, dict):
+                spans.append(Span(int(s["start"]), int(s["end"]), str(s["label"])))
+            else:
+                spans.append(Span(int(s[0]), int(s[1]), str(s[2])))
+        return Target(spans=tuple(spans))
+    labels = split_labels(v.get(cols.label))
+    if not labels:
+        raise ValueError(f"empty {cols.label!r}")
+    return Target(labels=labels)
+
+
+def image_folder(root: Path) -> Loaded:
+    """``root/<class>/<image>`` (ImageFolder layout)."""
+    examples = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for img in sorted(class_dir.rglob("*")):
+            if img.suffix.lower() in IMAGE_SUFFIXES:
+                examples.append(Example(image=str(img), id=str(img.relative_to(root)),
+                                        target=Target(labels=(class_dir.name,))))
+    if not examples:
+        raise InputError(f"{root}: no images in class sub-folders", field="input")
+    return Loaded(examples)
+
+
+def ls_export(path: Path, cols: Columns) -> Loaded:
+    """Labelled examples from a Label Studio JSON export (a list of tasks with annotations). The control is
+    inferred from the annotations: the most used ``from_name`` and its result type."""
+    tasks = json.loads(path.read_text(encoding="utf-8"))
+    seen: dict[tuple[str, str], set[str]] = {}
+    multi = False
+    for task in tasks:
+        ann = pick_annotation(task.get("annotations") or []) if isinstance(task, dict) else None
+        for region in (ann or {}).get("result") or []:
+            value = region.get("value") or {}
+            rtype = region.get("type", "")
+            labels = value.get("choices") or value.get("labels") or [
+                "/".join(p) for p in value.get("taxonomy") or []]
+            multi = multi or (rtype == "choices" and len(labels) > 1)
+            seen.setdefault((region.get("from_name", ""), rtype), set()).update(labels)
+    if not seen:
+        raise InputError(f"{path}: a Label Studio export without annotations", field="input")
+    (from_name, rtype), labels = max(seen.items(), key=lambda kv: len(kv[1]))
+    kind = {"choices": "choices", "labels": "labels", "taxonomy": "taxonomy"}.get(rtype)
+    if kind is None:
+        raise InputError(f"{path}: results of type {rtype!r} cannot be trained from files yet", field="input")
+    first = next(t for t in tasks if isinstance(t, dict) and isinstance(t.get("data"), dict))
+    text_key = cols.text if cols.text in first["data"] else next(
+        (k for k, v in first["data"].items() if isinstance(v, str)), cols.text)
+    config = make_label_config(sorted(labels), kind=kind, multiple=multi, text_key=text_key, control_name=from_name)
+    control = parse_label_config(config).controls[0]
+    loaded = Loaded([])
+    for i, task in enumerate(tasks, 1):
+        ann = pick_annotation(task.get("annotations") or []) if isinstance(task, dict) else None
+        if ann is None:
+            continue
+        example, reasons = task_training_example(task, ann.get("result") or [], control)
+        loaded.bad_rows.extend(f"{path.name}: task #{i}: {r}" for r in reasons)
+        if example is not None:
+            loaded.examples.append(example)
+    return loaded
+
+
+def load_labelled(path: Path, kind: str, cols: Columns, fmt: str | None = None) -> Loaded:
+    """Labelled examples from a file (or an image folder). Bad rows are collected with their line."""
+    if path.is_dir() and any(path.glob("*.xml")):  # Pascal VOC annotations (images beside or in ../images)
+        from labelpilot.data.vision_formats import read_voc_dir
+
+        images = path.parent / "images" if (path.parent / "images").is_dir() else path
+        return Loaded(read_voc_dir(path, images))
+    if path.is_dir():
+        return image_folder(path)
+    if (fmt or "").lower() == "coco" or (path.suffix.lower() == ".json" and '"categories"' in path.read_text(
+            encoding="utf-8", errors="replace")[:200000]):
+        from labelpilot.data.vision_formats import parse_coco
+
+        return Loaded(parse_coco(path.read_text(encoding="utf-8"), image_root=path.parent))
+    if (fmt or "").lower() in ("ls", "label-studio") or (
+        path.suffix.lower() == ".json" and path.read_text(encoding="utf-8", errors="replace")[:4096].find(
+            '"annotations"') >= 0
+    ):
+        return ls_export(path, cols)
+    if (fmt or "").lower() in ("conll", "bio", "iob1", "bmes") or path.suffix.lower() in (".conll", ".bio"):
+        from labelpilot.data import bio  # written with the NER family
+
+        return Loaded(list(bio.read_conll(path)))
+    loaded = Loaded([])
+    for row in read_rows(path, fmt):
+        if row.error:
+            loaded.bad_rows.append(f"{path.name}:{row.line}: {row.error}")
+            continue
+        try:
+            ex = _row_example(row, cols, kind)
+            ex.target = _row_target(row, cols, kind)
+        except (ValueError, KeyError, TypeError) as exc:
+            loaded.bad_rows.append(f"{path.name}:{row.line}: {exc}")
+            continue
+        loaded.examples.append(ex)
+    return loaded
+
+
+def schema_for(examples: Sequence[Example], kind: str, labels: Sequence[str] | None, pair: bool) -> LabelSchema:
+    if kind not in KINDS:
+        raise InputError(f"unknown kind {kind!r}; one of {sorted(KINDS)}", field="kind")
+    if not labels:
+        found: set[str] = set()
+        for ex in examples:
+            if ex.target:
+                found.update(ex.target.labels)
+                found.update(s.label for s in ex.target.spans)
+                found.update(b.label for b in ex.target.boxes)
+        labels = sorted(found)
+    if not labels:
+        raise TrainingError("no labels: give --labels or a label column")
+    multiple = kind == "multilabel" or any(ex.target and len(ex.target.labels) > 1 for ex in examples)
+    single_kind = kind in ("spans", "boxes")
+    config = make_label_config(list(labels), kind=KINDS[kind], multiple=multiple and not single_kind, pair=pair)
+    return parse_label_config(config)
+
+
+def split_val(examples: list[Example], val_size: float, seed: int) -> tuple[list[Example], list[Example] | None]:
+    if val_size <= 0 or len(examples) < 10:
+        return examples, None
+    idx = list(range(len(examples)))
+    random.Random(seed).shuffle(idx)
+    n_val = max(1, round(len(examples) * val_size))
+    val = [examples[i] for i in idx[:n_val]]
+    return [examples[i] for i in idx[n_val:]], val
+
+
+def train_file(
+    registry: Registry,
+    name: str,
+    path: Path,
+    *,
+    kind: str = "choices",
+    cols: Columns | None = None,
+    labels: Sequence[str] | None = None,
+    family: str | None = None,
+    options: dict[str, Any] | None = None,
+    val_size: float = 0.1,
+    seed: int = 0,
+    fmt: str | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> tuple[ModelVersion, FitReport, list[str]]:
+    cols = cols or Columns()
+    loaded = load_labelled(path, kind, cols, fmt)
+    schema = schema_for(loaded.examples, kind, labels, pair=bool(cols.pair))
+    control = schema.controls[0]
+    known = set(control.label_keys)
+    examples = []
+    for ex in loaded.examples:
+        unknown = [lab for lab in ex.target.labels if lab not in known] if ex.target else []
+        if unknown:
+            loaded.bad_rows.append(f"{ex.id or '?'}: label(s) {unknown} not in --labels")
+            continue
+        examples.append(ex)
+    cls = family_for(control, family)
+    if cls is None:
+        raise TrainingError(f"no model family for {control.kind} yet")
+    train, val = split_val(examples, val_size, seed)
+    model = cls(control, **(options or {}))
+    report = model.fit(train, val=val, progress=progress)
+    report.skipped = loaded.bad_rows + report.skipped
+    report.n_examples = len(examples)
+    mv = registry.register(name, Bundle(schema, {control.name: model}), report=report)
+    return mv, report, loaded.bad_rows
+
+
+def _control(bundle: Bundle) -> tuple[ControlSpec, Any]:
+    name, model = next(iter(bundle.models.items()))
+    return bundle.schema.control(name), model
+
+
+def evaluate_file(
+    registry: Registry, ref: str, path: Path, *, cols: Columns | None = None, fmt: str | None = None,
+    out_dir: Path | None = None,
+) -> dict[str, Any]:
+    from labelpilot import evaluate as ev
+
+    name, version = parse_model_ref(ref)
+    mv, bundle = registry.load(name, version)
+    control, model = _control(bundle)
+    kind = {TaskKind.TEXT_SPANS: "spans", TaskKind.IMAGE_CHOICES: "image", TaskKind.IMAGE_BOXES: "boxes"}.get(
+        control.kind, "choices")
+    loaded = load_labelled(path, kind, cols or Columns(), fmt)
+    if not loaded.examples:
+        raise InputError(f"{path}: no labelled examples", field="data")
+    preds: list[Prediction] = []
+    for i in range(0, len(loaded.examples), 4096):
+        preds.extend(model.predict(loaded.examples[i : i + 4096]))
+    result: dict[str, Any] = {"model": name, "version": mv.version, "tag": mv.tag, "data": str(path),
+                              "bad_rows": loaded.bad_rows[:50], "n_bad_rows": len(loaded.bad_rows)}
+    if control.kind is TaskKind.TEXT_SPANS:
+        result["metrics"] = ev.span_report(loaded.examples, preds)
+    elif control.kind is TaskKind.IMAGE_BOXES:
+        from labelpilot.models.vision.detector import average_precision
+
+        truths = [ex.target.boxes if ex.target else () for ex in loaded.examples]
+        boxes = [p.boxes for p in preds]
+        ap50, ap75 = average_precision(boxes, truths, 0.5), average_precision(boxes, truths, 0.75)
+        result["metrics"] = {"n": len(truths), "map50": ap50.get("mAP", 0.0), "map75": ap75.get("mAP", 0.0),
+                             "per_class_ap50": {k: v for k, v in ap50.items() if k != "mAP"}}
+    else:
+        gold = [ex.target.labels for ex in loaded.examples]
+        pred = [p.labels for p in preds]
+        result["metrics"] = ev.classification_report(gold, pred, control.label_keys)
+        if not control.multiple and all(len(g) == 1 for g in gold):
+            matrix = ev.confusion([g[0] for g in gold], [p[0] if p else "" for p in pred], control.label_keys)
+            out_dir = out_dir or (mv.path / "evaluations")
+            png = ev.plot_confusion(matrix, control.label_keys, out_dir / f"confusion-{path.stem}.png",
+                                    title=f"{name} v{mv.version} on {path.name}")
+            result["confusion_matrix"] = matrix.tolist()
+            result["confusion_png"] = str(png)
+    registry.add_evaluation(name, mv.version, str(path), result)
+    return result
+
+
+# -- batch prediction ------------------------------------------------------------------------------
+
+_WORKER_MODEL: Any = None
+
+
+def _init_worker(bundle_dir: str) -> None:
+    global _WORKER_MODEL
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _WORKER_MODEL = _control(Bundle.load(Path(bundle_dir)))[1]
+
+
+def _predict_chunk(examples: list[Example]) -> list[Prediction]:
+    return _WORKER_MODEL.predict(examples)
+
+
+@dataclass
+class PredictStats:
+    rows: int = 0
+    predicted: int = 0
+    bad_rows: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _format(pred: Prediction, control: ControlSpec, outputs: set[str], threshold: float | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    probs = pred.probs or {}
+    labels = list(pred.labels)
+    if threshold is not None and probs:
+        labels = [lab for lab in labels if probs.get(lab, 0.0) >= threshold]
+        if control.multiple:
+            labels = sorted((lab for lab, p in probs.items() if p >= threshold), key=lambda k: -probs[k])
+    if "predictions" in outputs:
+        if control.kind is TaskKind.TEXT_SPANS:
+            out["predictions"] = [{"start": s.start, "end": s.end, "label": s.label, "score": s.score,
+                                   "text": s.text} for s in pred.spans]
+        else:
+            out["predictions"] = LABEL_SEP.join(labels)
+        out["confidence"] = round(float(pred.score), 6)
+    if "probabilities" in outputs and probs:
+        out["probabilities"] = {k: round(float(v), 6) for k, v in probs.items()}
+    if "logits" in outputs:
+        logits = pred.logits or {k: round(math.log(max(v, 1e-12)), 6) for k, v in probs.items()}
+        out["logits"] = {k: round(float(v), 6) for k, v in logits.items()}
+    if pred.error:
+        out["error"] = pred.error
+    return out
+
+
+def predict_file(
+    registry: Registry | None,
+    ref: str | Path,
+    path: Path,
+    output: Path,
+    *,
+    cols: Columns | None = None,
+    outputs: Sequence[str] = ("predictions", "probabilities"),
+    append_cols: Sequence[str] = (),
+    threshold: float | None = None,
+    fmt: str | None = None,
+    out_fmt: str | None = None,
+    strict: bool = False,
+    workers: int = 2,
+    chunk: int = 4096,
+    on_progress: Callable[[int], None] | None = None,
+) -> PredictStats:
+    """Stream ``path`` through a model into ``output`` (constant memory: a bounded number of chunks in
+    flight). Malformed rows are reported with their line number and skipped, or stop everything with
+    ``strict`` (then no output file is left behind)."""
+    cols = cols or Columns()
+    if isinstance(ref, Path):
+        bundle_dir = ref
+    else:
+        name, version = parse_model_ref(ref)
+        assert registry is not None
+        bundle_dir = registry.get(name, version).path
+    bundle = Bundle.load(bundle_dir)
+    control, model = _control(bundle)
+    kind = "image" if control.kind in (TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES) else "text"
+    out_set = set(outputs)
+    unknown = out_set - {"predictions", "probabilities", "logits"}
+    if unknown:
+        raise InputError(f"unknown --outputs {sorted(unknown)}; use predictions, probabilities, logits",
+                         field="outputs")
+    columns = [c for c in ("id",) if cols.id] + list(append_cols)
+    columns += [c for c in ("predictions", "confidence") if "predictions" in out_set]
+    columns += [c for c in ("probabilities", "logits") if c in out_set] + ["error"]
+    writer = RowWriter(output, columns, out_fmt)
+    stats = PredictStats()
+    t0 = time.perf_counter()
+
+    def batches() -> Iterator[tuple[list[Example], list[dict[str, Any]]]]:
+        exs: list[Example] = []
+        meta: list[dict[str, Any]] = []
+        for row in read_rows(path, fmt):
+            stats.rows += 1
+            if row.error:
+                msg = f"{path.name}:{row.line}: {row.error}"
+            else:
+                try:
+                    exs.append(_row_example(row, cols, kind))
+                    meta.append({c: row.values.get(c) for c in append_cols} | (
+                        {"id": row.values.get(cols.id)} if cols.id else {}))
+                    msg = None
+                except ValueError as exc:
+                    msg = f"{path.name}:{row.line}: {exc}"
+            if msg:
+                stats.bad_rows.append(msg)
+                if strict:
+                    raise InputError(f"malformed row {msg} (--strict)", field="input")
+            if len(exs) >= chunk:
+                yield exs, meta
+                exs, meta = [], []
+        if exs:
+            yield exs, meta
+
+    def emit(preds: list[Prediction], meta: list[dict[str, Any]]) -> None:
+        writer.write([m | _format(p, control, out_set, threshold) for p, m in zip(preds, meta, strict=True)])
+        stats.predicted += len(preds)
+        if on_progress:
+            on_progress(stats.predicted)
+
+    try:
+        if workers <= 1:
+            for exs, meta in batches():
+                emit(model.predict(exs), meta)
+        else:
+            with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                                     initargs=(str(bundle_dir),)) as pool:
+                pending: list[tuple[Future, list[dict[str, Any]]]] = []
+                for exs, meta in batches():
+                    pending.append((pool.submit(_predict_chunk, exs), meta))
+                    if len(pending) > 2 * workers:  # bounded: constant memory whatever the input size
+                        fut, m = pending.pop(0)
+                        emit(fut.result(), m)
+                for fut, m in pending:
+                    emit(fut.result(), m)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+# -- export ---------------------------------------------------------------------------------------------
+
+REQUIREMENTS = ("labelpilot", "scikit-learn", "numpy", "scipy", "jieba", "sklearn-crfsuite", "torch", "onnxruntime")
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in REQUIREMENTS:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def export_model(registry: Registry, ref: str, directory: Path) -> Path:
+    """A self-contained folder: ``model/`` (the bundle), ``manifest.json`` (version, metrics, labels,
+    label config, library versions). Written to a temporary folder and renamed."""
+    name, version = parse_model_ref(ref)
+    mv = registry.get(name, version)
+    bundle = Bundle.load(mv.path)
+    if directory.exists() and any(directory.iterdir()):
+        raise InputError(f"{directory} exists and is not empty", field="dir")
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(mv.path, tmp / "model")
+    manifest = {
+        "format": "labelpilot-export/1",
+        "name": name,
+        "version": mv.version,
+        "tag": mv.tag,
+        "created": mv.created,
+        "families": mv.families,
+        "labels": {c.name: c.label_keys for c in bundle.schema.controls},
+        "metrics": mv.metrics,
+        "n_examples": mv.n_examples,
+        "label_config": bundle.schema.config,
+        "requires": _versions(),
+        "exported_by": f"labelpilot {__version__}",
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+    if directory.exists():
+        directory.rmdir()
+    tmp.rename(directory)
+    return directory
+
+
+def read_export(directory: Path) -> tuple[dict[str, Any], Bundle]:
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.is_file():
+        raise InputError(f"{directory} is not a labelpilot export (no manifest.json)", field="dir")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    return manifest, Bundle.load(directory / "model")
+
+
+def import_export(registry: Registry, directory: Path, name: str | None = None) -> ModelVersion:
+    manifest, bundle = read_export(directory)
+    report = FitReport(labels=sorted({lab for labs in manifest["labels"].values() for lab in labs}),
+                       metrics=manifest.get("metrics", {}), notes=[f"imported from {directory}"])
+    return registry.register(name or manifest["name"], bundle, report=report, parent=manifest.get("tag"))

@@ -1,0 +1,384 @@
+"""The ``labelpilot`` command: serve, models, worker (and the commands other modules mount here)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from labelpilot import __version__
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="labelpilot: model-assisted annotation.")
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, show, promote, rollback.")
+app.add_typer(models_app, name="models")
+console = Console()
+
+DataDir = Annotated[
+    Path, typer.Option("--data-dir", envvar="LABELPILOT_DATA_DIR", help="Where models and state are kept.")
+]
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context, version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False
+) -> None:
+    if version:
+        console.print(__version__)
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        console.print(ctx.get_help())
+        raise typer.Exit()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(envvar="LABELPILOT_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="LABELPILOT_PORT")] = 9090,
+    data_dir: DataDir = Path("./labelpilot-data"),
+    workers: Annotated[int, typer.Option(help="Server processes (they share the data dir).")] = 1,
+    log_level: Annotated[str, typer.Option(envvar="LOG_LEVEL")] = "info",
+) -> None:
+    """Start the Label Studio ML backend (SQLite, local files and in-process training by default)."""
+    import uvicorn
+
+    os.environ["LABELPILOT_DATA_DIR"] = str(data_dir)
+    logging.basicConfig(level=log_level.upper(), format="[%(asctime)s] [%(levelname)s] [%(name)s] %(message)s")
+    console.print(f"labelpilot {__version__} on http://{host}:{port}  data dir: {data_dir.resolve()}")
+    uvicorn.run(
+        "labelpilot.server.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level.lower(),
+        access_log=False,
+        timeout_keep_alive=30,
+    )
+
+
+@app.command()
+def worker(
+    data_dir: DataDir = Path("./labelpilot-data"),
+    redis_url: Annotated[str, typer.Option(envvar="LABELPILOT_REDIS_URL")] = "redis://127.0.0.1:6379/0",
+    burst: Annotated[bool, typer.Option(help="Stop when the queue is empty.")] = False,
+) -> None:
+    """Run an RQ worker for training jobs (when the server runs with LABELPILOT_REDIS_URL)."""
+    from redis import Redis
+    from rq import Queue, Worker
+
+    from labelpilot.jobs.runner import RQRunner
+
+    os.environ["LABELPILOT_DATA_DIR"] = str(data_dir)
+    conn = Redis.from_url(redis_url)
+    Worker([Queue(RQRunner.queue_name, connection=conn)], connection=conn).work(burst=burst)
+
+
+def _registry(data_dir: Path):
+    from labelpilot.registry import Registry
+
+    return Registry(data_dir / "registry")
+
+
+@models_app.command("list")
+def models_list(data_dir: DataDir = Path("./labelpilot-data")) -> None:
+    """Models and their serving version."""
+    table = Table("name", "serving", "versions")
+    for m in _registry(data_dir).list_models():
+        table.add_row(m["name"], f"v{m['serving']}" if m["serving"] else "-", str(m["versions"]))
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
+    data_dir: DataDir = Path("./labelpilot-data"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Versions of a model with their metrics (or one version with --json)."""
+    from labelpilot.registry import parse_model_ref
+
+    reg = _registry(data_dir)
+    name, version = parse_model_ref(model)
+    mvs = [reg.get(name, version)] if version else reg.list_versions(name)
+    if as_json:
+        console.print_json(json.dumps([m.to_dict() for m in mvs]))
+        return
+    table = Table("version", "tag", "serving", "examples", "families", "metrics")
+    for m in mvs:
+        metrics = ", ".join(f"{k}={v:.3f}" for k, v in m.metrics.items())
+        serving = "*" if m.serving else ""
+        table.add_row(f"v{m.version}", m.tag, serving, str(m.n_examples), ",".join(m.families), metrics)
+    console.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    model: Annotated[str, typer.Argument(help="NAME@VERSION to serve")], data_dir: DataDir = Path("./labelpilot-data")
+) -> None:
+    """Serve a given version."""
+    from labelpilot.registry import parse_model_ref
+
+    name, version = parse_model_ref(model)
+    if version is None:
+        raise typer.BadParameter("give NAME@VERSION", param_hint="MODEL")
+    mv = _registry(data_dir).promote(name, version)
+    console.print(f"{name}: now serving v{mv.version} ({mv.tag})")
+
+
+@models_app.command("rollback")
+def models_rollback(model: Annotated[str, typer.Argument(help="NAME")], data_dir: DataDir = Path("./labelpilot-data")):
+    """Serve the version before the current one."""
+    mv = _registry(data_dir).rollback(model)
+    console.print(f"{model}: now serving v{mv.version} ({mv.tag})")
+
+
+def _columns(text_col: str, pair_col: str | None, label_col: str, id_col: str | None, image_col: str = "image"):
+    from labelpilot.batch import Columns
+
+    return Columns(text=text_col, pair=pair_col, label=label_col, id=id_col, image=image_col)
+
+
+def _options(values: list[str] | None) -> dict:
+    from labelpilot.loop.cli import parse_options
+
+    return parse_options(values)
+
+
+TextCol = Annotated[str, typer.Option("--text-col", help="Column with the text.")]
+PairCol = Annotated[str | None, typer.Option("--pair-col", help="Optional second text column (e.g. keywords).")]
+LabelCol = Annotated[str, typer.Option("--label-col", help="Column with the label(s); several separated by |.")]
+IdCol = Annotated[str | None, typer.Option("--id-col", help="Column copied to the output as 'id'.")]
+Fmt = Annotated[str | None, typer.Option("--format", help="csv, tsv, jsonl, json, parquet, conll (default: suffix).")]
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="CSV/TSV/JSONL/Parquet file, CoNLL file, or an image folder.")],
+    name: Annotated[str, typer.Option("--name", help="Registry name of the model.")],
+    kind: Annotated[str, typer.Option(help="choices, multilabel, taxonomy, spans or image.")] = "choices",
+    text_col: TextCol = "text",
+    pair_col: PairCol = None,
+    label_col: LabelCol = "label",
+    labels: Annotated[str | None, typer.Option(help="Label list: comma-separated, or @file with one a line.")] = None,
+    family: Annotated[str | None, typer.Option(help="Model family (default: the one for the kind).")] = None,
+    options: Annotated[list[str] | None, typer.Option("--options", help="JSON object or key=value.")] = None,
+    val_size: Annotated[float, typer.Option(help="Held-out fraction for metrics and early stopping.")] = 0.1,
+    seed: int = 0,
+    fmt: Fmt = None,
+    data_dir: DataDir = Path("./labelpilot-data"),
+) -> None:
+    """Train a model from a file into the registry and print its training report."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from labelpilot.batch import train_file
+
+    label_list = None
+    if labels:
+        label_list = (Path(labels[1:]).read_text(encoding="utf-8").split("\n") if labels.startswith("@")
+                      else labels.split(","))
+        label_list = [lab.strip() for lab in label_list if lab.strip()]
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("training", total=None)
+
+        def progress(done: int, total: int, message: str) -> None:
+            bar.update(task, completed=done, total=total or None, description=message)
+
+        mv, report, bad = train_file(
+            _registry(data_dir), name, data, kind=kind, cols=_columns(text_col, pair_col, label_col, None),
+            labels=label_list, family=family, options=_options(options), val_size=val_size, seed=seed, fmt=fmt,
+            progress=progress,
+        )
+    for line in bad[:20]:
+        console.print(f"[yellow]skipped[/yellow] {line}")
+    if len(bad) > 20:
+        console.print(f"[yellow]... {len(bad) - 20} more skipped rows[/yellow]")
+    console.print(f"{name}: v{mv.version} ({mv.tag}), {report.n_train} train / {report.n_val} val, "
+                  f"{report.seconds:.1f} s")
+    console.print_json(json.dumps(report.metrics))
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
+    data: Annotated[Path, typer.Argument(help="Labelled file (same formats as train).")],
+    text_col: TextCol = "text",
+    pair_col: PairCol = None,
+    label_col: LabelCol = "label",
+    fmt: Fmt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the JSON report here too.")] = None,
+    data_dir: DataDir = Path("./labelpilot-data"),
+) -> None:
+    """Accuracy, P/R/F1 (macro/micro, per class) and a confusion-matrix PNG; stored with the version."""
+    from labelpilot.batch import evaluate_file
+
+    result = evaluate_file(_registry(data_dir), model, data, cols=_columns(text_col, pair_col, label_col, None),
+                           fmt=fmt)
+    metrics = result["metrics"]
+    per = metrics.get("per_class") or metrics.get("per_type") or {}
+    table = Table("label", "precision", "recall", "f1", "support", title=f"{result['model']} v{result['version']}")
+    for lab, m in per.items():
+        table.add_row(lab, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    console.print(table)
+    summary = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+    console.print(summary)
+    if result.get("confusion_png"):
+        console.print(f"confusion matrix: {result['confusion_png']}")
+    if result["n_bad_rows"]:
+        console.print(f"[yellow]{result['n_bad_rows']} malformed rows skipped[/yellow]")
+    if out:
+        out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Argument(help="NAME[@VERSION], or an exported model folder")],
+    input: Annotated[Path, typer.Argument(help="CSV/TSV/JSONL/Parquet/TXT file, any size.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output file (.csv, .jsonl, .parquet).")],
+    outputs: Annotated[str, typer.Option(help="Comma list of predictions, probabilities, logits.")] = (
+        "predictions,probabilities"),
+    append_cols: Annotated[str, typer.Option(help="Input columns copied to the output, comma-separated.")] = "",
+    threshold: Annotated[float | None, typer.Option(help="Probability cut-off for a label to be output.")] = None,
+    text_col: TextCol = "text",
+    pair_col: PairCol = None,
+    id_col: IdCol = None,
+    fmt: Fmt = None,
+    strict: Annotated[bool, typer.Option(help="Stop at the first malformed row (nothing is written).")] = False,
+    workers: Annotated[int, typer.Option(help="Processes (default: all cores).")] = 0,
+    data_dir: DataDir = Path("./labelpilot-data"),
+) -> None:
+    """Batch prediction, streamed in constant memory, on all cores, with a progress bar."""
+    from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from labelpilot.batch import predict_file
+
+    folder = Path(model)
+    ref: str | Path = model  # a registry name, unless it is an exported or bundle folder
+    if (folder / "manifest.json").is_file():
+        ref = folder / "model"
+    elif (folder / "bundle.json").is_file():
+        ref = folder
+    with Progress(SpinnerColumn(), TextColumn("predicting"), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("predict", total=None)
+        stats = predict_file(
+            None if isinstance(ref, Path) else _registry(data_dir), ref, input, output,
+            cols=_columns(text_col, pair_col, "label", id_col),
+            outputs=[o.strip() for o in outputs.split(",") if o.strip()],
+            append_cols=[c.strip() for c in append_cols.split(",") if c.strip()],
+            threshold=threshold, fmt=fmt, strict=strict, workers=workers or (os.cpu_count() or 1),
+            on_progress=lambda n: bar.update(task, completed=n),
+        )
+    for line in stats.bad_rows[:20]:
+        console.print(f"[yellow]malformed row[/yellow] {line}")
+    rate = stats.predicted / stats.seconds if stats.seconds else 0
+    console.print(f"{stats.predicted} predicted, {len(stats.bad_rows)} malformed rows skipped, "
+                  f"{stats.seconds:.1f} s ({rate:,.0f} rows/s) -> {output}")
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
+    directory: Annotated[Path, typer.Argument(help="A new folder.")],
+    data_dir: DataDir = Path("./labelpilot-data"),
+) -> None:
+    """A self-contained model folder that `labelpilot serve-model` or `models import` can load elsewhere."""
+    from labelpilot.batch import export_model
+
+    out = export_model(_registry(data_dir), model, directory)
+    console.print(f"exported to {out}")
+
+
+@app.command("serve-model")
+def serve_model(
+    directory: Annotated[Path, typer.Argument(help="A folder written by `labelpilot export`.")],
+    host: Annotated[str, typer.Option(envvar="LABELPILOT_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="LABELPILOT_PORT")] = 9091,
+    workers: Annotated[int, typer.Option(help="Server processes.")] = 1,
+    log_level: Annotated[str, typer.Option(envvar="LOG_LEVEL")] = "warning",
+) -> None:
+    """Serve one exported model on /v1/models/{name}/predict (bearer tokens: LABELPILOT_API_TOKENS)."""
+    import uvicorn
+
+    from labelpilot.batch import read_export
+
+    read_export(directory)  # fail early with a clear message
+    os.environ["LABELPILOT_EXPORT_DIR"] = str(directory.resolve())
+    uvicorn.run("labelpilot.server.app:create_model_app_from_env", factory=True, host=host, port=port,
+                workers=workers, log_level=log_level.lower(), access_log=False)
+
+
+@models_app.command("import")
+def models_import(
+    directory: Annotated[Path, typer.Argument(help="A folder written by `labelpilot export`.")],
+    name: Annotated[str | None, typer.Option(help="Registry name (default: the exported name).")] = None,
+    data_dir: DataDir = Path("./labelpilot-data"),
+) -> None:
+    """Register an exported model as a new version."""
+    from labelpilot.batch import import_export
+
+    mv = import_export(_registry(data_dir), directory, name)
+    console.print(f"{mv.name}: v{mv.version} ({mv.tag})")
+
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (active-learning simulation).")
+app.add_typer(bench_app, name="bench")
+
+
+@app.command()
+def keywords(
+    input: Annotated[Path, typer.Argument(help="CSV/TSV (with header), JSONL or TXT (one text a line).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="JSON lines with the keywords of each row.")],
+    column: Annotated[str, typer.Option(help="Text column (CSV/JSONL).")] = "text",
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="1 = TF-IDF only, 0 = TextRank only.")] = 0.5,
+    top_k: Annotated[int, typer.Option(min=1)] = 5,
+    userdict: Annotated[Path | None, typer.Option(help="User dictionary: one word a line (kept whole).")] = None,
+    lang: Annotated[str, typer.Option(help="auto, zh or en.")] = "auto",
+) -> None:
+    """Keyword extraction mixing TF-IDF and TextRank (seed 004)."""
+    from labelpilot.keywords import keywords_file
+
+    n = keywords_file(input, output, column, alpha=alpha, top_k=top_k, userdict=userdict, lang=lang)
+    console.print(f"{n} rows -> {output}")
+
+
+def _mount_optional_commands() -> None:
+    """The loop and bench commands live with their packages."""
+    from labelpilot.loop.cli import loop_command
+    from labelpilot.loop.simulate import bench_al_command
+
+    app.command("loop", help="The seed-003 file operator: train, predict the unlabelled pool, mark hard examples.")(
+        loop_command
+    )
+    bench_app.command("al", help="Active-learning simulation: learning curves and labels saved vs random.")(
+        bench_al_command
+    )
+
+
+#: Commands whose modules import sklearn/pandas/matplotlib: mounted only when they (or the help) are asked
+#: for, so that `labelpilot serve` keeps a small process (the serving RSS budget is 300 MB).
+_HEAVY_COMMANDS = {"loop", "bench"}
+
+
+def main() -> None:
+    import sys
+
+    from labelpilot.errors import LabelpilotError
+
+    first = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    if first is None or first in _HEAVY_COMMANDS:
+        _mount_optional_commands()
+    try:
+        app()
+    except LabelpilotError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise SystemExit(2) from exc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Settings, from the environment (and ``labelpilot serve`` flags). One place lists every knob."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LABELPILOT_", extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Path("./labelpilot-data")
+    host: str = "127.0.0.1"
+    port: int = 9090
+
+    # Auth. Basic auth protects every endpoint but /health and / when both are set.
+    basic_auth_user: str | None = Field(None, validation_alias=AliasChoices("BASIC_AUTH_USER", "basic_auth_user"))
+    basic_auth_pass: str | None = Field(None, validation_alias=AliasChoices("BASIC_AUTH_PASS", "basic_auth_pass"))
+    #: When set, every route is also served under /s/<secret>/..., and webhooks through that prefix need
+    #: no other credential (Label Studio's webhook engine sends no basic auth).
+    webhook_secret: str | None = None
+    #: Bearer tokens accepted by the predict service (/v1/...), comma-separated.
+    api_tokens: str | None = None
+
+    # Training.
+    retrain_every: int = Field(10, ge=0)  # annotation events between automatic retrains; 0 = only on Start Training
+    min_examples: int = Field(4, ge=2)  # fewer annotated tasks than this: training is skipped with a reason
+    redis_url: str | None = None  # jobs go to RQ on this Redis when set; in-process otherwise
+    train_timeout: float = 3600.0
+
+    # Label Studio access (win over what /setup sends).
+    label_studio_url: str | None = Field(
+        None, validation_alias=AliasChoices("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST", "label_studio_url")
+    )
+    label_studio_api_key: str | None = Field(
+        None,
+        validation_alias=AliasChoices("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN", "label_studio_api_key"),
+    )
+
+    # Media and export downloads.
+    media_allowlist: str = ""  # extra hosts (comma-separated, e.g. "images.example.com,cdn.example.org:8443")
+    local_files_root: Path | None = None  # local paths under this root may be read
+    media_max_bytes: int = 50_000_000
+    export_max_bytes: int = 2_000_000_000
+    http_timeout: float = 30.0
+    export_timeout: float = 600.0
+
+    log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "LABELPILOT_LOG_LEVEL"))
+
+    @property
+    def basic_auth(self) -> tuple[str, str] | None:
+        if self.basic_auth_user and self.basic_auth_pass:
+            return self.basic_auth_user, self.basic_auth_pass
+        return None
+
+    @property
+    def allowlist(self) -> set[str]:
+        return {h.strip().lower() for h in self.media_allowlist.split(",") if h.strip()}
+
+    @property
+    def tokens(self) -> set[str]:
+        return {t.strip() for t in (self.api_tokens or "").split(",") if t.strip()}

@@ -1,0 +1,159 @@
+"""Where training jobs run: a child process of the server (default) or RQ workers on Redis.
+
+Both share the job table of :class:`ProjectStore`: at most one job a project is queued or running;
+requests that arrive meanwhile coalesce into one follow-up run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from labelpilot.config import Settings
+from labelpilot.jobs.state import ACTIVE, ProjectStore
+
+log = logging.getLogger("labelpilot.jobs")
+
+OnDone = Callable[[str], None]
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: the child gets SIGKILL when the server dies, so a killed server leaves no trainer behind."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _child_main(settings_values: dict[str, Any], uid: str, job_id: int, full_export: bool, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
+    from labelpilot.jobs.training import run_job  # imported here: the server process never needs it
+
+    logging.basicConfig(level=settings_values.get("log_level", "INFO"))
+    settings = Settings(**settings_values)
+    run_job(settings, uid, job_id, full_export)
+
+
+class InProcessRunner:
+    """Runs each job in a fresh child process, one at a time by default (2 cores: keep one for serving)."""
+
+    def __init__(self, settings: Settings, store: ProjectStore, on_done: OnDone | None = None, workers: int = 1):
+        self.settings = settings
+        self.store = store
+        self.on_done = on_done
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="labelpilot-train")
+        self._ctx = mp.get_context("spawn")
+        self._procs: set[Any] = set()
+        self._lock = threading.Lock()
+
+    def submit(self, uid: str, reason: str, *, full_export: bool) -> tuple[int, bool]:
+        job_id, deferred = self.store.claim_or_defer(uid, reason, full_export)
+        if not deferred:
+            self._pool.submit(self._run, uid, job_id, full_export)
+        return job_id, deferred
+
+    def _run(self, uid: str, job_id: int, full_export: bool) -> None:
+        nxt: tuple[int, bool] | None = (job_id, full_export)
+        while nxt is not None:
+            job_id, full_export = nxt
+            values = self.settings.model_dump(mode="json")
+            proc = self._ctx.Process(
+                target=_child_main, args=(values, uid, job_id, full_export, os.getpid()), daemon=True
+            )
+            with self._lock:
+                self._procs.add(proc)
+            try:
+                proc.start()
+                proc.join(self.settings.train_timeout)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(5)
+            finally:
+                with self._lock:
+                    self._procs.discard(proc)
+            job = self.store.job(job_id) or {}
+            if job.get("state") in ACTIVE:
+                why = "timed out" if proc.exitcode in (None, -signal.SIGKILL) else f"died (exit {proc.exitcode})"
+                nxt = self.store.finish_and_next(job_id, state="failed", error=f"the training process {why}")
+            else:
+                nxt = self.store.next_queued(uid, after=job_id)
+            if job.get("state") == "done" and self.on_done:
+                try:
+                    self.on_done(uid)
+                except Exception:  # never let a cache warm-up kill the runner
+                    log.exception("on_done hook failed for %s", uid)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for proc in list(self._procs):
+                if proc.is_alive():
+                    proc.kill()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def rq_train(settings_values: dict[str, Any], uid: str, job_id: int, full_export: bool) -> str | None:
+    """The RQ job function: runs the training and queues the coalesced follow-up, if any."""
+    from labelpilot.jobs.training import run_job
+
+    settings = Settings(**settings_values)
+    nxt = run_job(settings, uid, job_id, full_export)
+    if nxt is not None:
+        RQRunner(settings, ProjectStore(settings.data_dir)).enqueue(uid, *nxt)
+    job = ProjectStore(settings.data_dir).job(job_id) or {}
+    return job.get("version")
+
+
+class RQRunner:
+    """Queues jobs on Redis (``LABELPILOT_REDIS_URL``) for ``labelpilot worker`` processes.
+
+    Workers must see the same data dir as the server (same machine or a shared volume).
+    """
+
+    queue_name = "labelpilot-train"
+
+    def __init__(self, settings: Settings, store: ProjectStore, on_done: OnDone | None = None):
+        from redis import Redis
+        from rq import Queue
+
+        self.settings = settings
+        self.store = store
+        self.redis = Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
+        self.queue = Queue(self.queue_name, connection=self.redis)
+
+    def submit(self, uid: str, reason: str, *, full_export: bool) -> tuple[int, bool]:
+        job_id, deferred = self.store.claim_or_defer(uid, reason, full_export)
+        if not deferred:
+            self.enqueue(uid, job_id, full_export)
+        return job_id, deferred
+
+    def enqueue(self, uid: str, job_id: int, full_export: bool) -> None:
+        self.queue.enqueue(
+            rq_train,
+            self.settings.model_dump(mode="json"),
+            uid,
+            job_id,
+            full_export,
+            job_id=f"labelpilot-train-{job_id}",
+            job_timeout=int(self.settings.train_timeout),
+            result_ttl=86400,
+            failure_ttl=86400,
+        )
+
+    def shutdown(self) -> None:
+        self.redis.close()
+
+
+def make_runner(settings: Settings, store: ProjectStore, on_done: OnDone | None = None):
+    if settings.redis_url:
+        return RQRunner(settings, store, on_done)
+    return InProcessRunner(settings, store, on_done)

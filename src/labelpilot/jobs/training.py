@@ -1,0 +1,207 @@
+"""Train a project's models from its annotations and register the result as a new version.
+
+This runs in a worker (a child process of the server by default, or an RQ worker), never in a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from labelpilot.config import Settings
+from labelpilot.data.labelstudio import pick_annotation, task_training_example
+from labelpilot.data.types import Example, FitReport
+from labelpilot.errors import LabelpilotError, TrainingError
+from labelpilot.jobs.state import ProjectStore, ls_project_id
+from labelpilot.lsclient import LabelStudioClient
+from labelpilot.media import MediaFetcher, resolve_media
+from labelpilot.models.base import Model, family_for
+from labelpilot.models.bundle import Bundle
+from labelpilot.registry import ModelVersion, Registry
+from labelpilot.schema import parse_label_config, require_supported
+
+log = logging.getLogger("labelpilot.training")
+
+
+def model_name(uid: str) -> str:
+    """Registry name of a Label Studio project's model."""
+    return f"ls-project-{uid}"
+
+
+def ls_client_for(project: dict[str, Any], settings: Settings) -> LabelStudioClient:
+    """Explicit configuration (LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY) wins over what /setup sent."""
+    url = settings.label_studio_url or project.get("hostname") or ""
+    if settings.label_studio_api_key:
+        token, source = settings.label_studio_api_key, "env"
+    else:
+        token, source = project.get("access_token") or "", "setup"
+    return LabelStudioClient(url, token, timeout=settings.http_timeout, token_source=source)
+
+
+def media_fetcher(project: dict[str, Any] | None, settings: Settings) -> MediaFetcher:
+    """Media access for a project: Label Studio's host (when known) plus the allowlist and local root."""
+    try:
+        ls = ls_client_for(project or {}, settings)
+    except LabelpilotError:
+        ls = None
+    return MediaFetcher(
+        Path(settings.data_dir) / "media-cache",
+        ls=ls,
+        allowlist=settings.allowlist,
+        local_root=settings.local_files_root,
+        max_bytes=settings.media_max_bytes,
+        timeout=settings.http_timeout,
+    )
+
+
+def fetch_tasks(store: ProjectStore, uid: str, settings: Settings, *, full_export: bool) -> tuple[list, list[str]]:
+    """The project's annotated tasks: a fresh export from Label Studio when asked (or never done before),
+    else the copy kept from webhooks. Falls back to the copy, with a note, when the export fails."""
+    project = store.project(uid) or {}
+    notes: list[str] = []
+    ls_id = ls_project_id(uid)
+    if (full_export or not project.get("synced")) and ls_id is not None:
+        try:
+            client = ls_client_for(project, settings)
+            started = time.time()
+            tasks = client.export_tasks(ls_id, max_bytes=settings.export_max_bytes, timeout=settings.export_timeout)
+            store.replace_tasks(uid, tasks, since=started)
+            notes.append(f"exported {len(tasks)} annotated tasks from Label Studio")
+            return store.tasks(uid), notes
+        except LabelpilotError as exc:
+            local = store.tasks(uid)
+            if not local:
+                raise
+            notes.append(f"export failed ({exc.message}); trained from the {len(local)} tasks received by webhook")
+            return local, notes
+    return store.tasks(uid), notes
+
+
+def build_examples(tasks: list[dict[str, Any]], control) -> tuple[list[Example], list[str]]:
+    examples: list[Example] = []
+    skipped: list[str] = []
+    for task in tasks:
+        if not isinstance(task, dict):
+            skipped.append("a task that is not an object")
+            continue
+        ann = pick_annotation(task.get("annotations") or [])
+        if ann is None:
+            continue
+        result = ann.get("result") or []
+        example, reasons = task_training_example(task, result, control)
+        skipped.extend(reasons)
+        if example is not None:
+            examples.append(example)
+    return examples, skipped
+
+
+def options_for(options: dict[str, Any] | None, control: str, family: str) -> dict[str, Any]:
+    """Model options from extra_params: ``{"C": 2}`` applies to every control; ``{"<control name>": {...}}``
+    or ``{"<family>": {...}}`` to one (a control name wins over a family name)."""
+    if not options:
+        return {}
+    if all(isinstance(v, dict) for v in options.values()):
+        return dict(options.get(control) or options.get(family) or {})
+    return dict(options)
+
+
+def train_bundle(
+    label_config: str,
+    tasks: list[dict[str, Any]],
+    *,
+    options: dict[str, Any] | None = None,
+    families: dict[str, str] | None = None,
+    min_examples: int = 4,
+    progress=None,
+    media: MediaFetcher | None = None,
+) -> tuple[Bundle, FitReport]:
+    """Fit one model per supported control. Controls without enough data are left out, with a note."""
+    schema = require_supported(parse_label_config(label_config))
+    models: dict[str, Model] = {}
+    total = FitReport()
+    t0 = time.perf_counter()
+    for control in schema.controls:
+        try:
+            family = family_for(control, (families or {}).get(control.name))
+        except TrainingError as exc:
+            total.notes.append(f"{control.name}: {exc.message}")
+            continue
+        if family is None:
+            total.notes.append(f"{control.name}: no model family for {control.kind} yet")
+            continue
+        examples, skipped = build_examples(tasks, control)
+        errors = resolve_media(examples, control, media)
+        skipped += [f"task {ex.id}: {err}" for ex, err in zip(examples, errors, strict=True) if err]
+        examples = [ex for ex, err in zip(examples, errors, strict=True) if not err]
+        total.skipped.extend(f"{control.name}: {s}" for s in skipped)
+        if len(examples) < min_examples:
+            total.notes.append(f"{control.name}: {len(examples)} annotated tasks, {min_examples} needed")
+            continue
+        model = family(control, **options_for(options, control.name, family.name))
+        try:
+            report = model.fit(examples, progress=progress)
+        except TrainingError as exc:
+            total.notes.append(f"{control.name}: {exc.message}")
+            continue
+        models[control.name] = model
+        total.n_examples = max(total.n_examples, len(examples))
+        total.n_train += report.n_train
+        total.n_val += report.n_val
+        total.labels.extend(report.labels)
+        total.metrics.update({f"{control.name}.{k}" if len(schema.controls) > 1 else k: v
+                              for k, v in report.metrics.items()})
+        total.skipped.extend(f"{control.name}: {s}" for s in report.skipped)
+        total.notes.extend(report.notes)
+    total.seconds = time.perf_counter() - t0
+    if not models:
+        raise TrainingError("nothing to train: " + "; ".join(total.notes or ["no annotated tasks"]))
+    return Bundle(schema, models), total
+
+
+def train_project(
+    settings: Settings, uid: str, job_id: int, *, full_export: bool, store: ProjectStore | None = None
+) -> ModelVersion:
+    store = store or ProjectStore(settings.data_dir)
+    project = store.project(uid)
+    if project is None or not project.get("label_config"):
+        raise TrainingError(f"project {uid} is unknown: Label Studio has not called /setup or sent its config")
+    store.update_job(job_id, state="running", started=time.time(), progress="fetching annotations")
+    tasks, notes = fetch_tasks(store, uid, settings, full_export=full_export)
+    store.update_job(job_id, progress=f"training on {len(tasks)} annotated tasks")
+
+    def progress(done: int, total: int, message: str) -> None:
+        store.update_job(job_id, progress=f"{message} ({done}/{total})")
+
+    extra = project.get("extra_params") or {}
+    bundle, report = train_bundle(
+        project["label_config"],
+        tasks,
+        options=extra.get("model_options") if isinstance(extra, dict) else None,
+        families=extra.get("families") if isinstance(extra, dict) else None,
+        min_examples=settings.min_examples,
+        progress=progress,
+        media=media_fetcher(project, settings),
+    )
+    report.notes = notes + report.notes
+    registry = Registry(settings.data_dir / "registry")
+    return registry.register(model_name(uid), bundle, report=report, parent=None, promote=True)
+
+
+def run_job(settings: Settings, uid: str, job_id: int, full_export: bool) -> tuple[int, bool] | None:
+    """Run one job to its end and record the outcome (never leaves it 'running').
+
+    Returns the follow-up job (id, full_export) when more training was requested meanwhile.
+    """
+    store = ProjectStore(settings.data_dir)
+    try:
+        mv = train_project(settings, uid, job_id, full_export=full_export, store=store)
+    except LabelpilotError as exc:
+        log.warning("training %s failed: %s", uid, exc.message)
+        return store.finish_and_next(job_id, state="failed", error=exc.message)
+    except Exception as exc:  # a bug: record it
+        log.exception("training %s crashed", uid)
+        return store.finish_and_next(job_id, state="failed", error=f"{type(exc).__name__}: {exc}")
+    log.info("project %s: new model version %s (%s examples)", uid, mv.tag, mv.n_examples)
+    return store.finish_and_next(job_id, state="done", version=mv.tag, progress="done", report=mv.report)

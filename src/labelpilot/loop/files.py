@@ -1,0 +1,192 @@
+"""Seed-003 files: reading and checking ``input_label.csv`` / ``input_added_label.csv`` /
+``input_unlabel.csv`` and writing the predictions CSV.
+
+Input columns: ``sampleId,path,label`` (``input_unlabel.csv``: ``sampleId,path``). ``path`` is a text file
+(read as UTF-8) or an image, relative to the input folder or absolute; an inline ``text`` column may stand
+in for ``path`` or go with it (then the text is used and the path is only carried along). Multi-label
+labels are separated by ``|`` (``sports|finance``); a task is multi-label as soon as one label cell holds
+a ``|``. Every problem is reported with the file and the line (line 1 is the header).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from labelpilot.data.types import Example, Target
+from labelpilot.errors import InputError
+
+LABEL_FILE = "input_label.csv"
+ADDED_FILE = "input_added_label.csv"
+UNLABEL_FILE = "input_unlabel.csv"
+PREDICTIONS_FILE = "predictions.csv"
+REPORT_FILE = "report.json"
+MULTI_SEP = "|"
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+MAX_TEXT_BYTES = 10_000_000
+
+
+@dataclass
+class Row:
+    """One checked CSV row."""
+
+    sample_id: str
+    path: str
+    text: str | None  # the item's text (inline or read from ``path``); None for images
+    image: str | None  # absolute image path for image items
+    labels: tuple[str, ...]
+    file: str
+    line: int
+    inline: bool = False  # the text came from the CSV's text column
+    abs_path: str = ""  # ``path`` resolved against the input folder ("" when the row had no path)
+
+    def example(self, with_target: bool = True) -> Example:
+        target = Target(labels=self.labels) if with_target and self.labels else None
+        return Example(
+            text=self.text or "",
+            image=self.image,
+            target=target,
+            id=self.sample_id,
+            meta={
+                "path": self.path,
+                "abs_path": self.abs_path,
+                "file": self.file,
+                "line": self.line,
+                "inline_text": self.inline,
+            },
+        )
+
+    @property
+    def where(self) -> str:
+        return f"{self.file} line {self.line} (sampleId={self.sample_id!r})"
+
+
+def parse_labels(cell: str) -> tuple[str, ...]:
+    """``"a|b| c"`` -> ``("a", "b", "c")``; order kept, repeats dropped."""
+    out: list[str] = []
+    for part in cell.split(MULTI_SEP):
+        part = part.strip()
+        if part and part not in out:
+            out.append(part)
+    return tuple(out)
+
+
+def _read_item(input_dir: Path, file: str, line: int, sample_id: str, path: str, text: str | None) -> Row:
+    where = f"{file} line {line} (sampleId={sample_id!r})"
+    abs_path = ""
+    if path.strip():
+        abs_path = str(Path(path) if Path(path).is_absolute() else (input_dir / path).absolute())
+    if text is not None and text.strip():
+        return Row(sample_id, path, text, None, (), file, line, inline=True, abs_path=abs_path)
+    if not path.strip():
+        raise InputError(f"{where}: empty path and no text", field=file)
+    full = Path(path)
+    if not full.is_absolute():
+        full = input_dir / full
+    if full.suffix.lower() in IMAGE_SUFFIXES:
+        if not full.is_file():
+            raise InputError(f"{where}: image {path!r} not found (looked at {full})", field=file)
+        return Row(sample_id, path, None, str(full), (), file, line, abs_path=abs_path)
+    try:
+        if full.stat().st_size > MAX_TEXT_BYTES:
+            raise InputError(f"{where}: {path!r} is larger than {MAX_TEXT_BYTES} bytes", field=file)
+        content = full.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"{where}: path {path!r} not found (looked at {full})", field=file) from None
+    except IsADirectoryError:
+        raise InputError(f"{where}: path {path!r} is a folder, not a text file", field=file) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{where}: cannot read {path!r} as UTF-8 text: {exc}", field=file) from None
+    return Row(sample_id, path, content.strip(), None, (), file, line, abs_path=abs_path)
+
+
+def read_rows(input_dir: Path, file: str, *, labelled: bool, required: bool = True) -> list[Row]:
+    """Read and check one seed-003 CSV. Missing/extra columns, empty ids or labels, duplicate sampleIds
+    and unreadable paths raise :class:`InputError` naming the file and line."""
+    csv_path = input_dir / file
+    if not csv_path.is_file():
+        if required:
+            raise InputError(f"{file} not found in {input_dir}", field=file)
+        return []
+    try:
+        with csv_path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            records = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{file}: cannot read as a UTF-8 CSV: {exc}", field=file) from None
+    if header is None:
+        raise InputError(f"{file} is empty (no header line)", field=file)
+    header = [h.strip() for h in header]
+    allowed = {"sampleId", "path", "text", "label"}
+    extra = [h for h in header if h not in allowed]
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    missing = [h for h in ("sampleId", "label") if h not in header] if labelled else []
+    if "sampleId" not in header and "sampleId" not in missing:
+        missing.append("sampleId")
+    if "path" not in header and "text" not in header:
+        missing.append("path")
+    expected = "sampleId,path,label" if labelled else "sampleId,path"
+    if extra or missing or dupes:
+        parts = []
+        if missing:
+            parts.append(f"missing column(s) {', '.join(missing)}")
+        if extra:
+            parts.append(f"unexpected column(s) {', '.join(extra)}")
+        if dupes:
+            parts.append(f"repeated column(s) {', '.join(dupes)}")
+        raise InputError(
+            f"{file}: {'; '.join(parts)} (expected {expected}, optionally a text column); header: {','.join(header)}",
+            field=file,
+        )
+    col = {h: i for i, h in enumerate(header)}
+    rows: list[Row] = []
+    seen: dict[str, int] = {}
+    for n, rec in enumerate(records, start=2):
+        if not rec or all(not c.strip() for c in rec):
+            continue  # blank line
+        if len(rec) != len(header):
+            raise InputError(f"{file} line {n}: {len(rec)} fields, the header has {len(header)}", field=file)
+        sid = rec[col["sampleId"]].strip()
+        if not sid:
+            raise InputError(f"{file} line {n}: empty sampleId", field=file)
+        if sid in seen:
+            raise InputError(f"{file} line {n}: duplicate sampleId {sid!r} (first on line {seen[sid]})", field=file)
+        seen[sid] = n
+        label_cell = rec[col["label"]] if "label" in col else ""
+        if labelled:
+            labels = parse_labels(label_cell)
+            if not labels:
+                raise InputError(f"{file} line {n} (sampleId={sid!r}): empty label", field=file)
+        else:
+            if label_cell.strip():
+                raise InputError(
+                    f"{file} line {n} (sampleId={sid!r}): unlabelled items must not carry a label", field=file
+                )
+            labels = ()
+        path = rec[col["path"]].strip() if "path" in col else ""
+        text = rec[col["text"]] if "text" in col else None
+        row = _read_item(input_dir, file, n, sid, path, text)
+        row.labels = labels
+        rows.append(row)
+    return rows
+
+
+def check_disjoint(groups: Sequence[Sequence[Row]]) -> None:
+    """No sampleId may appear in two files (an item cannot be labelled and unlabelled at once)."""
+    first: dict[str, Row] = {}
+    for rows in groups:
+        for r in rows:
+            other = first.get(r.sample_id)
+            if other is not None:
+                raise InputError(f"{r.where}: sampleId also appears in {other.file} line {other.line}", field=r.file)
+            first[r.sample_id] = r
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)

@@ -1,0 +1,147 @@
+"""A small client for the parts of Label Studio's API the backend needs: the export, and auth headers.
+
+Tokens: a legacy token is sent as ``Token <key>``; a personal access token (a JWT *refresh* token) is
+exchanged at ``/api/token/refresh/`` for a short-lived access token sent as ``Bearer``; an access JWT
+is sent as ``Bearer`` directly. Credentials are only ever sent to Label Studio's own host.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import httpx
+
+from labelpilot.errors import LabelStudioError
+
+
+def token_kind(token: str) -> str:
+    """``"legacy"``, ``"refresh"`` (a PAT) or ``"access"``."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return "legacy"
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, json.JSONDecodeError):
+        return "legacy"
+    return "refresh" if payload.get("token_type") == "refresh" else "access"
+
+
+def _jwt_exp(token: str) -> float:
+    try:
+        part = token.split(".")[1]
+        return float(json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))).get("exp", 0))
+    except (IndexError, ValueError, json.JSONDecodeError):
+        return 0.0
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+class LabelStudioClient:
+    """Talks to one Label Studio at ``base_url`` with one token."""
+
+    _access_cache: ClassVar[dict[tuple[str, str], tuple[str, float]]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, base_url: str, token: str, *, timeout: float = 30.0, token_source: str = "") -> None:
+        if not base_url or not base_url.startswith(("http://", "https://")):
+            raise LabelStudioError(
+                f"Label Studio URL {base_url!r} must start with http:// or https:// "
+                "(set LABEL_STUDIO_URL, or LABEL_STUDIO_HOST on the Label Studio side)"
+            )
+        if not token:
+            raise LabelStudioError(
+                "no Label Studio token: /setup sent none and LABEL_STUDIO_API_KEY is not set"
+            )
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.token_source = token_source
+
+    def auth_header(self) -> dict[str, str]:
+        kind = token_kind(self.token)
+        if kind == "legacy":
+            return {"Authorization": f"Token {self.token}"}
+        if kind == "access":
+            return {"Authorization": f"Bearer {self.token}"}
+        key = (self.base_url, self.token)
+        with self._lock:
+            cached = self._access_cache.get(key)
+            if cached and cached[1] - 30 > time.time():
+                return {"Authorization": f"Bearer {cached[0]}"}
+            try:
+                resp = httpx.post(
+                    f"{self.base_url}/api/token/refresh/", json={"refresh": self.token}, timeout=self.timeout
+                )
+            except httpx.HTTPError as exc:
+                raise LabelStudioError(self._unreachable(exc)) from exc
+            if resp.status_code != 200:
+                raise LabelStudioError(
+                    f"Label Studio refused the personal access token at /api/token/refresh/ "
+                    f"(HTTP {resp.status_code}); create a new one in Account & Settings"
+                )
+            access = resp.json().get("access", "")
+            self._access_cache[key] = (access, _jwt_exp(access) or time.time() + 240)
+            return {"Authorization": f"Bearer {access}"}
+
+    def _unreachable(self, exc: Exception) -> str:
+        msg = f"could not reach Label Studio at {self.base_url}: {exc}"
+        if "localhost" in self.base_url and self.token_source == "setup":
+            msg += (
+                " (Label Studio reports http://localhost:8080 unless it runs with LABEL_STUDIO_HOST set to its real "
+                "address; set that, or LABEL_STUDIO_URL on this backend)"
+            )
+        return msg
+
+    def _explain(self, status: int) -> str:
+        if status == 401 and token_kind(self.token) == "legacy" and self.token_source == "setup":
+            return (
+                "Label Studio refused the legacy token it sent at /setup (HTTP 401). Legacy tokens are probably "
+                "disabled in the organisation: set LABEL_STUDIO_API_KEY to a personal access token and "
+                "LABEL_STUDIO_URL to Label Studio's address on the backend, or enable legacy tokens"
+            )
+        if status in (401, 403):
+            return f"Label Studio refused the token (HTTP {status}); check LABEL_STUDIO_API_KEY"
+        return f"Label Studio answered HTTP {status}"
+
+    def export_tasks(self, project_id: int, *, max_bytes: int = 2_000_000_000, timeout: float = 600.0) -> list[Any]:
+        """All annotated tasks of a project (Label Studio JSON export), with a size and time limit."""
+        url = f"{self.base_url}/api/projects/{project_id}/export"
+        params = {"exportType": "JSON", "download_all_tasks": "false"}
+        deadline = time.monotonic() + timeout
+        try:
+            with httpx.stream(
+                "GET",
+                url,
+                params=params,
+                headers=self.auth_header(),
+                timeout=httpx.Timeout(self.timeout, read=timeout),
+                follow_redirects=False,
+            ) as resp:
+                if resp.status_code != 200:
+                    raise LabelStudioError(f"export of project {project_id} failed: {self._explain(resp.status_code)}")
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in resp.iter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise LabelStudioError(f"the export of project {project_id} is larger than {max_bytes} bytes")
+                    if time.monotonic() > deadline:
+                        raise LabelStudioError(f"the export of project {project_id} took longer than {timeout} s")
+                    chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            raise LabelStudioError(self._unreachable(exc)) from exc
+        try:
+            tasks = json.loads(b"".join(chunks))
+        except json.JSONDecodeError as exc:
+            raise LabelStudioError(f"the export of project {project_id} is not JSON: {exc}") from exc
+        if not isinstance(tasks, list):
+            raise LabelStudioError(f"the export of project {project_id} is not a list of tasks")
+        return tasks

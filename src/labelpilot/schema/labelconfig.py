@@ -1,0 +1,285 @@
+"""Build a :class:`LabelSchema` from a Label Studio label config (XML).
+
+A small lxml parser rather than label-studio-sdk's ``LabelInterface``: the SDK pulls pandas, opencv,
+nltk and more into the serving process for what is a 150-line walk over the XML (measured in the
+issue note). It follows the SDK's ``parse_config`` rules: control tags have ``name`` and ``toName``;
+object tags have ``name`` and ``value="$key"``; labels are the ``<Choice>``/``<Label>`` children of the
+nearest control, keyed by ``alias`` when present.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from lxml import etree
+
+from labelpilot.errors import SchemaError
+from labelpilot.schema.types import (
+    SUPPORTED,
+    TEXT_OBJECTS,
+    ControlSpec,
+    LabelSchema,
+    LabelSpec,
+    ObjectSpec,
+    UnsupportedControl,
+    supported_summary,
+)
+
+_LABEL_TAGS = {"choice", "label"}
+_NOT_CONTROLS = {"filter", "view", "style", "header"}
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
+MAX_CONFIG_BYTES = 1_000_000
+
+
+def _truthy(value: str | None) -> bool:
+    return str(value).strip().lower() in {"true", "1", "yes"}
+
+
+def _float_attr(el: etree._Element, *names: str) -> float | None:
+    for name in names:
+        raw = el.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            return float(raw)
+        except ValueError as exc:
+            raise SchemaError(
+                f"<{el.tag} name=\"{el.get('name', '')}\">: {name}=\"{raw}\" is not a number",
+                field=name,
+            ) from exc
+    return None
+
+
+def _split_values(raw: str | None) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    return tuple(v.strip() for v in raw.split(",") if v.strip())
+
+
+def _label_of(el: etree._Element, path: tuple[str, ...] = ()) -> LabelSpec:
+    value = el.get("alias") or el.get("value")
+    if value is None:
+        raise SchemaError(f"<{el.tag}> without value inside <{el.getparent().tag}>", field="value")
+    return LabelSpec(
+        value=value,
+        predicted_values=_split_values(el.get("predicted_values")),
+        score_threshold=_float_attr(el, "model_score_threshold", "score_threshold"),
+        path=path,
+    )
+
+
+def _taxonomy_labels(el: etree._Element, prefix: tuple[str, ...] = ()) -> list[LabelSpec]:
+    out: list[LabelSpec] = []
+    for child in el:
+        if not isinstance(child.tag, str) or child.tag.lower() != "choice":
+            continue
+        value = child.get("alias") or child.get("value")
+        if value is None:
+            continue
+        path = (*prefix, value)
+        out.append(_label_of(child, path))
+        out.extend(_taxonomy_labels(child, path))
+    return out
+
+
+def _flat_labels(el: etree._Element) -> list[LabelSpec]:
+    labels: list[LabelSpec] = []
+    for child in el.iter():
+        if child is el or not isinstance(child.tag, str):
+            continue
+        if child.tag.lower() in _LABEL_TAGS and _nearest_control(child) is el:
+            labels.append(_label_of(child))
+    return labels
+
+
+def _nearest_control(el: etree._Element) -> etree._Element | None:
+    parent = el.getparent()
+    while parent is not None:
+        if parent.get("toName") is not None and parent.get("name") is not None:
+            return parent
+        parent = parent.getparent()
+    return None
+
+
+@lru_cache(maxsize=256)
+def parse_label_config(config: str) -> LabelSchema:
+    """Parse a label config. Raises :class:`SchemaError` for XML that is not a label config.
+
+    Controls that labelpilot cannot pre-label are listed in ``schema.unsupported`` with the reason;
+    they never make parsing fail.
+    """
+    if not isinstance(config, str) or not config.strip():
+        raise SchemaError("the label config is empty", field="label_config")
+    if len(config.encode()) > MAX_CONFIG_BYTES:
+        raise SchemaError("the label config is larger than 1 MB", field="label_config")
+    try:
+        root = etree.fromstring(config.encode(), parser=_PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise SchemaError(f"the label config is not valid XML: {exc}", field="label_config") from exc
+
+    objects: dict[str, ObjectSpec] = {}
+    controls: list[etree._Element] = []
+    for el in root.iter():
+        if not isinstance(el.tag, str):
+            continue
+        name = el.get("name")
+        if name is None or (el.tag.lower() in _NOT_CONTROLS and el.get("toName") is None):
+            # <Header value="$title"/> has no name; a named Header is an object.
+            if name is not None and el.get("value", "").startswith("$"):
+                objects[name] = ObjectSpec(name, el.tag, el.get("value")[1:])
+            continue
+        if el.get("toName") is not None:
+            controls.append(el)
+        elif el.get("value") is not None or el.get("valueList") is not None:
+            raw = el.get("value") or el.get("valueList") or ""
+            objects[name] = ObjectSpec(
+                name, el.tag, raw[1:] if raw.startswith("$") else None, (el.get("valueType") or "").lower() or None
+            )
+
+    specs: list[ControlSpec] = []
+    unsupported: list[UnsupportedControl] = []
+    for el in controls:
+        name, ctype = el.get("name"), el.tag
+        to_names = [t.strip() for t in el.get("toName", "").split(",") if t.strip()]
+        to_name = to_names[0] if to_names else ""
+        obj = objects.get(to_name)
+        obj_type = obj.type if obj else None
+
+        def reject(reason: str, *, _n=name, _t=ctype, _to=to_name, _ot=obj_type) -> None:
+            unsupported.append(UnsupportedControl(_n, _t, _to, _ot, reason))
+
+        if _truthy(el.get("model_skip")):
+            reject("skipped (model_skip=\"true\")")
+            continue
+        kinds = {k.lower(): v for k, v in SUPPORTED.items()}.get(ctype.lower())
+        if kinds is None:
+            reject(f"labelpilot cannot pre-label <{ctype}> yet; supported: {supported_summary()}")
+            continue
+        if obj is None:
+            reject(f"toName=\"{to_name}\" names no object tag in the config")
+            continue
+        kind = {k.lower(): v for k, v in kinds.items()}.get(obj.type.lower())
+        if kind is None:
+            reject(f"<{ctype}> on <{obj.type}> is not supported; supported: {supported_summary()}")
+            continue
+        if obj.value_key is None:
+            reject(f"object \"{obj.name}\" has no $variable to read task data from")
+            continue
+        if (el.get("value") or "").startswith("$") or el.get("apiUrl"):
+            reject("dynamic labels (value=\"$...\" or apiUrl) are not supported yet")
+            continue
+        if ctype.lower() == "taxonomy":
+            labels = _taxonomy_labels(el)
+            max_usages = el.get("maxUsages")
+            multiple = bool(max_usages and max_usages.isdigit() and int(max_usages) > 1)
+        else:
+            labels = _flat_labels(el)
+            multiple = el.get("choice", "single").lower() == "multiple"
+        if not labels:
+            reject("the control has no labels")
+            continue
+        keys = [lab.key for lab in labels]
+        if len(set(keys)) != len(keys):
+            dupes = sorted({k for k in keys if keys.count(k) > 1})
+            reject(f"duplicate label(s) {dupes}")
+            continue
+        pair_key = None
+        if obj.type in TEXT_OBJECTS:
+            others = [
+                o for o in objects.values() if o.type in TEXT_OBJECTS and o.name != obj.name and o.value_key
+            ]
+            pair_key = others[0].value_key if others else None
+        specs.append(
+            ControlSpec(
+                name=name,
+                type=ctype,
+                to_name=to_name,
+                object_type=obj.type,
+                value_key=obj.value_key,
+                kind=kind,
+                labels=tuple(labels),
+                multiple=multiple,
+                score_threshold=_float_attr(el, "model_score_threshold", "score_threshold"),
+                pair_key=pair_key,
+                text_is_url=obj.type in TEXT_OBJECTS and obj.value_type == "url",
+                attrs={k: v for k, v in el.attrib.items()},
+            )
+        )
+    return LabelSchema(
+        controls=tuple(specs), objects=tuple(objects.values()), unsupported=tuple(unsupported), config=config
+    )
+
+
+def require_supported(schema: LabelSchema) -> LabelSchema:
+    """Raise a clear :class:`SchemaError` when no control of the config can be pre-labelled."""
+    if schema.controls:
+        return schema
+    if schema.unsupported:
+        raise SchemaError(
+            "no control in the label config can be pre-labelled: " + "; ".join(schema.problems()),
+            field="label_config",
+        )
+    raise SchemaError(
+        f"the label config has no control tag (a tag with name and toName); supported: {supported_summary()}",
+        field="label_config",
+    )
+
+
+def make_label_config(
+    labels: list[str],
+    *,
+    kind: str = "choices",
+    multiple: bool = False,
+    pair: bool = False,
+    text_key: str = "text",
+    pair_key: str = "text_pair",
+    control_name: str = "label",
+) -> str:
+    """A label config for data that does not come from Label Studio (CSV, CoNLL, image folders).
+
+    Everything in labelpilot is described by a label config, so a model trained from files is the same
+    kind of object as one trained from a Label Studio project. ``kind`` is one of ``choices``,
+    ``taxonomy`` (labels given as "Parent/Child" paths), ``labels`` (spans), ``image-choices``,
+    ``rectangles``.
+    """
+    from xml.sax.saxutils import quoteattr
+
+    def choice_tags(tag: str) -> str:
+        return "".join(f"<{tag} value={quoteattr(lab)}/>" for lab in labels)
+
+    text_obj = f'<Text name="text" value="${text_key}"/>'
+    if pair:
+        text_obj += f'<Text name="text_pair" value="${pair_key}"/>'
+    name = quoteattr(control_name)
+    if kind == "choices":
+        choice = ' choice="multiple"' if multiple else ""
+        body = f'{text_obj}<Choices name={name} toName="text"{choice}>{choice_tags("Choice")}</Choices>'
+    elif kind == "labels":
+        body = f'{text_obj}<Labels name={name} toName="text">{choice_tags("Label")}</Labels>'
+    elif kind == "taxonomy":
+        tree: dict[str, list[str]] = {}
+        for lab in labels:
+            parent, _, child = lab.partition("/")
+            tree.setdefault(parent, [])
+            if child:
+                tree[parent].append(child)
+        inner = "".join(
+            f"<Choice value={quoteattr(p)}>" + "".join(f"<Choice value={quoteattr(c)}/>" for c in kids) + "</Choice>"
+            for p, kids in tree.items()
+        )
+        usages = ' maxUsages="10"' if multiple else ""
+        body = f'{text_obj}<Taxonomy name={name} toName="text"{usages}>{inner}</Taxonomy>'
+    elif kind == "image-choices":
+        choice = ' choice="multiple"' if multiple else ""
+        body = (
+            f'<Image name="image" value="$image"/><Choices name={name} toName="image"{choice}>'
+            f'{choice_tags("Choice")}</Choices>'
+        )
+    elif kind == "rectangles":
+        body = (
+            f'<Image name="image" value="$image"/><RectangleLabels name={name} toName="image">'
+            f'{choice_tags("Label")}</RectangleLabels>'
+        )
+    else:
+        raise SchemaError(f"unknown kind {kind!r}", field="kind")
+    return f"<View>{body}</View>"

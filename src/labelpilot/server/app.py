@@ -1,0 +1,195 @@
+"""The FastAPI application: Label Studio routes, served at / and (optionally) under /s/<secret>/."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from labelpilot import __version__
+from labelpilot.config import Settings
+from labelpilot.errors import NotFoundError
+from labelpilot.jobs.runner import make_runner
+from labelpilot.jobs.state import ProjectStore
+from labelpilot.jobs.training import media_fetcher
+from labelpilot.models.bundle import Bundle
+from labelpilot.registry import ModelVersion, Registry
+from labelpilot.server import ls_backend, serving
+from labelpilot.server.errors import install_error_handlers
+from labelpilot.server.metrics import Metrics
+from labelpilot.server.predictor import Predictor
+
+log = logging.getLogger("labelpilot.server")
+
+_KNOWN_ROUTES = {"/", "/health", "/setup", "/predict", "/webhook", "/versions", "/metrics", "/training"}
+
+
+class RegistryModels:
+    """Bundles for the predict service, loaded once per (name, version) and kept while served."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._cache: dict[tuple[str, int], tuple[ModelVersion, Bundle]] = {}
+
+    def resolve(self, name: str, version: int | None) -> tuple[ModelVersion, Bundle]:
+        if version is None:
+            version = self.registry.serving_version(name)
+            if version is None:
+                raise NotFoundError(f"unknown model {name!r}", field="model")
+        key = (name, version)
+        if key not in self._cache:
+            if len(self._cache) > 16:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = self.registry.load(name, version)
+        return self._cache[key]
+
+    def list(self) -> list[dict[str, Any]]:
+        return self.registry.list_models()
+
+
+class MetricsMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware): counts and times requests with ~µs overhead."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = {"code": 500}
+
+        async def _send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _send)
+        finally:
+            path = scope.get("path", "")
+            if path.startswith("/s/"):
+                path = "/" + path.split("/", 3)[-1] if path.count("/") >= 3 else "/"
+            route = path if path in _KNOWN_ROUTES else ("/v1" if path.startswith("/v1/") else "other")
+            self.metrics.observe_http(route, scope.get("method", ""), status["code"], time.perf_counter() - t0)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        registry = Registry(settings.data_dir / "registry")
+        removed = registry.cleanup()
+        if removed:
+            log.warning("removed debris of interrupted model writes: %s", removed)
+        store = ProjectStore(settings.data_dir)
+        interrupted = store.interrupt_unfinished()
+        if interrupted:
+            log.warning("%d training job(s) were interrupted by the last shutdown", interrupted)
+        predictor = Predictor(registry, media_for=lambda uid: media_fetcher(store.project(uid) if uid else None,
+                                                                            settings))
+
+        def warm(uid: str) -> None:
+            predictor.serving(uid)
+
+        runner = make_runner(settings, store, on_done=warm)
+        app.state.settings = settings
+        app.state.registry = registry
+        app.state.store = store
+        app.state.predictor = predictor
+        app.state.runner = runner
+        app.state.metrics = metrics
+        models = RegistryModels(registry)
+        app.state.resolve_model = models.resolve
+        app.state.list_models = models.list
+        if not settings.tokens:
+            log.warning("the predict service /v1 is open: set LABELPILOT_API_TOKENS to require bearer tokens")
+        log.info("labelpilot %s serving data dir %s", __version__, settings.data_dir.resolve())
+        try:
+            yield
+        finally:
+            runner.shutdown()
+
+    app = FastAPI(title="labelpilot", version=__version__, lifespan=lifespan, docs_url="/docs")
+    install_error_handlers(app)
+    app.include_router(ls_backend.public)
+    app.include_router(ls_backend.router)
+    app.include_router(ls_backend.hooks)
+    app.include_router(serving.router)
+    for r in (ls_backend.public, ls_backend.router, ls_backend.hooks):
+        app.include_router(r, prefix="/s/{secret}", include_in_schema=False)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def warm_up(bundle: Bundle) -> None:
+    """One throw-away prediction, so lazy resources (jieba's dictionary, ONNX sessions) load at start-up
+    and not in the first user's request."""
+    from labelpilot.data.types import Example
+
+    for name, model in bundle.models.items():
+        control = bundle.schema.control(name)
+        if control.kind.value.startswith("text"):
+            try:
+                model.predict([Example(text="预热 warm-up 文本", text_pair="预热")])
+            except Exception as exc:  # warming is best effort
+                log.warning("warm-up of %s failed: %s", name, exc)
+
+
+def create_model_app(export_dir: Path | str, settings: Settings | None = None) -> FastAPI:
+    """An app that serves one exported model (``labelpilot export``) on /v1, with /health and /metrics."""
+    from labelpilot.batch import read_export
+
+    settings = settings or Settings()
+    manifest, bundle = read_export(Path(export_dir))
+    mv = ModelVersion(
+        name=manifest["name"], version=int(manifest["version"]), tag=manifest["tag"], created=manifest["created"],
+        families=manifest["families"], n_examples=manifest.get("n_examples", 0),
+        labels=sorted({lab for labs in manifest["labels"].values() for lab in labs}), metrics=manifest["metrics"],
+        report={}, parent=None, path=Path(export_dir) / "model", serving=True,
+    )
+    metrics = Metrics()
+    warm_up(bundle)
+
+    def resolve(name: str, version: int | None) -> tuple[ModelVersion, Bundle]:
+        if name != mv.name:
+            raise NotFoundError(f"unknown model {name!r}; this server serves {mv.name!r}", field="model")
+        if version is not None and version != mv.version:
+            raise NotFoundError(f"model {name!r} has no version v{version} here (serving v{mv.version})",
+                                field="version")
+        return mv, bundle
+
+    app = FastAPI(title=f"labelpilot model {mv.name}", version=__version__)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.resolve_model = resolve
+    app.state.list_models = lambda: [{"name": mv.name, "serving": mv.version, "versions": 1}]
+    install_error_handlers(app)
+    app.include_router(ls_backend.public)
+    app.include_router(serving.router)
+
+    @app.get("/metrics")
+    async def _metrics() -> Any:
+        from starlette.responses import Response
+
+        data, content_type = metrics.exposition()
+        return Response(data, media_type=content_type)
+
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def create_model_app_from_env() -> FastAPI:
+    """uvicorn factory for ``labelpilot serve-model`` with several workers."""
+    import os
+
+    return create_model_app(os.environ["LABELPILOT_EXPORT_DIR"])

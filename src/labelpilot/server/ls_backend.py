@@ -1,0 +1,261 @@
+"""The Label Studio ML backend protocol: /health, /setup, /predict, /webhook, /versions, /metrics.
+
+Thin: parse and validate, call the core, format. See ../shared/ls-protocol.md §17 for the contract.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from labelpilot import __version__
+from labelpilot.errors import InputError, NotFoundError, SchemaError
+from labelpilot.jobs.state import project_uid
+from labelpilot.jobs.training import model_name
+from labelpilot.schema import parse_label_config, require_supported
+from labelpilot.server.auth import CHALLENGE, basic_ok, require_basic, require_secret_path, secret_ok
+from labelpilot.server.responses import JSON
+
+log = logging.getLogger("labelpilot.server")
+
+TRAIN_EVENTS = {"START_TRAINING"}
+ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED"}
+
+
+class SetupRequest(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    project: str | int
+    label_config: str = Field(alias="schema")
+    hostname: str | None = None
+    access_token: str | None = None
+    extra_params: Any = None
+
+    @field_validator("extra_params", mode="before")
+    @classmethod
+    def _decode(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip():
+            try:
+                return json.loads(v)
+            except json.JSONDecodeError as exc:
+                raise ValueError("extra_params is a string but not JSON") from exc
+        return v if isinstance(v, dict) else None
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    tasks: list[Any]
+    label_config: str | None = None
+    project: str | int | None = None
+    params: dict[str, Any] | None = None
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _one_task(cls, v: Any) -> Any:
+        return [v] if isinstance(v, dict) else v
+
+
+async def read_json(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        raise InputError("the request body is empty; a JSON object is expected", field="body")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"the request body is not valid JSON: {exc}", field="body") from exc
+
+
+def validate(model: type[BaseModel], body: Any) -> Any:
+    if not isinstance(body, dict):
+        raise InputError("the request body must be a JSON object", field="body")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        raise InputError(f"{field}: {err['msg']}", field=field) from exc
+
+
+def health_body(request: Request) -> dict[str, Any]:
+    return {"status": "UP", "model_class": "labelpilot", "version": __version__}
+
+
+public = APIRouter()
+router = APIRouter(dependencies=[Depends(require_basic)])
+hooks = APIRouter(dependencies=[Depends(require_secret_path)])
+
+
+@public.get("/health")
+@public.get("/")
+async def health(request: Request) -> JSON:
+    return JSON(health_body(request))
+
+
+@router.post("/setup")
+async def setup(request: Request) -> JSON:
+    req: SetupRequest = validate(SetupRequest, await read_json(request))
+    state = request.app.state
+    uid = str(req.project)
+    schema = parse_label_config(req.label_config)
+    state.store.upsert_project(
+        uid,
+        label_config=req.label_config,
+        hostname=req.hostname,
+        access_token=req.access_token,
+        extra_params=req.extra_params,
+        authed=True,
+    )
+    require_supported(schema)
+    problems = schema.problems()
+    if problems:
+        log.warning("project %s: %s", uid, "; ".join(problems))
+    body: dict[str, Any] = {"model_version": state.predictor.version_tag(uid, schema)}
+    if problems:
+        body["warnings"] = problems
+    return JSON(body)
+
+
+@router.post("/predict")
+async def predict(request: Request) -> JSON:
+    req: PredictRequest = validate(PredictRequest, await read_json(request))
+    state = request.app.state
+    uid = None if req.project is None else str(req.project)
+    config = req.label_config
+    if not config and uid:
+        project = state.store.project(uid)
+        config = project.get("label_config") if project else None
+    if not config:
+        raise InputError("label_config is missing and the project was never set up", field="label_config")
+    schema = require_supported(parse_label_config(config))
+    t0 = time.perf_counter()
+    context = (req.params or {}).get("context")
+    results, problems = await run_cpu(request, state.predictor.predict_tasks, req.tasks, schema, uid, context)
+    for p in problems[:20]:
+        log.warning("predict %s: %s", uid, p)
+    state.metrics.observe_predict(len(req.tasks), time.perf_counter() - t0, len(problems))
+    return JSON({"results": results})
+
+
+async def run_cpu(request: Request, fn, *args):
+    """Small batches run inline (a thread hop costs more than the work); large ones off the event loop."""
+    tasks = args[0]
+    if len(tasks) <= 8:
+        return fn(*args)
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(fn, *args)
+
+
+@hooks.post("/webhook")
+async def webhook(request: Request) -> JSON:
+    state = request.app.state
+    settings = state.settings
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InputError("the webhook body must be a JSON object", field="body")
+    action = body.get("action")
+    if not isinstance(action, str) or not action:
+        raise InputError("the webhook has no 'action'", field="action")
+    if action not in TRAIN_EVENTS and action not in ANNOTATION_EVENTS:
+        return JSON({"status": "Unknown event"}, status_code=200)
+    project = body.get("project")
+    uid = project_uid(project)
+    if uid is None:
+        raise InputError(f"{action} without project.id", field="project")
+    trusted = basic_ok(request, settings) or secret_ok(request, settings)
+    if not trusted:
+        known = state.store.project(uid)
+        if action in TRAIN_EVENTS or not (known and known.get("authed")):
+            return JSON(
+                {"status": 401, "error": "Unauthorized", "detail": "webhook needs basic auth or the secret path"},
+                status_code=401,
+                headers=CHALLENGE,
+            )
+    config = project.get("label_config") if isinstance(project, dict) else None
+    if config:
+        state.store.upsert_project(uid, label_config=config)
+    out: dict[str, Any] = {"status": "ok", "project": uid}
+    if action in TRAIN_EVENTS:
+        job_id, deferred = state.runner.submit(uid, action, full_export=True)
+        out["training"] = {"job_id": job_id, "state": "coalesced" if deferred else "queued"}
+        return JSON(out, status_code=201)
+    count = _store_annotation_event(state.store, uid, action, body)
+    since = state.store.count_annotation_event(uid, count)
+    out["annotations_since_training"] = since
+    if settings.retrain_every and since >= settings.retrain_every:
+        state.store.reset_counter(uid)
+        job_id, deferred = state.runner.submit(uid, f"{since} annotation events", full_export=False)
+        out["training"] = {"job_id": job_id, "state": "coalesced" if deferred else "queued"}
+    return JSON(out, status_code=201)
+
+
+def _store_annotation_event(store, uid: str, action: str, body: dict[str, Any]) -> int:
+    if action == "ANNOTATIONS_DELETED":
+        ids = [a.get("id") for a in body.get("annotations") or [] if isinstance(a, dict)]
+        ids = [int(i) for i in ids if isinstance(i, int) or (isinstance(i, str) and i.isdigit())]
+        store.delete_annotations(uid, ids)
+        return max(len(ids), 1)
+    annotations = body.get("annotations") if action == "ANNOTATIONS_CREATED" else [body.get("annotation")]
+    n = 0
+    for ann in annotations or []:
+        if not isinstance(ann, dict):
+            continue
+        task = ann.get("task") if isinstance(ann.get("task"), dict) else body.get("task")
+        if isinstance(task, dict):
+            store.put_annotation(uid, task, ann)
+        n += 1
+    return max(n, 1)
+
+
+@router.get("/versions")
+async def versions(request: Request, project: str | None = None) -> JSON:
+    """Label Studio calls this without naming the project, so the backend cannot know whose versions are
+    asked for: it answers 404 and Label Studio lists the project's own current version (ls-protocol §4.6),
+    never another project's. With ``?project=<id.ts>`` it lists that project's versions."""
+    state = request.app.state
+    if not project:
+        raise NotFoundError(
+            "GET /versions needs ?project=<id.timestamp>: Label Studio does not say which project asks, so "
+            "it falls back to the project's current model version",
+            field="project",
+        )
+    mvs = state.registry.list_versions(model_name(project))
+    serving = [m.tag for m in mvs if m.serving]
+    return JSON({"versions": [m.tag for m in reversed(mvs)], "current_version": serving[0] if serving else None})
+
+
+@router.get("/training")
+async def training(request: Request, project: str) -> JSON:
+    """Diagnostics: the serving version and recent training jobs of a project."""
+    state = request.app.state
+    info = state.store.project(project)
+    if info is None:
+        raise NotFoundError(f"unknown project {project!r}", field="project")
+    return JSON(
+        {
+            "project": project,
+            "model_version": state.predictor.version_tag(project),
+            "annotations_since_training": info["since_train"],
+            "retrain_every": state.settings.retrain_every,
+            "jobs": state.store.jobs(project, limit=10),
+        }
+    )
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    accept = request.headers.get("accept", "")
+    if "application/json" in accept and "text/plain" not in accept:
+        return JSON(request.app.state.metrics.summary())
+    data, content_type = request.app.state.metrics.exposition()
+    return Response(data, media_type=content_type)
+
+
+def schema_problem(exc: SchemaError) -> dict[str, Any]:
+    return {"status": 422, **exc.to_dict()}

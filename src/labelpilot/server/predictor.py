@@ -1,0 +1,197 @@
+"""Turn Label Studio tasks into Label Studio predictions with the project's serving model version.
+
+Bundles are loaded once per process and kept until a newer version is served (no model is rebuilt per
+request). One bad task gets an empty prediction; the others still get theirs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from labelpilot.data.labelstudio import IMAGE_KINDS, prediction_regions, refine_drawn_boxes, task_example
+from labelpilot.data.types import Example, Prediction
+from labelpilot.jobs.training import model_name
+from labelpilot.media import MediaFetcher, resolve_media
+from labelpilot.models.base import Model, can_predict_untrained, family_for
+from labelpilot.models.bundle import Bundle
+from labelpilot.registry import ModelVersion, Registry
+from labelpilot.schema import ControlSpec, LabelSchema, TaskKind
+
+log = logging.getLogger("labelpilot.predict")
+
+UNTRAINED = "untrained"
+
+
+class Predictor:
+    def __init__(self, registry: Registry, media_for: Callable[[str | None], MediaFetcher | None] | None = None):
+        self.registry = registry
+        self.media_for = media_for or (lambda uid: None)
+        self._untrained: dict[str, tuple[str, Bundle | None]] = {}
+        self._cache: dict[str, tuple[ModelVersion, Bundle]] = {}
+        self._lock = threading.Lock()
+
+    def serving(self, uid: str | None) -> tuple[ModelVersion | None, Bundle | None]:
+        """The version a project serves now, loading its bundle the first time it is asked for."""
+        if not uid:
+            return None, None
+        name = model_name(uid)
+        version = self.registry.serving_version(name)
+        if version is None:
+            return None, None
+        cached = self._cache.get(name)
+        if cached and cached[0].version == version:
+            return cached
+        with self._lock:
+            cached = self._cache.get(name)
+            if cached and cached[0].version == version:
+                return cached
+            mv, bundle = self.registry.load(name, version)
+            from labelpilot.server.app import warm_up
+
+            warm_up(bundle)
+            self._cache[name] = (mv, bundle)
+            log.info("loaded %s v%s (%s)", name, mv.version, mv.tag)
+            return mv, bundle
+
+    def untrained(self, schema: LabelSchema) -> tuple[str, Bundle | None]:
+        """Before any training: models that can pre-label anyway (zero-shot, keywords), and their version
+        string (``zero-shot-<families>``), or ``untrained`` with no bundle."""
+        cached = self._untrained.get(schema.config)
+        if cached is not None:
+            return cached
+        models: dict[str, Model] = {}
+        for control in schema.controls:
+            try:
+                family = family_for(control)
+                model = family(control) if family else None
+            except Exception as exc:  # a family that cannot even be built never breaks /setup
+                log.warning("no zero-shot model for %s: %s", control.name, exc)
+                continue
+            if model is not None and can_predict_untrained(model):
+                models[control.name] = model
+        if models:
+            value = (f"zero-shot-{'+'.join(sorted({m.name for m in models.values()}))}", Bundle(schema, models))
+        else:
+            value = (UNTRAINED, None)
+        if len(self._untrained) > 64:
+            self._untrained.clear()
+        self._untrained[schema.config] = value
+        return value
+
+    def version_tag(self, uid: str | None, schema: LabelSchema | None = None) -> str:
+        name = model_name(uid) if uid else None
+        version = self.registry.serving_version(name) if name else None
+        if version is None or name is None:
+            return self.untrained(schema)[0] if schema is not None else UNTRAINED
+        cached = self._cache.get(name)
+        if cached and cached[0].version == version:
+            return cached[0].tag
+        return self.registry.get(name, version).tag
+
+    def predict_tasks(
+        self, tasks: Sequence[Any], schema: LabelSchema, uid: str | None, context: Any = None
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """One Label Studio prediction per task, in order, plus the problems met (for logs).
+
+        With an interactive ``context`` holding rectangles the annotator drew, the answer for the (single)
+        task is those rectangles snapped to the detector's best-overlapping boxes."""
+        mv, bundle = self.serving(uid)
+        if mv is not None:
+            tag = mv.tag
+        else:
+            tag, bundle = self.untrained(schema)
+        regions: list[list[dict[str, Any]]] = [[] for _ in tasks]
+        scores: list[list[float]] = [[] for _ in tasks]
+        problems: list[str] = []
+        bad: set[int] = set()
+        for i, task in enumerate(tasks):
+            if not isinstance(task, Mapping) or not isinstance(task.get("data"), Mapping):
+                bad.add(i)
+                problems.append(f"task #{i}: not an object with a 'data' object")
+        if bundle is not None:
+            for control in schema.controls:
+                model = bundle.models.get(control.name)
+                if model is None:
+                    continue
+                self._predict_control(model, control, tasks, bad, regions, scores, problems, uid)
+        drawn = context.get("result") if isinstance(context, Mapping) else None
+        if drawn and len(tasks) == 1 and any(c.kind is TaskKind.IMAGE_BOXES for c in schema.controls):
+            refined = refine_drawn_boxes(drawn, regions[0])
+            if refined:
+                regions[0] = refined
+                scores[0] = [r["score"] for r in refined if r.get("score") is not None] or scores[0]
+        results = []
+        for i in range(len(tasks)):
+            score = sum(scores[i]) / len(scores[i]) if scores[i] else 0.0
+            results.append({"result": regions[i], "score": round(float(score), 6), "model_version": tag})
+        return results, problems
+
+    def _predict_control(
+        self,
+        model: Model,
+        control: ControlSpec,
+        tasks: Sequence[Any],
+        bad: set[int],
+        regions: list[list[dict[str, Any]]],
+        scores: list[list[float]],
+        problems: list[str],
+        uid: str | None,
+    ) -> None:
+        examples: list[Example] = []
+        index: list[int] = []
+        for i, task in enumerate(tasks):
+            if i in bad:
+                continue
+            try:
+                examples.append(task_example(task, control))
+                index.append(i)
+            except (KeyError, TypeError) as exc:
+                problems.append(f"task {task.get('id')}: {control.name}: {exc}")
+        if control.text_is_url or control.kind in IMAGE_KINDS:
+            errors = resolve_media(examples, control, self.media_for(uid))
+            for i, err in zip(list(index), errors, strict=True):
+                if err:
+                    problems.append(f"task {tasks[i].get('id')}: {control.name}: {err}")
+            keep = [k for k, err in enumerate(errors) if not err]
+            examples = [examples[k] for k in keep]
+            index = [index[k] for k in keep]
+        if not examples:
+            return
+        try:
+            preds = model.predict(examples)
+        except Exception as exc:  # isolate the bad example(s): retry one by one
+            log.warning("batch predict failed for %s (%s); retrying task by task", control.name, exc)
+            preds = []
+            for ex in examples:
+                try:
+                    preds.extend(model.predict([ex]))
+                except Exception as one_exc:
+                    preds.append(Prediction(error=f"{type(one_exc).__name__}: {one_exc}"))
+        examples_by_task = dict(zip(index, examples, strict=True))
+        for i, pred in zip(index, preds, strict=True):
+            if pred.error:
+                problems.append(f"task {tasks[i].get('id')}: {control.name}: {pred.error}")
+                continue
+            size = None
+            if control.kind is TaskKind.IMAGE_BOXES and examples_by_task.get(i) is not None:
+                size = _image_size(examples_by_task[i].image)
+            regions[i].extend(prediction_regions(pred, control, image_size=size))
+            scores[i].append(pred.score)
+
+    def forget(self, uid: str) -> None:
+        self._cache.pop(model_name(uid), None)
+
+
+def _image_size(path: str | None) -> tuple[int, int] | None:
+    """The upright size of an image file, for ``original_width``/``original_height`` of box regions."""
+    if not path:
+        return None
+    try:
+        from labelpilot.data.vision_formats import image_size
+
+        return image_size(path)
+    except Exception:  # the size is optional in Label Studio's format
+        return None

@@ -1,0 +1,161 @@
+"""The predict service: ``POST /v1/models/{name}/predict`` and ``.../versions/{v}/predict``.
+
+Accepts one input or a batch, in labelpilot's shape (``{"text", "text_pair"}``) or seed 004's
+(``{"id", "first_sequence", "second_sequence"}``; ``{"image": "<base64>"}``), and answers with the class,
+its name and per-class probabilities. Bearer tokens come from configuration (``LABELPILOT_API_TOKENS``);
+the payload of a refused request is never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from labelpilot.data.types import Example, Prediction
+from labelpilot.errors import InputError, LabelpilotError, NotFoundError
+from labelpilot.models.bundle import Bundle
+from labelpilot.registry import ModelVersion
+from labelpilot.schema import TaskKind
+from labelpilot.server.responses import JSON
+
+MAX_BATCH = 1000
+MAX_IMAGE_BYTES = 20_000_000
+
+
+class Unauthorized(LabelpilotError):
+    status_code = 401
+
+
+def require_token(request: Request) -> None:
+    tokens: set[str] = request.app.state.settings.tokens
+    if not tokens:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not any(hmac.compare_digest(token, t) for t in tokens):
+        raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required", field="authorization")
+
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
+
+#: resolves (name, version or None) to a loaded (ModelVersion-like info, Bundle)
+Resolver = Callable[[str, int | None], tuple[ModelVersion, Bundle]]
+
+
+def _instances(body: Any) -> tuple[list[dict[str, Any]], bool]:
+    if isinstance(body, list):
+        return body, True
+    if isinstance(body, dict) and isinstance(body.get("instances"), list):
+        return body["instances"], True
+    if isinstance(body, dict):
+        return [body], False
+    raise InputError("the body must be an object, a list, or {\"instances\": [...]}", field="body")
+
+
+def _example(item: Any, i: int, kind: TaskKind, tmp: Path) -> Example:
+    if not isinstance(item, dict):
+        raise InputError(f"instance {i} is not an object", field=f"instances.{i}")
+    ident = item.get("id")
+    if kind in (TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES):
+        data = item.get("image")
+        if not isinstance(data, str):
+            raise InputError(f"instance {i}: 'image' (base64) is required", field=f"instances.{i}.image")
+        try:
+            raw = base64.b64decode(data.split(",", 1)[-1], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InputError(f"instance {i}: 'image' is not base64", field=f"instances.{i}.image") from exc
+        if len(raw) > MAX_IMAGE_BYTES:
+            raise InputError(f"instance {i}: image larger than {MAX_IMAGE_BYTES} bytes", field=f"instances.{i}.image")
+        path = tmp / hashlib.sha256(raw).hexdigest()[:20]
+        path.write_bytes(raw)
+        return Example(image=str(path), id=None if ident is None else str(ident))
+    text = item.get("text", item.get("first_sequence"))
+    if not isinstance(text, str):
+        raise InputError(f"instance {i}: 'text' (or 'first_sequence') must be a string", field=f"instances.{i}.text")
+    pair = item.get("text_pair", item.get("second_sequence"))
+    if pair is not None and not isinstance(pair, str):
+        raise InputError(f"instance {i}: 'second_sequence' must be a string", field=f"instances.{i}.second_sequence")
+    return Example(text=text, text_pair=pair, id=None if ident is None else str(ident))
+
+
+def _answer(pred: Prediction, ex: Example, labels: list[str], kind: TaskKind) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": ex.id} if ex.id is not None else {}
+    if pred.error:
+        return out | {"error": pred.error}
+    if kind is TaskKind.TEXT_SPANS:
+        return out | {"spans": [{"start": s.start, "end": s.end, "label": s.label, "text": s.text,
+                                 "score": s.score} for s in pred.spans], "score": pred.score}
+    if kind is TaskKind.IMAGE_BOXES:
+        return out | {"boxes": [{"x": b.x, "y": b.y, "width": b.width, "height": b.height, "label": b.label,
+                                 "score": b.score} for b in pred.boxes], "score": pred.score}
+    top = pred.labels[0] if pred.labels else None
+    out |= {
+        "class": labels.index(top) if top in labels else None,
+        "class_name": top,
+        "class_probs": {k: round(float(v), 6) for k, v in (pred.probs or {}).items()},
+        "score": round(float(pred.score), 6),
+    }
+    if len(pred.labels) > 1:
+        out["labels"] = list(pred.labels)
+    return out
+
+
+async def _predict(request: Request, name: str, version: int | None) -> JSON:
+    state = request.app.state
+    t0 = time.perf_counter()
+    status = "ok"
+    label_version = "?" if version is None else str(version)
+    try:
+        mv, bundle = state.resolve_model(name, version)
+        label_version = str(mv.version)
+        from labelpilot.server.ls_backend import read_json
+
+        items, batched = _instances(await read_json(request))
+        if not items or len(items) > MAX_BATCH:
+            raise InputError(f"give 1 to {MAX_BATCH} instances", field="instances")
+        control_name, model = next(iter(bundle.models.items()))
+        control = bundle.schema.control(control_name)
+        if control.kind in (TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES):
+            with tempfile.TemporaryDirectory(prefix="lp-img-") as tmp:
+                examples = [_example(item, i, control.kind, Path(tmp)) for i, item in enumerate(items)]
+                preds = model.predict(examples)
+        else:  # text: no temporary folder per request
+            examples = [_example(item, i, control.kind, Path()) for i, item in enumerate(items)]
+            preds = model.predict(examples)
+        answers = [_answer(p, ex, control.label_keys, control.kind) for p, ex in zip(preds, examples, strict=True)]
+        body: dict[str, Any] = {"model": name, "version": mv.version}
+        body |= {"predictions": answers} if batched else answers[0]
+        return JSON(body)
+    except LabelpilotError as exc:
+        status = str(exc.status_code)
+        raise
+    finally:
+        state.metrics.model_requests.labels(name, label_version, status).inc()
+        state.metrics.model_latency.labels(name, label_version).observe(time.perf_counter() - t0)
+
+
+@router.post("/models/{name}/predict")
+async def predict_serving(request: Request, name: str) -> JSON:
+    return await _predict(request, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/predict")
+async def predict_version(request: Request, name: str, version: str) -> JSON:
+    v = version[1:] if version.lower().startswith("v") else version
+    if not v.isdigit():
+        raise NotFoundError(f"no version {version!r} of model {name!r}", field="version")
+    return await _predict(request, name, int(v))
+
+
+@router.get("/models")
+async def list_models(request: Request) -> JSON:
+    return JSON({"models": request.app.state.list_models()})
