@@ -29,10 +29,13 @@ def _needs_torch() -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _cache_dir(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Exported ONNX backbones go to pytest's cache directory (reused by later runs), not the user's."""
+def _cache_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Exported ONNX backbones go to pytest's cache directory (reused by later runs), not the user's
+    (a temporary one when pytest runs without its cache plugin)."""
     mp = pytest.MonkeyPatch()
-    mp.setenv("LABELPILOT_CACHE_DIR", str(request.config.cache.mkdir("labelpilot-models")))
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("labelpilot-models") if cache is not None else tmp_path_factory.mktemp("labelpilot-models")
+    mp.setenv("LABELPILOT_CACHE_DIR", str(folder))
     yield
     mp.undo()
 
@@ -300,7 +303,8 @@ def test_detector_learns_a_square_and_round_trips(tmp_path: Path) -> None:
     env = {**os.environ, "LABELPILOT_CACHE_DIR": str(tmp_path / "serve-cache")}
     outs = []
     for _ in range(2):
-        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=ROOT, env=env)
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=ROOT,
+                             env=env)
         assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
         outs.append(res.stdout.split())
     assert outs[0] == ["ok", "True"] and outs[1] == ["ok", "False"], outs
