@@ -11,7 +11,7 @@ DATA_DIR ?= ./labelpilot-data
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,vision]'
+	$(PY) -m pip install -q -e '.[dev,vision,ocr]'
 	touch $(STAMP)
 
 install: $(STAMP)

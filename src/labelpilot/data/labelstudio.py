@@ -195,6 +195,12 @@ def prediction_regions(
                 region["original_width"], region["original_height"] = image_size
                 region["image_rotation"] = 0
             out.append(region)
+            if control.transcription and box.text:
+                # the same region id: Label Studio shows the text in the box's own TextArea
+                geometry = {k: v for k, v in value.items() if k != "rectanglelabels"}
+                text_region = {**region, "from_name": control.transcription, "type": "textarea",
+                               "value": {**geometry, "text": [box.text]}}
+                out.append(text_region)
         return out
     return []
 

@@ -28,6 +28,7 @@ class Box:
     height: float
     label: str
     score: float | None = None
+    text: str | None = None  # the text inside the box (document models: OCR), for a per-region <TextArea>
 
 
 @dataclass(slots=True)

@@ -84,12 +84,14 @@ _BUILTIN: dict[str, str] = {
     "keywords": "labelpilot.models.keywords:KeywordModel",
     "image-classifier": "labelpilot.models.vision.classifier:ImageClassifier",
     "image-detector": "labelpilot.models.vision.detector:ImageDetector",
+    "doc-fields": "labelpilot.models.document:DocumentFieldModel",
 }
 
 #: Families that need an optional extra, and the command that installs it.
 EXTRAS: dict[str, str] = {
     "image-classifier": "pip install 'labelpilot[vision]'",
     "image-detector": "pip install 'labelpilot[vision]'",
+    "doc-fields": "pip install 'labelpilot[ocr]'",
 }
 
 #: Which family serves a task kind when the user does not choose one.
@@ -100,6 +102,10 @@ DEFAULT_FAMILY: dict[TaskKind, str] = {
     TaskKind.IMAGE_CHOICES: "image-classifier",
     TaskKind.IMAGE_BOXES: "image-detector",
 }
+
+#: The family for document images: chosen for a <RectangleLabels> with a per-region <TextArea> on the same
+#: image (the OCR template), or by ``model_family="doc-fields"`` on the control, or by extra_params families.
+DOCUMENT_FAMILY = "doc-fields"
 
 #: A <Labels> control whose only label has predicted_values="keyword" is pre-labelled by keyword extraction.
 KEYWORD_VALUE = "keyword"
@@ -134,11 +140,16 @@ def get_family(name: str) -> type[Model]:
 
 
 def family_for(control: ControlSpec, preferred: str | None = None) -> type[Model] | None:
-    """The family that serves ``control`` (``preferred`` if it can), or None when none is available."""
+    """The family that serves ``control``, or None when none is available: ``preferred`` (extra_params
+    ``families``) or the control's ``model_family="..."`` attribute when that family serves the control's
+    kind, else the default for the kind."""
+    preferred = preferred or control.attrs.get("model_family")
     if preferred:
         cls = get_family(preferred)
         if control.kind in cls.kinds:
             return cls
+    if control.kind is TaskKind.IMAGE_BOXES and control.transcription:
+        return get_family(DOCUMENT_FAMILY)  # Label Studio's OCR template: boxes + per-region text
     if control.kind is TaskKind.TEXT_SPANS and all(KEYWORD_VALUE in lab.predicted_values for lab in control.labels):
         return get_family("keywords")
     name = DEFAULT_FAMILY.get(control.kind)

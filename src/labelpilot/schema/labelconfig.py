@@ -9,6 +9,7 @@ nearest control, keyed by ``alias`` when present.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 from lxml import etree
@@ -205,6 +206,20 @@ def parse_label_config(config: str) -> LabelSchema:
                 attrs={k: v for k, v in el.attrib.items()},
             )
         )
+    # A <TextArea perRegion="true"> on an image that a <RectangleLabels> labels is that control's per-box
+    # transcription (Label Studio's OCR template): filled with the text a document model reads in each box.
+    per_region = {
+        el.get("toName", "").split(",")[0].strip(): el.get("name")
+        for el in controls
+        if el.tag.lower() == "textarea" and _truthy(el.get("perRegion"))
+    }
+    linked: set[str] = set()
+    for i, spec in enumerate(specs):
+        name = per_region.get(spec.to_name)
+        if name and spec.type.lower() == "rectanglelabels":
+            specs[i] = replace(spec, transcription=name)
+            linked.add(name)
+    unsupported = [u for u in unsupported if u.name not in linked]
     return LabelSchema(
         controls=tuple(specs), objects=tuple(objects.values()), unsupported=tuple(unsupported), config=config
     )

@@ -83,6 +83,7 @@ class ControlSpec:
     score_threshold: float | None = None  # model_score_threshold on the control
     pair_key: str | None = None  # optional second text field (another text object in the config)
     text_is_url: bool = False  # the object has valueType="url": the text must be downloaded
+    transcription: str | None = None  # a <TextArea perRegion="true"> on the same image (OCR template): its name
     attrs: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property

@@ -138,6 +138,12 @@ def warm_up(bundle: Bundle) -> None:
 
     for name, model in bundle.models.items():
         control = bundle.schema.control(name)
+        warm = getattr(model, "warm_up", None)
+        if callable(warm):  # e.g. the OCR engine of a document model
+            try:
+                warm()
+            except Exception as exc:
+                log.warning("warm-up of %s failed: %s", name, exc)
         if control.kind.value.startswith("text"):
             try:
                 model.predict([Example(text="预热 warm-up 文本", text_pair="预热")])

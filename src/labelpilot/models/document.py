@@ -1,0 +1,755 @@
+"""``doc-fields``: key fields on document images, for ``<RectangleLabels>`` on ``<Image>`` whose labels are
+field names (日期, 结论, Invoice No., ...): OCR, then a classifier over the OCR text segments.
+
+Pipeline
+    1. OCR (:mod:`labelpilot.ocr`, rapidocr PP-OCR det + rec, cached per image).
+    2. Segments: each OCR line, split after a colon (``日期：2024-03-05`` -> ``日期：`` + ``2024-03-05``; the
+       split position comes from rapidocr's word boxes), so a key and its value are separate segments.
+    3. Features per segment: character 1-3-grams of its text (digits folded to 0), 1-2-grams of the text of
+       its neighbours (left on the same row, above, below: where the key of a value usually is), its
+       position on the page (raw and binned), size relative to the page's median line, and shape cues
+       (length, digit / CJK / letter ratios, ends with a colon, was split off a key, looks like a date).
+       Text features are hashed (no vocabulary to store).
+    4. Pass 1: a multinomial logistic regression over the field labels plus "O" (not a field).
+       Optional pass 2 (``context=True``): the same features plus pass 1's probabilities for the segment and
+       its four neighbours, trained on out-of-fold pass-1 probabilities. Off by default: on the synthetic
+       report pages it scored no better than pass 1 alone.
+    5. Decoding: a segment whose best field label reaches ``segment_threshold`` joins a group with the
+       segments of the same label next to it (the lines of a wrapped paragraph, the words of a row); a label
+       keeps at most as many groups per page as the training pages had boxes of it. A group's box is the
+       union of its segments, corrected by the median offset between annotated boxes and OCR boxes seen in
+       training (people draw boxes tighter or looser than OCR), and its score is its mean probability.
+       Each box carries the OCR text, which the backend writes into a per-region ``<TextArea>`` when the
+       config has one (Label Studio's OCR template).
+
+Training targets come from the annotated boxes: a segment takes the label of the box that covers at least
+half of its width and overlaps it by half of the smaller height, else "O". A box that covers no OCR text
+is reported in ``FitReport.skipped``.
+
+Before any annotation the model predicts nothing (``is_fitted`` is False): there is no pretrained mapping
+from text to a project's own field names that would be precise enough. Pages that are blank, rotated or
+not documents at all give few or no confident segments, hence empty or low-score predictions; a page that
+cannot be read fails only its own prediction.
+
+Saved as JSON + ``.npz`` (no pickle). Options (``extra_params``): ``C``, ``segment_threshold``,
+``score_threshold``, ``det_side``, ``use_cls``, ``n_features``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy import sparse
+
+from labelpilot.data.types import Box, Example, FitReport, Prediction
+from labelpilot.errors import InputError, MediaError, NotFoundError, TrainingError
+from labelpilot.models.base import Progress
+from labelpilot.ocr import OcrEngine, OcrLine, OcrPage, OcrSettings
+from labelpilot.schema.types import ControlSpec, TaskKind
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+META_FILE = "doc_fields.json"
+ARRAYS_FILE = "doc_fields.npz"
+OTHER = "O"
+
+DEFAULTS: dict[str, Any] = {
+    "C": 4.0,
+    "segment_threshold": 0.4,  # a segment joins a field when its best field probability reaches this
+    "score_threshold": 0.3,  # boxes below this score are not returned (model_score_threshold overrides)
+    "det_side": 960,
+    "use_cls": False,
+    "n_features": 2**14,  # hashed text features of the segment itself (neighbours get a quarter each)
+    "context": False,  # pass 2 (neighbour probabilities): measured no better on the synthetic pages
+    "left_weight": 3.0,  # weight of the left neighbour's text (where a value's key usually is)
+    "neighbour_weight": 0.5,  # weight of the right / above / below neighbours' text
+    "layout_weight": 0.3,  # weight of the position and shape features (higher: memorises positions)
+}
+
+_COLONS = (":", "：")
+_DATE = re.compile(
+    r"(\d{4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}日?)|(\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})|"
+    r"([A-Za-z]{3,9}\.?\s+\d{1,2},?\s+\d{4})|(\d{1,2}\s+[A-Za-z]{3,9}\.?\s+\d{4})"
+)
+_N_DENSE = 36
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    text: str
+    box: tuple[float, float, float, float]  # pixels
+    score: float  # OCR confidence
+    split_value: bool = False  # the part after a colon of a longer line
+    is_key: bool = False  # ends with a colon
+
+    @property
+    def height(self) -> float:
+        return max(1.0, self.box[3] - self.box[1])
+
+
+# ------------------------------------------------------------------------------------------ segments
+
+
+def _char_weight(ch: str) -> float:
+    return 1.0 if unicodedata.east_asian_width(ch) in ("W", "F") else 0.55
+
+
+def _char_spans(line: OcrLine) -> list[tuple[float, float] | None]:
+    """The x extent of each character of ``line.text`` (None for spaces): from rapidocr's word boxes when
+    they spell the line, else the line box shared out by character width (CJK full, others ~0.55)."""
+    text = line.text
+    out: list[tuple[float, float] | None] = [None] * len(text)
+    pieces: list[tuple[str, float, float]] = []
+    if line.words and "".join(w.text for w in line.words).replace(" ", "") == text.replace(" ", ""):
+        pieces = [(w.text.replace(" ", ""), w.box[0], w.box[2]) for w in line.words]
+    else:
+        pieces = [(text.replace(" ", ""), line.box[0], line.box[2])]
+    chars = [i for i, ch in enumerate(text) if ch != " "]
+    k = 0
+    for word, x0, x1 in pieces:
+        total = sum(_char_weight(c) for c in word) or 1.0
+        acc = 0.0
+        for c in word:
+            w = _char_weight(c)
+            if k < len(chars):
+                out[chars[k]] = (x0 + (x1 - x0) * acc / total, x0 + (x1 - x0) * (acc + w) / total)
+            acc += w
+            k += 1
+    return out
+
+
+def _cuts(line: OcrLine, spans: list[tuple[float, float] | None]) -> list[int]:
+    """Where to cut a line into segments: after each key's colon; before the next key when a value is
+    followed by another key on the same line (at the widest gap between them); and at any gap wider than
+    1.2 line heights (text of two columns read as one line)."""
+    text = line.text
+    colons = [i + 1 for i, ch in enumerate(text[:-1]) if ch in _COLONS and i >= 1 and text[i + 1 :].strip()]
+    cuts = set(colons)
+    pos = [i for i, sp in enumerate(spans) if sp is not None]
+
+    def widest_gap(a: int, b: int) -> tuple[float, int]:
+        best, at = -1.0, -1
+        inside = [i for i in pos if a <= i < b]
+        for p_, q in pairwise(inside):
+            gap = spans[q][0] - spans[p_][1]  # type: ignore[index]
+            if gap > best:
+                best, at = gap, q
+        return best, at
+
+    for a, b in pairwise(colons):  # value + next key between two colons
+        _, at = widest_gap(a, b - 1)
+        if at > a:
+            cuts.add(at)
+    for p_, q in pairwise(pos):
+        if spans[q][0] - spans[p_][1] > 1.2 * line.height:  # type: ignore[index]
+            cuts.add(q)
+    return sorted(c for c in cuts if 0 < c < len(text))
+
+
+def segments_of(page: OcrPage) -> list[Segment]:
+    """OCR lines cut into key and value segments (see :func:`_cuts`), each with the tightest box known."""
+    out: list[Segment] = []
+    for line in page.lines:
+        spans = _char_spans(line)
+        bounds = [0, *_cuts(line, spans), len(line.text)]
+        several = len(bounds) > 2
+        for a, b in pairwise(bounds):
+            xs = [sp for sp in spans[a:b] if sp is not None]
+            text = line.text[a:b].strip()
+            if not xs or not text:
+                continue
+            x0, x1 = min(v[0] for v in xs), max(v[1] for v in xs)
+            ys = [w.box for w in line.words if w.box[2] > x0 and w.box[0] < x1]
+            y0 = min((v[1] for v in ys), default=line.box[1])
+            y1 = max((v[3] for v in ys), default=line.box[3])
+            is_key = text.endswith(_COLONS)
+            out.append(Segment(text, (x0, y0, x1, y1), line.score, split_value=several and not is_key, is_key=is_key))
+    return out
+
+
+def _neighbours(segs: Sequence[Segment]) -> np.ndarray:
+    """(n, 4) indices of the left, right, above and below neighbour of each segment (-1: none)."""
+    n = len(segs)
+    nb = np.full((n, 4), -1, dtype=np.int64)
+    if n == 0:
+        return nb
+    b = np.array([s.box for s in segs], dtype=np.float64)
+    h = np.maximum(b[:, 3] - b[:, 1], 1.0)
+    cy = (b[:, 1] + b[:, 3]) / 2
+    for i in range(n):
+        x0, y0, x1, y1 = b[i]
+        vover = np.minimum(b[:, 3], y1) - np.maximum(b[:, 1], y0)
+        same_row = vover >= 0.5 * np.minimum(h, h[i])
+        same_row[i] = False
+        left = same_row & (b[:, 2] <= x0 + 0.3 * h[i])
+        if left.any():
+            nb[i, 0] = int(np.where(left)[0][np.argmax(b[left, 2])])
+        right = same_row & (b[:, 0] >= x1 - 0.3 * h[i])
+        if right.any():
+            nb[i, 1] = int(np.where(right)[0][np.argmin(b[right, 0])])
+        hover = (np.minimum(b[:, 2], x1) - np.maximum(b[:, 0], x0)) > 0
+        hover |= np.abs(b[:, 0] - x0) < 1.5 * h[i]
+        hover[i] = False
+        above = hover & (cy < cy[i] - 0.5 * h[i]) & (cy[i] - cy < 4 * h[i])
+        if above.any():
+            nb[i, 2] = int(np.where(above)[0][np.argmax(cy[above])])
+        below = hover & (cy > cy[i] + 0.5 * h[i]) & (cy - cy[i] < 4 * h[i])
+        if below.any():
+            nb[i, 3] = int(np.where(below)[0][np.argmin(cy[below])])
+    return nb
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\d", "0", unicodedata.normalize("NFKC", text).lower())
+
+
+def _dense(segs: Sequence[Segment], nb: np.ndarray, width: int, height: int) -> np.ndarray:
+    n = len(segs)
+    out = np.zeros((n, _N_DENSE), dtype=np.float64)
+    if n == 0:
+        return out
+    b = np.array([s.box for s in segs], dtype=np.float64)
+    h = np.maximum(b[:, 3] - b[:, 1], 1.0)
+    med_h = float(np.median(h))
+    order = np.argsort((b[:, 1] + b[:, 3]) / 2)
+    rank = np.empty(n)
+    rank[order] = np.arange(n) / max(1, n - 1)
+    for i, s in enumerate(segs):
+        t = s.text
+        L = max(1, len(t))
+        cx, cy = (b[i, 0] + b[i, 2]) / 2 / width, (b[i, 1] + b[i, 3]) / 2 / height
+        f = [
+            b[i, 0] / width,
+            b[i, 2] / width,
+            b[i, 1] / height,
+            cx,
+            cy,
+            (b[i, 2] - b[i, 0]) / width,
+            h[i] / med_h,
+            math.log1p(len(t)) / 4,
+            sum(c.isdigit() for c in t) / L,
+            sum(unicodedata.east_asian_width(c) in ("W", "F") for c in t) / L,
+            sum(c.isalpha() and c.isascii() for c in t) / L,
+            sum(unicodedata.category(c).startswith("P") for c in t) / L,
+            float(s.is_key),
+            float(s.split_value),
+            float(bool(_DATE.search(t))),
+            rank[i],
+            *(float(nb[i, k] >= 0) for k in range(4)),
+            (b[i, 0] - b[nb[i, 0], 2]) / med_h / 10 if nb[i, 0] >= 0 else 0.0,
+            float(s.score),
+        ]
+        # binned position: 6 columns x 8 rows, one-hot
+        f.extend(float(k == min(5, int(cx * 6))) for k in range(6))
+        f.extend(float(k == min(7, int(cy * 8))) for k in range(8))
+        out[i, : len(f)] = f
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the model
+
+
+class DocumentFieldModel:
+    """OCR + segment classifier for key fields on document images (see module doc)."""
+
+    name: ClassVar[str] = "doc-fields"
+    kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.IMAGE_BOXES})
+
+    def __init__(self, control: ControlSpec, **options: Any) -> None:
+        unknown = set(options) - set(DEFAULTS)
+        if unknown:
+            raise InputError(f"unknown doc-fields options: {sorted(unknown)}", field="options")
+        self.control = control
+        self.options: dict[str, Any] = {**DEFAULTS, **options}
+        for key in ("segment_threshold", "score_threshold"):
+            v = float(self.options[key])
+            if not 0 <= v <= 1:
+                raise InputError(f"{key} must be between 0 and 1", field=key)
+        if int(self.options["n_features"]) < 256:
+            raise InputError("n_features must be at least 256", field="n_features")
+        self.classes_: list[str] | None = None  # OTHER first, then field labels
+        self.coef_: list[np.ndarray] = []  # per pass: (n_classes, n_cols)
+        self.intercept_: list[np.ndarray] = []
+        self.dense_mean_: np.ndarray | None = None
+        self.dense_scale_: np.ndarray | None = None
+        self.max_per_page_: dict[str, int] = {}
+        self.box_offsets_: dict[str, list[float]] = {}  # label -> [dx0, dy0, dx1, dy1] in line heights
+        self.report_: FitReport | None = None
+        self._hashers: list[Any] | None = None
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.classes_ is not None and bool(self.coef_)
+
+    @property
+    def threshold(self) -> float:
+        t = self.control.score_threshold
+        return float(t) if t is not None else float(self.options["score_threshold"])
+
+    def _ocr(self) -> OcrEngine:
+        return OcrEngine.get(OcrSettings(det_side=int(self.options["det_side"]), use_cls=bool(self.options["use_cls"])))
+
+    def warm_up(self) -> None:
+        self._ocr().warm_up()
+
+    def _hash(self) -> list[Any]:
+        if self._hashers is None:
+            from sklearn.feature_extraction.text import HashingVectorizer
+
+            nf = int(self.options["n_features"])
+            own = HashingVectorizer(
+                analyzer="char_wb", ngram_range=(1, 3), n_features=nf, alternate_sign=False, norm="l2", lowercase=False
+            )
+            ctx = HashingVectorizer(
+                analyzer="char_wb",
+                ngram_range=(1, 2),
+                n_features=max(64, nf // 4),
+                alternate_sign=False,
+                norm="l2",
+                lowercase=False,
+            )
+            self._hashers = [own, ctx]
+        return self._hashers
+
+    def _features(self, segs: Sequence[Segment], nb: np.ndarray, width: int, height: int) -> sparse.csr_matrix:
+        own, ctx = self._hash()
+        texts = [_norm(s.text) for s in segs]
+        wl, wo, wd = (float(self.options[k]) for k in ("left_weight", "neighbour_weight", "layout_weight"))
+        blocks = [own.transform(texts)]
+        for k in range(4):
+            blocks.append(ctx.transform([texts[j] if j >= 0 else "" for j in nb[:, k]]) * (wl if k == 0 else wo))
+        dense = _dense(segs, nb, width, height)
+        assert self.dense_mean_ is not None and self.dense_scale_ is not None
+        blocks.append(sparse.csr_matrix((dense - self.dense_mean_) / self.dense_scale_ * wd))
+        return sparse.hstack(blocks, format="csr")
+
+    @staticmethod
+    def _context(p1: np.ndarray, nb: np.ndarray) -> np.ndarray:
+        k = p1.shape[1]
+        cols = [p1]
+        for j in range(4):
+            idx = nb[:, j]
+            c = np.zeros((len(idx), k))
+            c[idx >= 0] = p1[idx[idx >= 0]]
+            cols.append(c)
+        return np.hstack(cols)
+
+    def _page(self, ex: Example) -> OcrPage:
+        if not ex.image:
+            raise MediaError("the task has no image")
+        return self._ocr().page(ex.image)
+
+    # -- training -------------------------------------------------------------------------------------
+
+    def _targets(self, segs: Sequence[Segment], ex: Example, page: OcrPage) -> tuple[list[str], list[str]]:
+        """A label per segment from the annotated boxes, and notes on boxes that cover no OCR text."""
+        labels = [OTHER] * len(segs)
+        notes = []
+        boxes = ex.target.boxes if ex.target else ()
+        best = [0.0] * len(segs)
+        for box in boxes:
+            bx0, by0 = box.x * page.width, box.y * page.height
+            bx1, by1 = bx0 + box.width * page.width, by0 + box.height * page.height
+            hit = False
+            for i, s in enumerate(segs):
+                x0, y0, x1, y1 = s.box
+                # horizontally: most of the segment is inside the box; vertically: the two overlap by most
+                # of the smaller height (OCR boxes are taller than the glyphs people draw around)
+                hfrac = max(0.0, min(x1, bx1) - max(x0, bx0)) / max(1.0, x1 - x0)
+                vfrac = max(0.0, min(y1, by1) - max(y0, by0)) / max(1.0, min(y1 - y0, by1 - by0))
+                cover = min(hfrac, vfrac)
+                if cover >= 0.5 and cover > best[i]:
+                    labels[i], best[i], hit = box.label, cover, True
+            if not hit:
+                notes.append(f"task {ex.id}: the {box.label!r} box covers no OCR text")
+        return labels, notes
+
+    def fit(
+        self, examples: Sequence[Example], *, val: Sequence[Example] | None = None, progress: Progress | None = None
+    ) -> FitReport:
+        from sklearn.linear_model import LogisticRegression
+
+        report = FitReport()
+        known = set(self.control.label_keys)
+        pages: list[tuple[list[Segment], np.ndarray, OcrPage, list[str], Example]] = []
+        for n, ex in enumerate(examples):
+            if progress:
+                progress(n, len(examples), "OCR of the annotated pages")
+            if ex.target is None:
+                report.skipped.append(f"task {ex.id}: no annotation")
+                continue
+            boxes = tuple(b for b in ex.target.boxes if b.label in known)
+            if len(boxes) < len(ex.target.boxes):
+                report.skipped.append(f"task {ex.id}: boxes with labels the control does not have were ignored")
+            try:
+                page = self._page(ex)
+            except MediaError as exc:
+                report.skipped.append(f"task {ex.id}: {exc.message}")
+                continue
+            segs = segments_of(page)
+            if not segs:
+                report.skipped.append(f"task {ex.id}: OCR found no text on the page")
+                continue
+            ex2 = Example(image=ex.image, id=ex.id, target=type(ex.target)(boxes=boxes))
+            labels, notes = self._targets(segs, ex2, page)
+            report.skipped.extend(notes)
+            pages.append((segs, _neighbours(segs), page, labels, ex2))
+        if progress:
+            progress(len(examples), len(examples), "training the field classifier")
+        all_labels = sorted({lab for *_, labels, _ in pages for lab in labels if lab != OTHER})
+        if not all_labels:
+            raise TrainingError("no annotated box covers OCR text: nothing to learn from", field=self.control.name)
+        classes = [OTHER, *all_labels]
+        cidx = {c: i for i, c in enumerate(classes)}
+        # the dense scaler is fitted on all training segments at once
+        dense_all = np.vstack([_dense(s, nb, p.width, p.height) for s, nb, p, *_ in pages])
+        self.dense_mean_ = dense_all.mean(axis=0)
+        std = dense_all.std(axis=0)
+        self.dense_scale_ = np.where(std > 1e-9, std, 1.0)
+        x_pages = [self._features(s, nb, p.width, p.height) for s, nb, p, *_ in pages]
+        y_pages = [np.array([cidx[lab] for lab in labels]) for *_, labels, _ in pages]
+        x = sparse.vstack(x_pages, format="csr")
+        y = np.concatenate(y_pages)
+        C = float(self.options["C"])
+
+        def lr() -> LogisticRegression:
+            return LogisticRegression(C=C, max_iter=3000, tol=1e-4)
+
+        if len(set(y.tolist())) < 2:
+            raise TrainingError("the annotated pages have only one kind of segment", field=self.control.name)
+        m1 = lr().fit(x, y)
+        self.classes_ = classes
+        self.coef_ = [self._full_coef(m1, len(classes))[0]]
+        self.intercept_ = [self._full_coef(m1, len(classes))[1]]
+        if self.options["context"] and len(pages) >= 3:
+            # out-of-fold pass-1 probabilities (3 folds by page) train pass 2
+            folds = np.arange(len(pages)) % 3
+            oof = [np.zeros((xp.shape[0], len(classes))) for xp in x_pages]
+            for f in range(3):
+                tr = [i for i in range(len(pages)) if folds[i] != f]
+                te = [i for i in range(len(pages)) if folds[i] == f]
+                ytr = np.concatenate([y_pages[i] for i in tr])
+                if len(set(ytr.tolist())) < 2:
+                    continue
+                mf = lr().fit(sparse.vstack([x_pages[i] for i in tr]), ytr)
+                w, b = self._full_coef(mf, len(classes))
+                for i in te:
+                    oof[i] = _softmax(x_pages[i] @ w.T + b)
+            ctx = np.vstack([self._context(o, nb) for o, (_, nb, *_) in zip(oof, pages, strict=True)])
+            x2 = sparse.hstack([x, sparse.csr_matrix(ctx * 3.0)], format="csr")
+            m2 = lr().fit(x2, y)
+            w2, b2 = self._full_coef(m2, len(classes))
+            self.coef_.append(w2)
+            self.intercept_.append(b2)
+        # how many boxes of a label a page holds, and how annotated boxes sit around the OCR boxes
+        counts: dict[str, int] = {}
+        offsets: dict[str, list[list[float]]] = {}
+        for segs, _nb, page, labels, ex in pages:
+            for lab in all_labels:
+                n = sum(1 for b in ex.target.boxes if b.label == lab) if ex.target else 0
+                counts[lab] = max(counts.get(lab, 0), n)
+            for group_label, members in _groups(segs, labels):
+                box = _union([segs[i].box for i in members])
+                h = float(np.median([segs[i].height for i in members]))
+                ann = _best_annotation(box, ex, page, group_label)
+                if ann is not None:
+                    offsets.setdefault(group_label, []).append([(a - g) / h for a, g in zip(ann, box, strict=True)])
+        self.max_per_page_ = {lab: max(1, c) for lab, c in counts.items()}
+        every = [o for v in offsets.values() for o in v]
+        self.box_offsets_ = {lab: np.median(np.array(v), axis=0).round(4).tolist() for lab, v in offsets.items()}
+        if every:
+            self.box_offsets_["*"] = np.median(np.array(every), axis=0).round(4).tolist()
+        report.n_train = len(pages)
+        report.labels = all_labels
+        pred_train = self._decode_pages(pages)
+        report.metrics.update(
+            {f"train_{k}": v for k, v in field_scores(pred_train, [p[4] for p in pages], [p[2] for p in pages]).items()}
+        )
+        report.metrics["segments"] = float(len(y))
+        if val:
+            vp = self.predict(val)
+            pages_v = []
+            for ex in val:
+                try:
+                    pages_v.append(self._page(ex))
+                except MediaError:
+                    pages_v.append(OcrPage(1, 1))
+            report.n_val = len(val)
+            report.metrics.update({f"val_{k}": v for k, v in field_scores(vp, list(val), pages_v).items()})
+        self.report_ = report
+        return report
+
+    @staticmethod
+    def _full_coef(m: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """sklearn's coef_ for classes seen in training, expanded to all ``k`` classes (unseen: -inf bias)."""
+        w = np.zeros((k, m.coef_.shape[1]))
+        b = np.full(k, -30.0)
+        seen = [int(c) for c in m.classes_]
+        if len(seen) == 2 and m.coef_.shape[0] == 1:  # binary: sklearn keeps one row
+            w[seen[1]], b[seen[1]] = m.coef_[0], m.intercept_[0]
+            w[seen[0]], b[seen[0]] = 0.0, 0.0
+        else:
+            w[seen], b[seen] = m.coef_, m.intercept_
+        return w, b
+
+    # -- prediction -----------------------------------------------------------------------------------
+
+    def _probs(self, segs: Sequence[Segment], nb: np.ndarray, page: OcrPage) -> np.ndarray:
+        x = self._features(segs, nb, page.width, page.height)
+        p = _softmax(x @ self.coef_[0].T + self.intercept_[0])
+        if len(self.coef_) > 1:
+            x2 = sparse.hstack([x, sparse.csr_matrix(self._context(p, nb) * 3.0)], format="csr")
+            p = _softmax(x2 @ self.coef_[1].T + self.intercept_[1])
+        return p
+
+    def _decode(self, segs: Sequence[Segment], nb: np.ndarray, page: OcrPage, threshold: float) -> Prediction:
+        assert self.classes_ is not None
+        if not segs:
+            return Prediction(score=0.0, uncertainty=0.0)
+        p = self._probs(segs, nb, page)
+        field_p = p[:, 1:]
+        best = field_p.argmax(axis=1)
+        conf = field_p.max(axis=1)
+        seg_thr = float(self.options["segment_threshold"])
+        labels = [self.classes_[1 + int(b)] if c >= seg_thr else OTHER for b, c in zip(best, conf, strict=True)]
+        boxes: list[Box] = []
+        for lab, members in _groups(segs, labels):
+            score = float(np.mean([conf[i] for i in members]))
+            x0, y0, x1, y1 = _union([segs[i].box for i in members])
+            h = float(np.median([segs[i].height for i in members]))
+            off = self.box_offsets_.get(lab) or self.box_offsets_.get("*") or [0.0, 0.0, 0.0, 0.0]
+            x0, y0, x1, y1 = x0 + off[0] * h, y0 + off[1] * h, x1 + off[2] * h, y1 + off[3] * h
+            x0, y0 = max(0.0, x0), max(0.0, y0)
+            x1, y1 = min(float(page.width), x1), min(float(page.height), y1)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            text = _join([segs[i].text for i in members])
+            boxes.append(
+                Box(
+                    x0 / page.width,
+                    y0 / page.height,
+                    (x1 - x0) / page.width,
+                    (y1 - y0) / page.height,
+                    lab,
+                    round(score, 6),
+                    text=text,
+                )
+            )
+        kept: list[Box] = []
+        for lab in {b.label for b in boxes}:
+            mine = sorted((b for b in boxes if b.label == lab), key=lambda b: -(b.score or 0))
+            kept.extend(mine[: self.max_per_page_.get(lab, 1)])
+        kept = [b for b in kept if (b.score or 0) >= threshold]
+        kept.sort(key=lambda b: (b.y, b.x))
+        # uncertainty: how close the page's most doubtful segment is to flipping (field vs not, or label)
+        top2 = np.sort(p, axis=1)[:, -2:]
+        margin = float((top2[:, 1] - top2[:, 0]).min())
+        score = float(np.mean([b.score or 0 for b in kept])) if kept else float(1.0 - conf.max())
+        return Prediction(boxes=tuple(kept), score=score, uncertainty=1.0 - margin)
+
+    def _decode_pages(self, pages: Sequence[tuple[Any, ...]]) -> list[Prediction]:
+        return [self._decode(segs, nb, page, self.threshold) for segs, nb, page, *_ in pages]
+
+    def predict(self, examples: Sequence[Example], *, threshold: float | None = None) -> list[Prediction]:
+        if not self.is_fitted:
+            return [Prediction(error="the doc-fields model is not trained yet") for _ in examples]
+        thr = self.threshold if threshold is None else float(threshold)
+        out = []
+        for ex in examples:
+            try:
+                page = self._page(ex)
+                segs = segments_of(page)
+                out.append(self._decode(segs, _neighbours(segs), page, thr))
+            except MediaError as exc:
+                out.append(Prediction(error=exc.message))
+            except Exception as exc:  # one bad page never spoils the batch
+                log.exception("doc-fields: prediction failed for %s", ex.id)
+                out.append(Prediction(error=f"prediction failed: {type(exc).__name__}: {exc}"))
+        return out
+
+    def embed(self, examples: Sequence[Example]) -> np.ndarray | None:
+        """Hashed character 1-2-grams of the page's OCR text (n, 512), L2-normalised; zeros when unreadable."""
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        hv = HashingVectorizer(analyzer="char_wb", ngram_range=(1, 2), n_features=512, alternate_sign=False, norm="l2")
+        texts = []
+        for ex in examples:
+            try:
+                texts.append(_norm(self._page(ex).text))
+            except MediaError:
+                texts.append("")
+        return np.asarray(hv.transform(texts).todense(), dtype=np.float32)
+
+    # -- persistence ----------------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        if not self.is_fitted:
+            raise TrainingError("cannot save an unfitted doc-fields model", field=self.control.name)
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {"dense_mean": self.dense_mean_, "dense_scale": self.dense_scale_}
+        for i, (w, b) in enumerate(zip(self.coef_, self.intercept_, strict=True)):
+            arrays[f"coef{i}"] = w.astype(np.float32)
+            arrays[f"intercept{i}"] = b
+        tmp = d / (ARRAYS_FILE + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(d / ARRAYS_FILE)
+        meta = {
+            "family": self.name,
+            "format_version": FORMAT_VERSION,
+            "options": self.options,
+            "classes": self.classes_,
+            "passes": len(self.coef_),
+            "max_per_page": self.max_per_page_,
+            "box_offsets": self.box_offsets_,
+            "report": self.report_.to_dict() if self.report_ else None,
+        }
+        (d / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path, control: ControlSpec) -> DocumentFieldModel:
+        d = Path(directory)
+        if not (d / META_FILE).is_file() or not (d / ARRAYS_FILE).is_file():
+            raise NotFoundError(f"no doc-fields model in {d}", field="directory")
+        meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
+        if meta.get("family") != cls.name or int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise NotFoundError(f"{d} holds a {meta.get('family')!r} model this version cannot read")
+        model = cls(control, **{k: v for k, v in (meta.get("options") or {}).items() if k in DEFAULTS})
+        with np.load(d / ARRAYS_FILE, allow_pickle=False) as z:
+            model.dense_mean_, model.dense_scale_ = z["dense_mean"], z["dense_scale"]
+            for i in range(int(meta["passes"])):
+                model.coef_.append(np.asarray(z[f"coef{i}"], dtype=np.float64))
+                model.intercept_.append(np.asarray(z[f"intercept{i}"], dtype=np.float64))
+        model.classes_ = list(meta["classes"])
+        model.max_per_page_ = {k: int(v) for k, v in (meta.get("max_per_page") or {}).items()}
+        model.box_offsets_ = meta.get("box_offsets") or {}
+        if meta.get("report"):
+            model.report_ = FitReport.from_dict(meta["report"])
+        missing = set(model.classes_[1:]) - set(control.label_keys)
+        if missing:
+            log.warning("doc-fields: labels %s of the saved model are not in the control", sorted(missing))
+        return model
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _softmax(z: Any) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _union(boxes: Sequence[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _join(parts: Sequence[str]) -> str:
+    out = ""
+    for p in parts:
+        if out and ((out[-1].isascii() and out[-1].isalnum()) or (p[:1].isascii() and p[:1].isalnum())):
+            out += " "
+        out += p
+    return out
+
+
+def _groups(segs: Sequence[Segment], labels: Sequence[str]) -> list[tuple[str, list[int]]]:
+    """Connected runs of same-label segments: next to each other on a row, or the lines of a paragraph
+    (vertically adjacent and overlapping or left-aligned). Members come in reading order."""
+    idx = [i for i, lab in enumerate(labels) if lab != OTHER]
+    parent = {i: i for i in idx}
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a_pos, a in enumerate(idx):
+        for b in idx[a_pos + 1 :]:
+            if labels[a] != labels[b]:
+                continue
+            ax0, ay0, ax1, ay1 = segs[a].box
+            bx0, by0, bx1, by1 = segs[b].box
+            h = max(segs[a].height, segs[b].height)
+            vover = min(ay1, by1) - max(ay0, by0)
+            hgap = max(bx0 - ax1, ax0 - bx1)
+            vgap = max(by0 - ay1, ay0 - by1)
+            hover = min(ax1, bx1) - max(ax0, bx0)
+            same_row = vover > 0.5 * min(segs[a].height, segs[b].height) and hgap < 2.0 * h
+            stacked = vgap < 1.0 * h and (hover > 0 or abs(ax0 - bx0) < 1.5 * h)
+            if same_row or stacked:
+                parent[find(a)] = find(b)
+    groups: dict[int, list[int]] = {}
+    for i in idx:
+        groups.setdefault(find(i), []).append(i)
+    out = []
+    for members in groups.values():
+        members.sort(key=lambda i: (segs[i].box[1], segs[i].box[0]))
+        out.append((labels[members[0]], members))
+    return out
+
+
+def _best_annotation(
+    box: tuple[float, float, float, float], ex: Example, page: OcrPage, label: str
+) -> tuple[float, float, float, float] | None:
+    best, best_iou = None, 0.3
+    for b in ex.target.boxes if ex.target else ():
+        if b.label != label:
+            continue
+        a = (b.x * page.width, b.y * page.height, (b.x + b.width) * page.width, (b.y + b.height) * page.height)
+        iou = box_iou(a, box)
+        if iou > best_iou:
+            best, best_iou = a, iou
+    return best
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def field_scores(
+    preds: Sequence[Prediction], examples: Sequence[Example], pages: Sequence[OcrPage] | None = None, iou: float = 0.5
+) -> dict[str, float]:
+    """Field-level precision / recall / F1: a predicted box is right when it has the label of a gold box of
+    the page and IoU >= ``iou`` with it (each gold box matched once). Coordinates are relative, so pages
+    are not needed; the argument is accepted for symmetry."""
+    tp = fp = fn = 0
+    for pred, ex in zip(preds, examples, strict=True):
+        gold = list(ex.target.boxes) if ex.target else []
+        used = [False] * len(gold)
+        for b in sorted(pred.boxes, key=lambda b: -(b.score or 0)):
+            pb = (b.x, b.y, b.x + b.width, b.y + b.height)
+            best, best_j = 0.0, -1
+            for j, g in enumerate(gold):
+                if used[j] or g.label != b.label:
+                    continue
+                v = box_iou(pb, (g.x, g.y, g.x + g.width, g.y + g.height))
+                if v > best:
+                    best, best_j = v, j
+            if best_j >= 0 and best >= iou:
+                used[best_j] = True
+                tp += 1
+            else:
+                fp += 1
+        fn += used.count(False)
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4)}
