@@ -58,3 +58,19 @@ def test_taxonomy_paths():
     assert prediction_problems(pred(tax(["Praise"])), cfg)  # not a path from the root
     assert prediction_problems(pred(tax("Fact")), cfg)  # not a list
     assert prediction_problems(pred({**tax(["Fact"]), "type": "choices"}), cfg)
+
+
+def test_per_region_text_needs_its_box():
+    cfg = LabelConfig.parse(
+        '<View><Image name="image" value="$ocr"/><RectangleLabels name="label" toName="image"><Label value="日期"/>'
+        '</RectangleLabels><TextArea name="transcription" toName="image" perRegion="true"/></View>'
+    )
+    geo = {"x": 10, "y": 20, "width": 30, "height": 4, "rotation": 0}
+    box = {"id": "r1", "from_name": "label", "to_name": "image", "type": "rectanglelabels",
+           "value": {**geo, "rectanglelabels": ["日期"]}}
+    text = {"id": "r1", "from_name": "transcription", "to_name": "image", "type": "textarea",
+            "value": {**geo, "text": ["2024-03-05"]}}
+    assert prediction_problems(pred(box, text), cfg) == []
+    assert prediction_problems(pred(box, {**text, "id": "other"}), cfg)  # text of a region that is not there
+    assert prediction_problems(pred(box, {**text, "value": {**geo, "text": "not a list"}}), cfg)
+    assert prediction_problems(pred(box, {**text, "value": {**geo, "x": 140, "text": ["x"]}}), cfg)

@@ -18,6 +18,7 @@ CONTROL_TAGS = {
     "PolygonLabels": ("polygonlabels", "Label", "polygonlabels"),
     "KeyPointLabels": ("keypointlabels", "Label", "keypointlabels"),
     "Taxonomy": ("taxonomy", "Choice", "taxonomy"),
+    "TextArea": ("textarea", "", "text"),  # free text: value.text is a list of strings
 }
 
 
@@ -85,7 +86,10 @@ def region_problems(region: dict, cfg: LabelConfig, task_data: dict | None = Non
     if not isinstance(value, dict):
         return [*problems, f"value is not an object: {value!r}"]
     labels = value.get(ctl.value_key)
-    if not isinstance(labels, list) or not labels:
+    if ctl.result_type == "textarea":
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+            problems.append(f"value.text must be a non-empty list of strings, got {labels!r}")
+    elif not isinstance(labels, list) or not labels:
         problems.append(f"value.{ctl.value_key} must be a non-empty list, got {labels!r}")
     elif ctl.value_key == "taxonomy":
         for path in labels:
@@ -108,7 +112,7 @@ def region_problems(region: dict, cfg: LabelConfig, task_data: dict | None = Non
                     problems.append(f"span end {end} beyond text length {len(text)}")
                 elif "text" in value and value["text"] != text[start:end]:
                     problems.append(f"span text {value['text']!r} != text[{start}:{end}] {text[start:end]!r}")
-    if ctl.result_type in ("rectanglelabels",):
+    if ctl.result_type in ("rectanglelabels",) or (ctl.result_type == "textarea" and "x" in value):
         for key in ("x", "y", "width", "height"):
             v = value.get(key)
             if not _is_number(v) or not (0 <= float(v) <= 100.0001):
@@ -132,6 +136,13 @@ def prediction_problems(
         problems.append("result is empty")
     for i, region in enumerate(result):
         problems += [f"result[{i}]: {p}" for p in region_problems(region, cfg, task_data)]
+    # a per-region text (type textarea with geometry) belongs to a labelled region with the same id
+    shaped = {r.get("id") for r in result if isinstance(r, dict) and r.get("type") != "textarea"}
+    for i, region in enumerate(result):
+        value = region.get("value") if isinstance(region, dict) else None
+        per_region = isinstance(value, dict) and region.get("type") == "textarea" and "x" in value
+        if per_region and region.get("id") not in shaped:
+            problems.append(f"result[{i}]: per-region text with id {region.get('id')!r} has no region")
     return problems
 
 

@@ -1,0 +1,96 @@
+"""Document fields end to end on a real Label Studio: the OCR template (boxes + a per-region TextArea) on
+uploaded report pages; nothing proposed before training, then field boxes with their text, which Label Studio
+stores as valid predictions, after training on annotated pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labelpilot.data.types import Box, Example, Prediction, Target
+
+from .helpers import NewVersionWaiter, Project, connect
+from .validation import LabelConfig, assert_valid_predictions
+
+pytest.importorskip("rapidocr", reason="document models need rapidocr (the 'ocr' extra)")
+
+CONFIG = """<View>
+  <Image name="image" value="$ocr"/>
+  <RectangleLabels name="label" toName="image">
+    <Label value="日期"/><Label value="编号"/><Label value="姓名"/><Label value="单位"/><Label value="结论"/>
+  </RectangleLabels>
+  <TextArea name="transcription" toName="image" editable="true" perRegion="true" required="false"
+            maxSubmissions="1" rows="3" placeholder="Recognized Text" displayMode="region-list"/>
+</View>"""
+CFG = LabelConfig.parse(CONFIG)
+N_ANNOTATED = 10
+
+
+@pytest.fixture(scope="module")
+def backend(labelpilot, tmp_path_factory):
+    return labelpilot.start("documents", LABELPILOT_RETRAIN_EVERY=0,
+                            LABELPILOT_CACHE_DIR=str(tmp_path_factory.mktemp("ocr-cache")))
+
+
+def _prediction(result: list[dict]) -> Prediction:
+    boxes = [Box(r["value"]["x"] / 100, r["value"]["y"] / 100, r["value"]["width"] / 100, r["value"]["height"] / 100,
+                 r["value"]["rectanglelabels"][0], r.get("score")) for r in result if r["type"] == "rectanglelabels"]
+    return Prediction(boxes=tuple(boxes))
+
+
+def test_ocr_template_project(ls, backend, tmp_path):
+    from labelpilot.data.synthdocs import available_fonts, make_pages
+    from labelpilot.models.document import field_scores
+
+    if not available_fonts("en"):
+        pytest.skip("no DejaVu font to draw synthetic pages with")
+    langs = ("en", "zh") if available_fonts("zh") else ("en",)
+    pages = make_pages(tmp_path / "pages", 14, langs=langs, layouts=("form", "grid"), seed=7)
+    by_name = {Path(p.path).name: p for p in pages}
+    created = ls.create_project("live documents", CONFIG, min_annotations_to_start_training=0)
+    ls.import_files(created["id"], {n: Path(p.path).read_bytes() for n, p in by_name.items()
+                                    if n.endswith(".png")}, "image/png")
+    ls.import_files(created["id"], {n: Path(p.path).read_bytes() for n, p in by_name.items()
+                                    if n.endswith(".jpg")}, "image/jpeg")
+    tasks = {t["id"]: t["data"] for t in ls.tasks(created["id"])}
+    assert len(tasks) == len(pages) and all(d["ocr"].startswith("/data/upload/") for d in tasks.values())
+    page_of = {tid: next(p for n, p in by_name.items() if d["ocr"].endswith("-" + n)) for tid, d in tasks.items()}
+    project = Project(id=created["id"], uid=ls.project_uid(created["id"]), label_config=CONFIG,
+                      task_ids=sorted(tasks), tasks=tasks)
+    ml = connect(ls, project, backend, title="labelpilot documents")
+    initial = ls.ml_backend(ml["id"])["model_version"]
+    ls.retrieve_predictions(project.id)
+    before = ls.predictions(project=project.id)
+    assert all(p["result"] == [] for p in before)  # nothing guessed before any annotation
+
+    for tid in project.task_ids[:N_ANNOTATED]:
+        ls.annotate(tid, page_of[tid].ls_result(from_name="label", to_name="image", transcription="transcription"))
+        project.annotated_ids.append(tid)
+    waiter = NewVersionWaiter(ls, ml["id"], backend, project.uid)
+    ls.train(ml["id"])
+    after = waiter.wait(timeout=300)
+    version = after["model_version"]
+    assert version != initial and version.startswith("doc-fields-v1-") and after["state"] == "CO", after
+
+    rest = project.task_ids[N_ANNOTATED:]
+    ls.retrieve_predictions(project.id, rest)
+    preds = [p for p in ls.predictions(project=project.id) if p["model_version"] == version]
+    assert sorted(p["task"] for p in preds) == sorted(rest)
+    assert_valid_predictions(preds, CFG, project.tasks, allow_empty=False)
+    for p in preds:  # every box came with its text, under the same region id
+        rect_ids = {r["id"] for r in p["result"] if r["type"] == "rectanglelabels"}
+        text_ids = {r["id"] for r in p["result"] if r["type"] == "textarea"}
+        assert rect_ids and rect_ids == text_ids
+    gold = []
+    for p in preds:
+        page = page_of[p["task"]]
+        gold.append(Example(target=Target(boxes=tuple(
+            Box(b[0] / page.width, b[1] / page.height, (b[2] - b[0]) / page.width, (b[3] - b[1]) / page.height, lab)
+            for lab, b, _ in page.fields))))
+    scores = field_scores([_prediction(p["result"]) for p in preds], gold)
+    assert scores["f1"] >= 0.7, scores
+    # Label Studio keeps an unknown control attribute such as model_family (it ignores it)
+    chosen = CONFIG.replace('<RectangleLabels name="label" toName="image">',
+                            '<RectangleLabels name="label" toName="image" model_family="doc-fields">')
+    assert ls.create_project("live documents (model_family)", chosen)["id"]
