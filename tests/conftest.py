@@ -224,6 +224,13 @@ def fake_ls() -> Iterator[FakeLabelStudio]:
     httpd.server_close()
 
 
+def cache_folder(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder in pytest's cache directory (kept between runs: exported ONNX graphs, OCR results), or a
+    temporary one when pytest runs without its cache plugin."""
+    cache = getattr(request.config, "cache", None)
+    return cache.mkdir(name) if cache is not None else tmp_path_factory.mktemp(name)
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.2, what: str = "condition") -> Any:
     deadline = time.time() + timeout
     while time.time() < deadline:

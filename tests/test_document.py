@@ -14,6 +14,7 @@ from labelpilot.models.base import family_for
 from labelpilot.ocr import OcrLine, OcrPage, Word
 from labelpilot.schema import parse_label_config
 from labelpilot.schema.types import TaskKind
+from tests.conftest import cache_folder
 
 FIELDS = ("日期", "编号", "姓名", "单位", "结论")
 OCR_CONFIG = """<View>
@@ -116,9 +117,7 @@ def test_ocr_template_selects_the_document_family_and_fills_the_textarea() -> No
 def _ocr_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """OCR results go to pytest's cache directory (reused by later runs), not the user's."""
     mp = pytest.MonkeyPatch()
-    cache = getattr(request.config, "cache", None)
-    folder = cache.mkdir("labelpilot-ocr") if cache is not None else tmp_path_factory.mktemp("labelpilot-ocr")
-    mp.setenv("LABELPILOT_CACHE_DIR", str(folder))
+    mp.setenv("LABELPILOT_CACHE_DIR", str(cache_folder(request, tmp_path_factory, "labelpilot-ocr")))
     yield
     mp.undo()
 

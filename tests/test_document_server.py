@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from labelpilot.data.types import Box, Example, Prediction, Target
-from tests.conftest import wait_for
+from tests.conftest import cache_folder, wait_for
 from tests.test_document import OCR_CONFIG, _langs, _needs_ocr
 
 UID = "31.1700000000"
@@ -26,7 +26,8 @@ def _boxes_of(results: list[dict]) -> Prediction:
     return Prediction(boxes=tuple(boxes))
 
 
-def test_ocr_project_learns_field_boxes(start_server, fake_ls, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_ocr_project_learns_field_boxes(start_server, fake_ls, tmp_path: Path, request: pytest.FixtureRequest,
+                                        tmp_path_factory: pytest.TempPathFactory) -> None:
     _needs_ocr()
     from PIL import Image
 
@@ -52,8 +53,7 @@ def test_ocr_project_learns_field_boxes(start_server, fake_ls, tmp_path: Path, r
     fake_ls.files["/data/upload/31/blank.png"] = buf.getvalue()
     fake_ls.files["/data/upload/31/truncated.jpg"] = b"\xff\xd8\xff\xe0" + b"\x00" * 40
 
-    cache = getattr(request.config, "cache", None)
-    cache_dir = cache.mkdir("labelpilot-ocr") if cache is not None else tmp_path / "ocr-cache"
+    cache_dir = cache_folder(request, tmp_path_factory, "labelpilot-ocr")
     server = start_server(LABELPILOT_RETRAIN_EVERY="0", LABELPILOT_CACHE_DIR=str(cache_dir))
     setup = {"project": UID, "schema": OCR_CONFIG, "hostname": fake_ls.url, "access_token": "t"}
     batch = [{"id": 100 + k, "data": {"ocr": f"/data/upload/31/{Path(p.path).name}"}} for k, p in enumerate(new)]

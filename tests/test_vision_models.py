@@ -18,6 +18,7 @@ from labelpilot.data.types import Box, Example, Target
 from labelpilot.errors import MediaError
 from labelpilot.models.vision.imageio import load_array, open_image, resize_image, to_array
 from labelpilot.schema.types import ControlSpec, LabelSpec, TaskKind
+from tests.conftest import cache_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,9 +34,7 @@ def _cache_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     """Exported ONNX backbones go to pytest's cache directory (reused by later runs), not the user's
     (a temporary one when pytest runs without its cache plugin)."""
     mp = pytest.MonkeyPatch()
-    cache = getattr(request.config, "cache", None)
-    folder = cache.mkdir("labelpilot-models") if cache is not None else tmp_path_factory.mktemp("labelpilot-models")
-    mp.setenv("LABELPILOT_CACHE_DIR", str(folder))
+    mp.setenv("LABELPILOT_CACHE_DIR", str(cache_folder(request, tmp_path_factory, "labelpilot-models")))
     yield
     mp.undo()
 

@@ -169,9 +169,25 @@ class OcrEngine:
         return self._engine
 
     def warm_up(self) -> None:
-        """Load the OCR models now (about 1 s) rather than at the first page."""
+        """Load the OCR models and run them once on a small drawn line (about 1-2 s), so the first real
+        page does not pay for onnxruntime's first-run allocations."""
+        from PIL import Image, ImageDraw, ImageFont
+
+        # an A4-shaped page with a few lines, so detection runs at the shape real pages have
+        img = Image.new("RGB", (1240, 1754), "white")
+        draw = ImageDraw.Draw(img)
+        try:
+            font: Any = ImageFont.load_default(size=30)
+        except TypeError:  # Pillow < 10.1
+            font = ImageFont.load_default()
+        for i in range(8):
+            draw.text((100 + 40 * (i % 3), 120 + 110 * i), f"Field {i}: value 2024-03-0{i} warm-up", font=font, fill=0)
         with self._run_lock:
-            self._rapid()
+            engine = self._rapid()
+            try:
+                engine(img, return_word_box=self.settings.word_boxes)
+            except Exception as exc:  # warming is best effort
+                log.info("ocr warm-up failed: %s", exc)
 
     def _cache_path(self, digest: str) -> Path:
         return cache_dir() / f"{digest[:2]}" / f"{digest}-{self.settings.key()}-r{_version()}.json"

@@ -9,20 +9,13 @@ from pathlib import Path
 import pytest
 
 from labelpilot.data.types import Box, Example, Prediction, Target
+from tests.test_document import OCR_CONFIG as CONFIG
 
 from .helpers import NewVersionWaiter, Project, connect
 from .validation import LabelConfig, assert_valid_predictions
 
 pytest.importorskip("rapidocr", reason="document models need rapidocr (the 'ocr' extra)")
 
-CONFIG = """<View>
-  <Image name="image" value="$ocr"/>
-  <RectangleLabels name="label" toName="image">
-    <Label value="日期"/><Label value="编号"/><Label value="姓名"/><Label value="单位"/><Label value="结论"/>
-  </RectangleLabels>
-  <TextArea name="transcription" toName="image" editable="true" perRegion="true" required="false"
-            maxSubmissions="1" rows="3" placeholder="Recognized Text" displayMode="region-list"/>
-</View>"""
 CFG = LabelConfig.parse(CONFIG)
 N_ANNOTATED = 10
 

@@ -303,7 +303,13 @@ class DocumentFieldModel:
         return OcrEngine.get(OcrSettings(det_side=int(self.options["det_side"]), use_cls=bool(self.options["use_cls"])))
 
     def warm_up(self) -> None:
+        """Load the OCR models and the classifier's imports (sklearn, scipy) now, not in the first request."""
         self._ocr().warm_up()
+        if self.is_fitted:
+            page = OcrPage(1240, 1754, (OcrLine("Date: 2024-03-05", (100, 100, 500, 140), 1.0),
+                                        OcrLine("结论：未见异常", (100, 200, 400, 240), 1.0)))
+            segs = segments_of(page)
+            self._decode(segs, _neighbours(segs), page, self.threshold)
 
     def _hash(self) -> list[Any]:
         if self._hashers is None:
