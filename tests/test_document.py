@@ -195,7 +195,8 @@ def test_bad_pages_give_empty_or_low_predictions_never_a_failed_batch(pages, tmp
     train, test = pages
     control = parse_label_config(OCR_CONFIG).controls[0]
     model = DocumentFieldModel(control)
-    model.fit(train)
+    report = model.fit(train, val=test[:2])
+    assert report.n_val == 2 and 0 <= report.metrics["val_f1"] <= 1 and "val_precision" in report.metrics
     blank = tmp_path / "blank.png"
     Image.new("L", (1240, 1754), 255).save(blank)
     rotated = tmp_path / "rotated.png"

@@ -481,20 +481,11 @@ class DocumentFieldModel:
         report.n_train = len(pages)
         report.labels = all_labels
         pred_train = self._decode_pages(pages)
-        report.metrics.update(
-            {f"train_{k}": v for k, v in field_scores(pred_train, [p[4] for p in pages], [p[2] for p in pages]).items()}
-        )
+        report.metrics.update({f"train_{k}": v for k, v in field_scores(pred_train, [p[4] for p in pages]).items()})
         report.metrics["segments"] = float(len(y))
         if val:
-            vp = self.predict(val)
-            pages_v = []
-            for ex in val:
-                try:
-                    pages_v.append(self._page(ex))
-                except MediaError:
-                    pages_v.append(OcrPage(1, 1))
             report.n_val = len(val)
-            report.metrics.update({f"val_{k}": v for k, v in field_scores(vp, list(val), pages_v).items()})
+            report.metrics.update({f"val_{k}": v for k, v in field_scores(self.predict(val), list(val)).items()})
         self.report_ = report
         return report
 
@@ -730,12 +721,9 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def field_scores(
-    preds: Sequence[Prediction], examples: Sequence[Example], pages: Sequence[OcrPage] | None = None, iou: float = 0.5
-) -> dict[str, float]:
+def field_scores(preds: Sequence[Prediction], examples: Sequence[Example], iou: float = 0.5) -> dict[str, float]:
     """Field-level precision / recall / F1: a predicted box is right when it has the label of a gold box of
-    the page and IoU >= ``iou`` with it (each gold box matched once). Coordinates are relative, so pages
-    are not needed; the argument is accepted for symmetry."""
+    the page and IoU >= ``iou`` with it (each gold box matched once; coordinates relative to the page)."""
     tp = fp = fn = 0
     for pred, ex in zip(preds, examples, strict=True):
         gold = list(ex.target.boxes) if ex.target else []
