@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
@@ -62,3 +64,28 @@ class Settings(BaseSettings):
     @property
     def tokens(self) -> set[str]:
         return {t.strip() for t in (self.api_tokens or "").split(",") if t.strip()}
+
+
+def cache_dir(kind: str) -> Path:
+    """Where files labelpilot can rebuild are kept (exported ONNX graphs, OCR results): ``$LABELPILOT_CACHE_DIR/
+    <kind>``, else ``$XDG_CACHE_HOME/labelpilot/<kind>``, else ``~/.cache/labelpilot/<kind>``."""
+    env = os.environ.get("LABELPILOT_CACHE_DIR")
+    if env:
+        return Path(env) / kind
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "labelpilot" / kind
+
+
+def write_cache_file(path: Path, data: bytes) -> None:
+    """Write a cache file atomically (a temporary file in the same folder, then a rename), readable by all,
+    so a reader never sees half a file. Raises ``OSError`` when the folder cannot be written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

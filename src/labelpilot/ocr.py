@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from labelpilot import config
 from labelpilot.errors import MediaError, TrainingError
 
 log = logging.getLogger(__name__)
@@ -97,11 +97,7 @@ class OcrSettings:
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("LABELPILOT_CACHE_DIR")
-    if env:
-        return Path(env) / "ocr"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "labelpilot" / "ocr"
+    return config.cache_dir("ocr")
 
 
 def rapidocr_available() -> bool:
@@ -227,11 +223,7 @@ class OcrEngine:
     def _store(self, digest: str, page: OcrPage) -> None:
         path = self._cache_path(digest)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(page.to_json(), fh, ensure_ascii=False)
-            os.replace(tmp, path)
+            config.write_cache_file(path, json.dumps(page.to_json(), ensure_ascii=False).encode("utf-8"))
         except OSError as exc:
             log.info("ocr: cannot cache in %s (%s)", path.parent, exc)
 

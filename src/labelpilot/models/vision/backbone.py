@@ -27,7 +27,6 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 import threading
 import warnings
 from collections import OrderedDict
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from labelpilot import config
 from labelpilot.errors import TrainingError
 
 log = logging.getLogger(__name__)
@@ -129,12 +129,7 @@ def efficientnet() -> Any:
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("LABELPILOT_CACHE_DIR")
-    if env:
-        return Path(env) / "vision"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "labelpilot" / "vision"
+    return config.cache_dir("vision")
 
 
 def ort_session(model_bytes_or_path: bytes | str | Path) -> Any:
@@ -187,12 +182,7 @@ def cached_onnx(key: str, build: Callable[[], bytes]) -> bytes | Path:
         return path
     data = build()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        config.write_cache_file(path, data)
     except OSError as exc:
         log.info("vision: cannot cache %s in %s (%s); keeping it in memory", key, path.parent, exc)
     return data
