@@ -37,7 +37,6 @@ Saved as JSON + ``.npz`` (no pickle). Options (``extra_params``): ``C``, ``segme
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -52,8 +51,8 @@ import numpy as np
 from scipy import sparse
 
 from labelpilot.data.types import Box, Example, FitReport, Prediction
-from labelpilot.errors import InputError, MediaError, NotFoundError, TrainingError
-from labelpilot.models.base import Progress
+from labelpilot.errors import InputError, MediaError, TrainingError
+from labelpilot.models.base import Progress, read_meta, write_meta
 from labelpilot.ocr import OcrEngine, OcrLine, OcrPage, OcrSettings
 from labelpilot.schema.types import ControlSpec, TaskKind
 
@@ -306,8 +305,14 @@ class DocumentFieldModel:
         """Load the OCR models and the classifier's imports (sklearn, scipy) now, not in the first request."""
         self._ocr().warm_up()
         if self.is_fitted:
-            page = OcrPage(1240, 1754, (OcrLine("Date: 2024-03-05", (100, 100, 500, 140), 1.0),
-                                        OcrLine("结论：未见异常", (100, 200, 400, 240), 1.0)))
+            page = OcrPage(
+                1240,
+                1754,
+                (
+                    OcrLine("Date: 2024-03-05", (100, 100, 500, 140), 1.0),
+                    OcrLine("结论：未见异常", (100, 200, 400, 240), 1.0),
+                ),
+            )
             segs = segments_of(page)
             self._decode(segs, _neighbours(segs), page, self.threshold)
 
@@ -330,14 +335,18 @@ class DocumentFieldModel:
             self._hashers = [own, ctx]
         return self._hashers
 
-    def _features(self, segs: Sequence[Segment], nb: np.ndarray, width: int, height: int) -> sparse.csr_matrix:
+    def _features(
+        self, segs: Sequence[Segment], nb: np.ndarray, width: int, height: int, dense: np.ndarray | None = None
+    ) -> sparse.csr_matrix:
+        """The segments' feature rows; ``dense``: their :func:`_dense` features when already computed."""
         own, ctx = self._hash()
         texts = [_norm(s.text) for s in segs]
         wl, wo, wd = (float(self.options[k]) for k in ("left_weight", "neighbour_weight", "layout_weight"))
         blocks = [own.transform(texts)]
         for k in range(4):
             blocks.append(ctx.transform([texts[j] if j >= 0 else "" for j in nb[:, k]]) * (wl if k == 0 else wo))
-        dense = _dense(segs, nb, width, height)
+        if dense is None:
+            dense = _dense(segs, nb, width, height)
         assert self.dense_mean_ is not None and self.dense_scale_ is not None
         blocks.append(sparse.csr_matrix((dense - self.dense_mean_) / self.dense_scale_ * wd))
         return sparse.hstack(blocks, format="csr")
@@ -421,11 +430,15 @@ class DocumentFieldModel:
         classes = [OTHER, *all_labels]
         cidx = {c: i for i, c in enumerate(classes)}
         # the dense scaler is fitted on all training segments at once
-        dense_all = np.vstack([_dense(s, nb, p.width, p.height) for s, nb, p, *_ in pages])
+        dense_pages = [_dense(s, nb, p.width, p.height) for s, nb, p, *_ in pages]
+        dense_all = np.vstack(dense_pages)
         self.dense_mean_ = dense_all.mean(axis=0)
         std = dense_all.std(axis=0)
         self.dense_scale_ = np.where(std > 1e-9, std, 1.0)
-        x_pages = [self._features(s, nb, p.width, p.height) for s, nb, p, *_ in pages]
+        x_pages = [
+            self._features(s, nb, p.width, p.height, dense)
+            for (s, nb, p, *_), dense in zip(pages, dense_pages, strict=True)
+        ]
         y_pages = [np.array([cidx[lab] for lab in labels]) for *_, labels, _ in pages]
         x = sparse.vstack(x_pages, format="csr")
         y = np.concatenate(y_pages)
@@ -438,8 +451,8 @@ class DocumentFieldModel:
             raise TrainingError("the annotated pages have only one kind of segment", field=self.control.name)
         m1 = lr().fit(x, y)
         self.classes_ = classes
-        self.coef_ = [self._full_coef(m1, len(classes))[0]]
-        self.intercept_ = [self._full_coef(m1, len(classes))[1]]
+        w1, b1 = self._full_coef(m1, len(classes))
+        self.coef_, self.intercept_ = [w1], [b1]
         if self.options["context"] and len(pages) >= 3:
             # out-of-fold pass-1 probabilities (3 folds by page) train pass 2
             folds = np.arange(len(pages)) % 3
@@ -614,16 +627,12 @@ class DocumentFieldModel:
             "box_offsets": self.box_offsets_,
             "report": self.report_.to_dict() if self.report_ else None,
         }
-        (d / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
+        write_meta(d, META_FILE, meta)
 
     @classmethod
     def load(cls, directory: Path, control: ControlSpec) -> DocumentFieldModel:
         d = Path(directory)
-        if not (d / META_FILE).is_file() or not (d / ARRAYS_FILE).is_file():
-            raise NotFoundError(f"no doc-fields model in {d}", field="directory")
-        meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
-        if meta.get("family") != cls.name or int(meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise NotFoundError(f"{d} holds a {meta.get('family')!r} model this version cannot read")
+        meta = read_meta(d, META_FILE, cls.name, FORMAT_VERSION, required=(ARRAYS_FILE,))
         model = cls(control, **{k: v for k, v in (meta.get("options") or {}).items() if k in DEFAULTS})
         with np.load(d / ARRAYS_FILE, allow_pickle=False) as z:
             model.dense_mean_, model.dense_scale_ = z["dense_mean"], z["dense_scale"]
