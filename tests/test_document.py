@@ -10,6 +10,7 @@ import pytest
 
 from labelpilot.data.labelstudio import prediction_regions
 from labelpilot.data.types import Box, Example, Prediction, Target
+from labelpilot.errors import InputError
 from labelpilot.models.base import family_for
 from labelpilot.ocr import OcrLine, OcrPage, Word
 from labelpilot.schema import parse_label_config
@@ -160,6 +161,8 @@ def test_doc_fields_learns_fields_and_round_trips(pages, tmp_path: Path) -> None
 
     train, test = pages
     control = parse_label_config(OCR_CONFIG).controls[0]
+    with pytest.raises(InputError, match=r"unknown doc-fields options: \['Cee'\]; known: \['C', "):
+        DocumentFieldModel(control, Cee=1)
     model = DocumentFieldModel(control)
     assert not model.is_fitted
     assert model.predict(test[:1])[0].error  # untrained: nothing, with a reason

@@ -8,7 +8,7 @@ covers seed 003's six methods: ``__init__`` (init), ``fit`` (train_model), ``pre
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from labelpilot.data.types import Example, FitReport, Prediction
-from labelpilot.errors import NotFoundError, TrainingError
+from labelpilot.errors import InputError, NotFoundError, TrainingError
 from labelpilot.schema.types import ControlSpec, TaskKind
 
 #: progress(done, total, message) -- called by long-running fits; may be None.
@@ -59,6 +59,20 @@ class Model(Protocol):
 
     @classmethod
     def load(cls, directory: Path, control: ControlSpec) -> Model: ...
+
+
+def merge_options(family: str, defaults: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """A family's options: ``defaults`` overridden by ``options``; an option the family does not know is a
+    clear 4xx (:class:`InputError` on ``options``), never silently ignored."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise InputError(f"unknown {family} options: {unknown}; known: {sorted(defaults)}", field="options")
+    return {**defaults, **options}
+
+
+def saved_options(meta: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The options stored in a saved model's metadata that this version still knows."""
+    return {k: v for k, v in (meta.get("options") or {}).items() if k in defaults}
 
 
 def write_meta(directory: Path, name: str, meta: dict[str, Any]) -> None:

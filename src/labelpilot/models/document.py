@@ -52,7 +52,7 @@ from scipy import sparse
 
 from labelpilot.data.types import Box, Example, FitReport, Prediction
 from labelpilot.errors import InputError, MediaError, TrainingError
-from labelpilot.models.base import Progress, read_meta, write_meta
+from labelpilot.models.base import Progress, merge_options, read_meta, saved_options, write_meta
 from labelpilot.ocr import OcrEngine, OcrLine, OcrPage, OcrSettings
 from labelpilot.schema.types import ControlSpec, TaskKind
 
@@ -266,11 +266,8 @@ class DocumentFieldModel:
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.IMAGE_BOXES})
 
     def __init__(self, control: ControlSpec, **options: Any) -> None:
-        unknown = set(options) - set(DEFAULTS)
-        if unknown:
-            raise InputError(f"unknown doc-fields options: {sorted(unknown)}", field="options")
         self.control = control
-        self.options: dict[str, Any] = {**DEFAULTS, **options}
+        self.options: dict[str, Any] = merge_options(self.name, DEFAULTS, options)
         for key in ("segment_threshold", "score_threshold"):
             v = float(self.options[key])
             if not 0 <= v <= 1:
@@ -633,7 +630,7 @@ class DocumentFieldModel:
     def load(cls, directory: Path, control: ControlSpec) -> DocumentFieldModel:
         d = Path(directory)
         meta = read_meta(d, META_FILE, cls.name, FORMAT_VERSION, required=(ARRAYS_FILE,))
-        model = cls(control, **{k: v for k, v in (meta.get("options") or {}).items() if k in DEFAULTS})
+        model = cls(control, **saved_options(meta, DEFAULTS))
         with np.load(d / ARRAYS_FILE, allow_pickle=False) as z:
             model.dense_mean_, model.dense_scale_ = z["dense_mean"], z["dense_scale"]
             for i in range(int(meta["passes"])):

@@ -53,7 +53,7 @@ import numpy as np
 
 from labelpilot.data.types import Example, FitReport, Prediction
 from labelpilot.errors import InputError, LabelpilotError, TrainingError
-from labelpilot.models.base import Progress, read_meta, write_meta
+from labelpilot.models.base import Progress, merge_options, read_meta, saved_options, write_meta
 from labelpilot.models.vision import backbone
 from labelpilot.models.vision.imageio import load_array, open_image, resize_image, to_array
 from labelpilot.schema.types import ControlSpec, TaskKind
@@ -181,11 +181,8 @@ class ImageClassifier:
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.IMAGE_CHOICES})
 
     def __init__(self, control: ControlSpec, **options: Any) -> None:
-        unknown = set(options) - set(DEFAULTS)
-        if unknown:
-            raise InputError(f"unknown image-classifier options: {sorted(unknown)}", field="options")
         self.control = control
-        self.options: dict[str, Any] = {**DEFAULTS, **options}
+        self.options: dict[str, Any] = merge_options(self.name, DEFAULTS, options)
         if self.options["resize"] not in ("center_crop", "squash", "letterbox"):
             raise InputError("resize must be center_crop, squash or letterbox", field="resize")
         self.multi_label_: bool = bool(control.multiple)
@@ -503,7 +500,7 @@ class ImageClassifier:
     def load(cls, directory: Path, control: ControlSpec) -> ImageClassifier:
         d = Path(directory)
         meta = read_meta(d, META_FILE, cls.name, FORMAT_VERSION, required=(HEAD_FILE,))
-        options = {k: v for k, v in (meta.get("options") or {}).items() if k in DEFAULTS}
+        options = saved_options(meta, DEFAULTS)
         model = cls(control, **options)
         saved = (meta.get("backbone") or {}).get("weights")
         current = _weights_id_or_none()

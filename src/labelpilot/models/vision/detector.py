@@ -85,7 +85,7 @@ from PIL import Image, ImageEnhance
 
 from labelpilot.data.types import Box, Example, FitReport, Prediction
 from labelpilot.errors import InputError, LabelpilotError, TrainingError
-from labelpilot.models.base import Progress, read_meta, write_meta
+from labelpilot.models.base import Progress, merge_options, read_meta, saved_options, write_meta
 from labelpilot.models.vision import backbone
 from labelpilot.models.vision.imageio import open_image, to_array
 from labelpilot.schema.types import ControlSpec, TaskKind
@@ -370,11 +370,8 @@ class ImageDetector:
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.IMAGE_BOXES})
 
     def __init__(self, control: ControlSpec, **options: Any) -> None:
-        unknown = set(options) - set(DEFAULTS)
-        if unknown:
-            raise InputError(f"unknown image-detector options: {sorted(unknown)}", field="options")
         self.control = control
-        self.options: dict[str, Any] = {**DEFAULTS, **options}
+        self.options: dict[str, Any] = merge_options(self.name, DEFAULTS, options)
         size = int(self.options["image_size"])
         if size < 64 or size % 32:
             raise InputError("image_size must be a multiple of 32 and at least 64", field="image_size")
@@ -795,7 +792,7 @@ class ImageDetector:
     def load(cls, directory: Path, control: ControlSpec) -> ImageDetector:
         d = Path(directory)
         meta = read_meta(d, META_FILE, cls.name, FORMAT_VERSION, required=(HEAD_FILE,))
-        options = {k: v for k, v in (meta.get("options") or {}).items() if k in DEFAULTS}
+        options = saved_options(meta, DEFAULTS)
         model = cls(control, **options)
         model.labels_ = list(meta.get("labels") or [])
         model.head_state_ = (d / HEAD_FILE).read_bytes()
