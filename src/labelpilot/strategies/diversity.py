@@ -76,6 +76,14 @@ def _cosine_to(matrix: Any, vector: Any) -> np.ndarray:
     return np.asarray(out.toarray() if sparse.issparse(out) else out).ravel()
 
 
+def sample_candidates(pool: Pool, max_candidates: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the selectable pool items, a sorted random subset of ``max_candidates`` when there are more."""
+    cand = np.flatnonzero(pool.valid)
+    if len(cand) > max_candidates:
+        cand = np.sort(rng.choice(cand, max_candidates, replace=False))
+    return cand
+
+
 class KCenterGreedy:
     """Core-set: repeatedly pick the valid item with the largest cosine distance to its nearest labelled
     or picked item. Scores: distance to the labelled set (1 when nothing is labelled)."""
@@ -127,9 +135,7 @@ class ClusterSampling:
 
     def select(self, pool: Pool, n: int) -> Selection:
         rng = check_random_state(self.random_state)
-        cand = np.flatnonzero(pool.valid)
-        if len(cand) > self.max_candidates:
-            cand = np.sort(rng.choice(cand, self.max_candidates, replace=False))
+        cand = sample_candidates(pool, self.max_candidates, rng)
         picks, typical = representatives(candidate_vectors(pool, cand), n, rng)
         scores = np.full(pool.size, np.nan)
         scores[cand] = typical
@@ -200,9 +206,7 @@ class ColdStart:
 
     def select(self, pool: Pool, n: int) -> Selection:
         rng = check_random_state(self.random_state)
-        cand = np.flatnonzero(pool.valid)
-        if len(cand) > self.max_candidates:
-            cand = np.sort(rng.choice(cand, self.max_candidates, replace=False))
+        cand = sample_candidates(pool, self.max_candidates, rng)
         picks, typical = representatives(candidate_vectors(pool, cand), n, rng, self.n_clusters)
         scores = np.full(pool.size, np.nan)
         scores[cand] = typical
@@ -324,9 +328,7 @@ class Badge:
         if pool.probs is None:
             raise ValueError("badge needs model probabilities")
         rng = check_random_state(self.random_state)
-        cand = np.flatnonzero(pool.valid)
-        if len(cand) > self.max_candidates:
-            cand = np.sort(rng.choice(cand, self.max_candidates, replace=False))
+        cand = sample_candidates(pool, self.max_candidates, rng)
         X = dense_reduced(candidate_vectors(pool, cand), rng, self.dim)
         threshold = float(np.mean(pool.threshold))
         G = gradient_embedding(pool.probs[cand], X, pool.multi_label, threshold)
