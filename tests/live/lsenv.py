@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -377,6 +377,33 @@ def _save_template(data_dir: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _launch(
+    cmd: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    log_path: Path,
+    health_url: str,
+    timeout: float,
+    what: str,
+    then: Callable[[], None] | None = None,
+) -> tuple[subprocess.Popen, float]:
+    """Start ``cmd`` in its own process group, output appended to ``log_path``, and wait until ``health_url``
+    answers (then run ``then``). On any failure the group is stopped before the error propagates."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=cwd,
+        )
+    try:
+        waited = wait_healthy(health_url, proc, log_path, timeout, what)
+        if then is not None:
+            then()
+    except BaseException:
+        stop_group(proc)
+        raise
+    return proc, waited
+
+
 def start_label_studio(venv: Path, root: Path, *, timeout: float = 360.0) -> LabelStudioProcess:
     """Start Label Studio headless on a free loopback port with a data dir under ``root``.
 
@@ -419,24 +446,11 @@ def _start_label_studio(venv: Path, root: Path, *, timeout: float, use_template:
         "--port",
         str(port),
     ]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=root,
-        )
     base = f"http://127.0.0.1:{port}"
-    try:
-        waited = wait_healthy(base + "/health", proc, log_path, timeout, "Label Studio")
-        if not from_template:
-            _save_template(data_dir)
-    except BaseException:
-        stop_group(proc)
-        raise
+    proc, waited = _launch(
+        cmd, env, root, log_path, base + "/health", timeout, "Label Studio",
+        then=None if from_template else (lambda: _save_template(data_dir)),
+    )
     return LabelStudioProcess(
         base_url=base,
         port=port,
@@ -514,22 +528,8 @@ def start_backend(
         "--data-dir",
         str(data_dir),
     ]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=root,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        waited = wait_healthy(url + "/health", proc, log_path, timeout, "labelpilot serve")
-    except BaseException:
-        stop_group(proc)
-        raise
+    proc, waited = _launch(cmd, env, root, log_path, url + "/health", timeout, "labelpilot serve")
     return BackendProcess(
         url=url,
         port=port,
