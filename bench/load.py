@@ -19,10 +19,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
+from benchutil import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 LP = ROOT / ".venv" / "bin" / "labelpilot"
@@ -88,12 +87,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     results = {}
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_healthy(url, proc)
         for c in (1, 8, 32):
             threads = 1  # the load generator shares the 2 cores with the server: keep it to one thread
             out = subprocess.run(["wrk", "-t", str(threads), "-c", str(c), "-d", f"{args.duration}s", "--latency",

@@ -20,11 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+from benchutil import wait_healthy  # noqa: E402
 from labelpilot.jobs.state import ProjectStore  # noqa: E402
 from labelpilot.jobs.training import model_name  # noqa: E402
 from labelpilot.models.bundle import Bundle  # noqa: E402
@@ -53,12 +52,7 @@ def main() -> None:
                              str(data), "--log-level", "warning"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
         text = LATENCY_TEXT["cluener"][:100]
         body = json.dumps({"tasks": [{"id": 1, "data": {"text": text}}], "label_config": config,
                            "project": UID}).encode()

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from benchutil import wait_healthy
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -84,12 +86,7 @@ def main() -> None:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_healthy(url, proc)
         body_of = lambda rows: {  # noqa: E731
             "tasks": [{"id": i, "data": {"sentence": r["sentence"], "keywords": r["keywords"]}} for i, r in rows],
             "label_config": config, "project": UID,
