@@ -515,11 +515,7 @@ class ImageClassifier:
         model.multi_label_ = bool(meta.get("multi_label", control.multiple))
         rep = meta.get("report")
         if rep:
-            model.report_ = FitReport(
-                n_train=rep.get("n_train", 0), n_val=rep.get("n_val", 0), labels=rep.get("labels", []),
-                metrics=rep.get("metrics", {}), seconds=rep.get("seconds", 0.0), skipped=rep.get("skipped", []),
-                notes=rep.get("notes", []),
-            )
+            model.report_ = FitReport.from_dict(rep)
         missing = set(model.labels_) - set(control.label_keys)
         if missing:
             log.warning("image-classifier: labels %s of the saved model are not in the control", sorted(missing))

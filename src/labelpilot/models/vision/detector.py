@@ -802,11 +802,7 @@ class ImageDetector:
             model._torch_head()  # fails now, not at the first prediction, if the state is unreadable
         rep = meta.get("report")
         if rep:
-            model.report_ = FitReport(
-                n_train=rep.get("n_train", 0), n_val=rep.get("n_val", 0), labels=rep.get("labels", []),
-                metrics=rep.get("metrics", {}), seconds=rep.get("seconds", 0.0), skipped=rep.get("skipped", []),
-                notes=rep.get("notes", []),
-            )
+            model.report_ = FitReport.from_dict(rep)
         saved = (meta.get("backbone") or {}).get("weights")
         current = _weights_id_or_none()
         if saved and current and saved != current:
