@@ -131,6 +131,23 @@ def test_partly_supported_config_sets_up_with_a_warning(shared_server) -> None:
     assert any("TextArea" in w for w in setup.json()["warnings"])
 
 
+def test_a_model_family_attribute_that_cannot_be_used_is_warned_about_at_setup(shared_server) -> None:
+    config = (
+        '<View><Text name="t" value="$text"/>'
+        '<Choices name="c" toName="t" model_family="nope"><Choice value="A"/><Choice value="B"/></Choices>'
+        '<Choices name="d" toName="t" model_family="doc-fields"><Choice value="X"/><Choice value="Y"/></Choices>'
+        '<Choices name="e" toName="t" model_family="text-linear"><Choice value="P"/><Choice value="Q"/></Choices>'
+        "</View>"
+    )
+    with shared_server.client() as client:
+        setup = client.post("/setup", json={"project": "7.1700000000", "schema": config})
+    assert setup.status_code == 200
+    warnings = setup.json()["warnings"]
+    assert len(warnings) == 2
+    assert 'name="c"> model_family="nope": unknown model family' in warnings[0]
+    assert 'name="d"> model_family="doc-fields" cannot serve text-choices; text-linear is used instead' in warnings[1]
+
+
 def test_extra_params_object_string_and_null_are_accepted(shared_server) -> None:
     """The reference server answers 500 to a non-empty extra_params (ls-protocol §16.1)."""
     server = shared_server

@@ -16,10 +16,11 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from labelpilot import __version__
-from labelpilot.errors import InputError, NotFoundError, SchemaError
+from labelpilot.errors import InputError, LabelpilotError, NotFoundError, SchemaError
 from labelpilot.jobs.state import project_uid
 from labelpilot.jobs.training import model_name
-from labelpilot.schema import parse_label_config, require_supported
+from labelpilot.models.base import family_for, get_family
+from labelpilot.schema import LabelSchema, parse_label_config, require_supported
 from labelpilot.server.auth import CHALLENGE, basic_ok, require_basic, require_secret_path, secret_ok
 from labelpilot.server.responses import JSON
 
@@ -86,6 +87,28 @@ def health_body(request: Request) -> dict[str, Any]:
     return {"status": "UP", "model_class": "labelpilot", "version": __version__}
 
 
+def family_problems(schema: LabelSchema) -> list[str]:
+    """A control attribute ``model_family="..."`` that names no family, or one that cannot serve the control:
+    said at /setup rather than found when training fails."""
+    out = []
+    for control in schema.controls:
+        wanted = control.attrs.get("model_family")
+        if not wanted:
+            continue
+        try:
+            cls = get_family(wanted)
+        except LabelpilotError as exc:
+            out.append(f'control <{control.type} name="{control.name}"> model_family="{wanted}": {exc.message}')
+            continue
+        if control.kind not in cls.kinds:
+            fallback = family_for(control, "")
+            out.append(
+                f'control <{control.type} name="{control.name}"> model_family="{wanted}" cannot serve '
+                f"{control.kind.value}; {fallback.name if fallback else 'no family'} is used instead"
+            )
+    return out
+
+
 public = APIRouter()
 router = APIRouter(dependencies=[Depends(require_basic)])
 hooks = APIRouter(dependencies=[Depends(require_secret_path)])
@@ -112,7 +135,7 @@ async def setup(request: Request) -> JSON:
         authed=True,
     )
     require_supported(schema)
-    problems = schema.problems()
+    problems = schema.problems() + family_problems(schema)
     if problems:
         log.warning("project %s: %s", uid, "; ".join(problems))
     body: dict[str, Any] = {"model_version": state.predictor.version_tag(uid, schema)}
