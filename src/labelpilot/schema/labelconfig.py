@@ -66,6 +66,7 @@ def _label_of(el: etree._Element, path: tuple[str, ...] = ()) -> LabelSpec:
         predicted_values=_split_values(el.get("predicted_values")),
         score_threshold=_float_attr(el, "model_score_threshold", "score_threshold"),
         path=path,
+        hint=(el.get("hint") or "").strip() or None,
     )
 
 
