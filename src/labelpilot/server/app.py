@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             predictor.serving(uid)
 
         runner = make_runner(settings, store, on_done=warm)
+        threading.Thread(target=_load_encoder, name="encoder-warm-up", daemon=True).start()
         app.state.settings = settings
         app.state.registry = registry
         app.state.store = store
@@ -129,6 +131,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(r, prefix="/s/{secret}", include_in_schema=False)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _load_encoder() -> None:
+    """Load the text encoder in the background at start-up, so the first /setup or /predict need not wait
+    for it (a failure is remembered and reported at /setup)."""
+    from labelpilot.encoders import encoder_problem
+
+    problem = encoder_problem()
+    if problem:
+        log.warning("text encoder: %s", problem)
 
 
 def warm_up(bundle: Bundle) -> None:

@@ -20,7 +20,7 @@ from labelpilot.errors import InputError, LabelpilotError, NotFoundError, Schema
 from labelpilot.jobs.state import project_uid
 from labelpilot.jobs.training import model_name
 from labelpilot.models.base import family_for, get_family
-from labelpilot.schema import LabelSchema, parse_label_config, require_supported
+from labelpilot.schema import LabelSchema, TaskKind, parse_label_config, require_supported
 from labelpilot.server.auth import CHALLENGE, basic_ok, require_basic, require_secret_path, secret_ok
 from labelpilot.server.responses import JSON
 
@@ -109,6 +109,21 @@ def family_problems(schema: LabelSchema) -> list[str]:
     return out
 
 
+def encoder_problems(schema: LabelSchema) -> list[str]:
+    """The text encoder cannot load for a config whose text classification would use it: say so at /setup
+    (those controls get no zero-shot pre-labels, and the TF-IDF model alone after training)."""
+    from labelpilot.encoders import encoder_problem
+
+    users = [c.name for c in schema.controls if c.kind in ENCODER_KINDS]
+    problem = encoder_problem() if users else None
+    if not problem:
+        return []
+    return [f"controls {users}: no zero-shot pre-labels and TF-IDF only after training: {problem}"]
+
+
+ENCODER_KINDS = frozenset({TaskKind.TEXT_CHOICES, TaskKind.TEXT_TAXONOMY})
+
+
 public = APIRouter()
 router = APIRouter(dependencies=[Depends(require_basic)])
 hooks = APIRouter(dependencies=[Depends(require_secret_path)])
@@ -135,7 +150,9 @@ async def setup(request: Request) -> JSON:
         authed=True,
     )
     require_supported(schema)
-    problems = schema.problems() + family_problems(schema)
+    from starlette.concurrency import run_in_threadpool
+
+    problems = schema.problems() + family_problems(schema) + await run_in_threadpool(encoder_problems, schema)
     if problems:
         log.warning("project %s: %s", uid, "; ".join(problems))
     body: dict[str, Any] = {"model_version": state.predictor.version_tag(uid, schema)}
