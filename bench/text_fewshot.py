@@ -22,13 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from textdata import label_config, load  # noqa: E402
-
-from labelpilot.data.types import Example, Target  # noqa: E402
-from labelpilot.encoders import get_encoder  # noqa: E402
-from labelpilot.models.text_linear import TextLinearModel  # noqa: E402
-from labelpilot.schema import parse_label_config  # noqa: E402
+from labelpilot.data.types import Example, Target
+from labelpilot.encoders import get_encoder
+from labelpilot.models.text_linear import TextLinearModel
+from labelpilot.schema import parse_label_config
+from textdata import label_config, load  # a sibling: bench/ is on sys.path when run as a script
 
 EVAL = {"tnews": "dev", "trec": "test", "sst2": "dev"}
 SHOTS = (5, 10, 20, 50, 200)

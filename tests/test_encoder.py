@@ -131,7 +131,7 @@ def test_loading_and_using_the_encoder_opens_no_network_connection(tmp_path: Pat
     trace = tmp_path / "connect.trace"
     strace = shutil.which("strace")
     if strace:  # the kernel's view too: native code (onnxruntime, its extensions) bypasses Python's socket
-        cmd = [strace, "-f", "-qq", "-e", "trace=connect", "-o", str(trace), *cmd]
+        cmd = [strace, "-f", "--seccomp-bpf", "-qq", "-e", "trace=connect", "-o", str(trace), *cmd]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
