@@ -107,7 +107,7 @@ SPEED = r"""
 import json, time
 def hwm():
     return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) / 1024
-import numpy as np, onnxruntime, onnxruntime_extensions
+import numpy as np, onnxruntime
 from labelpilot.models import text_linear
 before = hwm()
 t0 = time.perf_counter()

