@@ -104,10 +104,14 @@ class FewShotHead:
     mix: float  # weight of the head in the mixed probabilities
     prototypes: np.ndarray | None  # (k, dim) label-name prototypes of the model's classes (b > 0)
 
+    def __post_init__(self) -> None:
+        # (dim, k) C-contiguous: OpenBLAS was ~100x slower on ``vectors @ prototypes.T`` (a transposed operand)
+        self._proto_t = np.ascontiguousarray(self.prototypes.T) if self.prototypes is not None else None
+
     def head_probs(self, vectors: np.ndarray) -> np.ndarray:
         z = self.a * (_with_bias(vectors) @ self.weights)
-        if self.prototypes is not None and self.b:
-            z = z + self.b * (vectors @ self.prototypes.T) / TEMPERATURE
+        if self._proto_t is not None and self.b:
+            z = z + self.b * (np.asarray(vectors, dtype=np.float32) @ self._proto_t) / TEMPERATURE
         return _softmax(z)
 
     def combine(self, p_tfidf: np.ndarray, examples: Sequence[Example]) -> np.ndarray:
@@ -167,7 +171,7 @@ def fit_head(
     y1[np.arange(y.shape[0]), y] = 1.0
     w, loo, lam = ridge_loo(x, y1)
     protos = class_prototypes(control, encoder, classes)
-    zs = (vectors @ protos.T) / TEMPERATURE if protos is not None else None
+    zs = (vectors @ np.ascontiguousarray(protos.T)) / TEMPERATURE if protos is not None else None
     a, b = _fit_ab(loo, zs, y)
     head = FewShotHead(encoder.name, w.astype(np.float32), a, b, 0.0, protos if b > 0 else None)
     if heldout.get("val") is not None:

@@ -108,6 +108,7 @@ class ZeroShot:
         self.labels = label_texts(control, descriptions)
         self.reason = self._check()
         self.prototypes: np.ndarray | None = None
+        self._proto_t: np.ndarray | None = None
         if self.reason is None:
             self.prototypes = self._prototypes()
             sims = self.prototypes @ self.prototypes.T
@@ -141,7 +142,9 @@ class ZeroShot:
 
     def similarities(self, vectors: np.ndarray) -> np.ndarray:
         assert self.prototypes is not None
-        return np.asarray(vectors, dtype=np.float32) @ self.prototypes.T
+        if self._proto_t is None:  # (dim, k) C-contiguous: OpenBLAS is far slower with a transposed operand
+            self._proto_t = np.ascontiguousarray(self.prototypes.T)
+        return np.asarray(vectors, dtype=np.float32) @ self._proto_t
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         """(n, k) calibrated probabilities from encoder vectors."""
