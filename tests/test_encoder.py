@@ -47,6 +47,8 @@ def test_vectors_are_normalised_cached_and_meaningful() -> None:
     texts = ["今天的足球比赛非常精彩", "The football match today was thrilling", "股市今天大跌", "", "  "]
     v = enc.encode(texts)
     assert v.shape == (5, 512) and v.dtype == np.float32
+    odd = enc.encode(["a\x00b", "\ud800 lone surrogate", "😀" * 300, "x" * 18000, None, 5])  # type: ignore[list-item]
+    assert odd.shape == (6, 512) and np.isfinite(odd).all()
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
     # cross-lingual: the translation is nearer than a different topic in the same language
     assert float(v[0] @ v[1]) > float(v[0] @ v[2]) + 0.1

@@ -169,5 +169,5 @@ class CachingEncoder:
 def _prepare(text: object) -> str:
     if not isinstance(text, str):
         text = "" if text is None else str(text)
-    text = " ".join(text.split())
-    return text[:MAX_CHARS]
+    text = " ".join(text.split())[:MAX_CHARS]
+    return text.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate becomes "?", not an error
