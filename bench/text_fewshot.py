@@ -106,6 +106,31 @@ def fit_times(rows: list[dict]) -> None:
         print(rows[-1], flush=True)
 
 
+def predict_cpu(rows: list[dict]) -> None:
+    """CPU ms of text-linear's predict (the work behind /predict, without HTTP) for 1 and 100 texts never seen
+    and 100 cached, with the mixed model (1,000 TNEWS examples) and with the TF-IDF model alone."""
+    pool_t, pool_y = load("tnews", "train")
+    control = parse_label_config(label_config("tnews", True)).controls[0]
+    fresh = iter(pool_t[30000:])
+    for enc in (True, False):
+        model, _, _ = fit(control, pool_t[:1000], pool_y[:1000], enc)
+        model.predict(examples([next(fresh)]))
+
+        def cpu_ms(texts: list[str], _m=model) -> float:
+            c = time.process_time()
+            _m.predict(examples(texts))
+            return (time.process_time() - c) * 1000
+
+        one = [cpu_ms([next(fresh)]) for _ in range(200)]
+        batches = [[next(fresh) for _ in range(100)] for _ in range(10)]
+        first = [cpu_ms(b) for b in batches]
+        again = [cpu_ms(b) for b in batches]
+        rows.append({"predict_cpu_ms": "mixed" if enc else "tfidf", "1_new_p50": round(float(np.median(one)), 2),
+                     "100_new_p50": round(float(np.median(first)), 1),
+                     "100_cached_p50": round(float(np.median(again)), 1)})
+        print(rows[-1], flush=True)
+
+
 SPEED = r"""
 import json, time
 def hwm():
@@ -140,7 +165,7 @@ def speed(rows: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["speed", "accuracy", "fit"], default=None)
+    ap.add_argument("--only", choices=["speed", "accuracy", "fit", "predict"], default=None)
     ap.add_argument("--eval", type=int, default=1000)
     ap.add_argument("--datasets", default="tnews,trec,sst2")
     ap.add_argument("--out", type=Path, default=None)
@@ -154,6 +179,8 @@ def main() -> None:
             run_dataset(name, args.eval, rows)
     if args.only in (None, "fit"):
         fit_times(rows)
+    if args.only in (None, "predict"):
+        predict_cpu(rows)
     print("load average", Path("/proc/loadavg").read_text().strip())
     if args.out:
         args.out.write_text(json.dumps(rows, ensure_ascii=False, indent=1))

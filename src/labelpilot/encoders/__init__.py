@@ -23,6 +23,7 @@ _OFF = {"none", "off", "false", "0", ""}
 
 _lock = threading.Lock()
 _loaded: dict[str, TextEncoder | EncoderUnavailable] = {}
+_pid = os.getpid()
 
 
 def configured() -> str:
@@ -47,7 +48,13 @@ def _build(name: str) -> TextEncoder:
 
 
 def get_encoder(name: str | None = None) -> TextEncoder:
-    """The encoder named by ``name`` or ``$LABELPILOT_ENCODER``, loaded once per process."""
+    """The encoder named by ``name`` or ``$LABELPILOT_ENCODER``, loaded once per process (a forked child
+    loads its own: an onnxruntime session and its thread pool are not fork-safe)."""
+    global _pid
+    if _pid != os.getpid():
+        with _lock:
+            _loaded.clear()
+            _pid = os.getpid()
     key = (name or configured()).strip().lower()
     found = _loaded.get(key)
     if found is None:

@@ -53,7 +53,8 @@ def after_fit(model: Any, report: FitReport) -> None:
     except EncoderUnavailable as exc:
         report.notes.append(f"TF-IDF model only: {exc.message}")
         return
-    head, metrics = fit_head(model.control, encoder, model.classes_, inputs["train"], inputs["y"], inputs)
+    descriptions = model.label_descriptions if isinstance(model.label_descriptions, dict) else None
+    head, metrics = fit_head(model.control, encoder, model.classes_, inputs["train"], inputs["y"], inputs, descriptions)
     model.fewshot_ = head
     report.metrics.update(metrics)
     report.notes.append(

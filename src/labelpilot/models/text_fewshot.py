@@ -142,8 +142,10 @@ class FewShotHead:
                    float(meta["b"]), float(meta["mix"]), protos)
 
 
-def class_prototypes(control: ControlSpec, encoder: TextEncoder, classes: Sequence[str]) -> np.ndarray | None:
-    zs = ZeroShot(control, encoder)
+def class_prototypes(
+    control: ControlSpec, encoder: TextEncoder, classes: Sequence[str], descriptions: dict[str, str] | None = None
+) -> np.ndarray | None:
+    zs = ZeroShot(control, encoder, descriptions)
     if not zs.ready or zs.prototypes is None:
         return None
     index = {lab.key: j for j, lab in enumerate(zs.labels)}
@@ -159,6 +161,7 @@ def fit_head(
     train: Sequence[Example],
     y: np.ndarray,
     heldout: dict[str, Any],
+    descriptions: dict[str, str] | None = None,
 ) -> tuple[FewShotHead, dict[str, float]]:
     """Fit the head on ``train`` and choose the mix weight on TF-IDF's held-out predictions.
 
@@ -170,7 +173,7 @@ def fit_head(
     y1 = np.zeros((y.shape[0], k))
     y1[np.arange(y.shape[0]), y] = 1.0
     w, loo, lam = ridge_loo(x, y1)
-    protos = class_prototypes(control, encoder, classes)
+    protos = class_prototypes(control, encoder, classes, descriptions)
     zs = (vectors @ np.ascontiguousarray(protos.T)) / TEMPERATURE if protos is not None else None
     a, b = _fit_ab(loo, zs, y)
     head = FewShotHead(encoder.name, w.astype(np.float32), a, b, 0.0, protos if b > 0 else None)
