@@ -87,7 +87,7 @@ def test_multi_label_and_taxonomy_zero_shot() -> None:
 
 @needs_encoder
 def test_meaningless_labels_get_no_zero_shot_and_hints_make_them_usable() -> None:
-    for names in (["A", "B"], ["label_1", "label_2", "label_3"], ["xx", "yy"]):
+    for names in (["A", "B"], ["label_1", "label_2", "label_3"], ["xx", "yy"], ["ABBR", "DESC", "NUM"]):
         choices = "".join(f'<Choice value="{n}"/>' for n in names)
         config = f'<View><Text name="t" value="$text"/><Choices name="c" toName="t">{choices}</Choices></View>'
         model = TextLinearModel(control(config))

@@ -10,7 +10,8 @@ multi-label threshold by micro-F1 on GoEmotions dev and BDCI train (bench/RESULT
 
 Labels that mean nothing get no pre-label at all (never a confident-looking guess): a control is ready
 for zero-shot only when every label (or its hint) reads as a word -- not a single letter or digit, not an
-id like ``label_1``/``c12``/``A3``, not ``xx`` -- and the label prototypes are not all near-identical.
+id like ``label_1``/``c12``/``A3``, not ``xx`` --, the labels are not all upper-case codes of 2-4 letters
+without hints (``ABBR/DESC/ENTY``, ``POS/NEG``), and the label prototypes are not all near-identical.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ _ID_LIKE = re.compile(
     r"[\d\s_.#:-]+$|^[a-z]?\d+[a-z]?$|^[0-9a-f]{6,}$",
     re.IGNORECASE,
 )
+_CODE = re.compile(r"^[A-Z]{2,4}$")
 _SHORT_WORDS = {"ok", "no", "go", "up", "on", "in", "tv", "ai", "uk", "us", "eu", "pc", "hr", "it", "ad", "me", "we"}
 
 
@@ -128,6 +130,9 @@ class ZeroShot:
         bad = [lab.key for lab in self.labels if not meaningful(lab.name) and not (lab.hint and meaningful(lab.hint))]
         if bad:
             return f"label names that say nothing about the text: {bad[:5]}"
+        if all(_CODE.match(lab.name) and not lab.hint for lab in self.labels):
+            # a scheme of codes (TREC's ABBR/DESC/ENTY…: 0.16 accuracy, below chance): ask for descriptions
+            return "the label names are codes (add a hint=\"...\" description to each <Choice>)"
         return None
 
     def _prototypes(self) -> np.ndarray:
