@@ -347,21 +347,25 @@ def keywords(
     console.print(f"{n} rows -> {output}")
 
 
-def _mount_optional_commands() -> None:
-    """The loop and bench commands live with their packages."""
+def _mount_optional_commands(first: str | None) -> None:
+    """The loop and bench commands live with their packages. ``loop.cli`` is light (typer only; the runner
+    is imported when the command runs), so ``loop`` is always listed; ``bench al`` imports sklearn/scipy at
+    module level (~1-5 s on this machine), so it is mounted only when ``bench`` is the command."""
     from labelpilot.loop.cli import loop_command
-    from labelpilot.loop.simulate import bench_al_command
 
     app.command("loop", help="The seed-003 file operator: train, predict the unlabelled pool, mark hard examples.")(
         loop_command
     )
-    bench_app.command("al", help="Active-learning simulation: learning curves and labels saved vs random.")(
-        bench_al_command
-    )
+    if first == "bench":
+        from labelpilot.loop.simulate import bench_al_command  # heavy: sklearn, scipy
+
+        bench_app.command("al", help="Active-learning simulation: learning curves and labels saved vs random.")(
+            bench_al_command
+        )
 
 
-#: Commands whose modules import sklearn/pandas/matplotlib: mounted only when they (or the help) are asked
-#: for, so that `labelpilot serve` keeps a small process (the serving RSS budget is 300 MB).
+#: Commands whose modules are mounted only when they (or the help) are asked for, so that `labelpilot serve`
+#: keeps a small process (the serving RSS budget is 300 MB).
 _HEAVY_COMMANDS = {"loop", "bench"}
 
 
@@ -370,9 +374,12 @@ def main() -> None:
 
     from labelpilot.errors import LabelpilotError
 
+    if sys.argv[1:] == ["--version"]:  # answered before typer builds the command tree (it imports pydantic)
+        print(__version__)
+        return
     first = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     if first is None or first in _HEAVY_COMMANDS:
-        _mount_optional_commands()
+        _mount_optional_commands(first)
     try:
         app()
     except LabelpilotError as exc:
