@@ -155,9 +155,13 @@ def _family_estimate(report: FitReport, n_usable: int) -> dict[str, Any] | None:
     if report.n_val <= 0 or not any(k in report.metrics for k in QUALITY_KEYS):
         return None
     note = next((s for s in report.notes if s.startswith("metrics")), "")
+    for prefix in ("metrics from ", "metrics on "):
+        note = note.removeprefix(prefix)
     method = "cross-validation" if report.n_val >= n_usable else "hold-out"
-    detail = note or (f"out-of-fold predictions over {report.n_val} labels" if method == "cross-validation"
-                      else f"a hold-out of {report.n_val} labels")
+    if method == "cross-validation":
+        detail = f"{note or 'out-of-fold predictions'} over all {report.n_val} labels"
+    else:
+        detail = f"{note or f'a hold-out of {report.n_val} labels'} (of {n_usable}; grows with the labels)"
     metrics = {k: float(v) for k, v in report.metrics.items() if k in (*QUALITY_KEYS, "log_loss")}
     return {"method": method, "detail": f"{detail} (by the model family)", "n": int(report.n_val),
             "metrics": metrics}
