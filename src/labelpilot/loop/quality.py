@@ -167,6 +167,13 @@ def _family_estimate(report: FitReport, n_usable: int) -> dict[str, Any] | None:
             "metrics": metrics}
 
 
+def _self_estimates(model: Any) -> bool:
+    """Whether the family estimates its quality itself when fitted without ``val`` (it has k-fold or
+    hold-out parameters, as ``text-linear`` does)."""
+    params = model.get_params() if callable(getattr(model, "get_params", None)) else {}
+    return bool({"cv_folds", "cv_max_n", "holdout"} & set(params))
+
+
 def _on_val(model: Any, val: Sequence[Example], keys: Sequence[str], multi: bool) -> dict[str, float]:
     preds = model.predict(list(val))
     return metrics_of([e.target.labels if e.target else () for e in val], preds, keys, multi)
@@ -203,25 +210,30 @@ def fit_round(
                        "grow with the labels)", "n": len(val), "metrics": val_metrics, "metric": name, "score": score}
             n_in = r0.n_train or len(train)
             return RoundFit(r0, quality, early, refit=False, n_labels=len(labelled), n_in_model=n_in, notes=notes)
+    # the loop's own estimate (when the family has none) runs first, so the final fit is the last one
+    loop_quality = None
+    if not plugin and not _self_estimates(model) and len(labelled) >= MIN_LABELS:
+        loop_quality = _loop_estimate(make, labelled, keys, multi, seed)
     report = model.fit(labelled, val=None)
     n_usable = len(labelled) - len(report.skipped)
     n_in_model = report.n_train or len(labelled)
     if n_in_model < n_usable:
         skipped = next((s for s in report.notes if "skipped" in s), "")
         notes.append(f"the final model holds {n_in_model} of {n_usable} labels" + (f": {skipped}" if skipped else ""))
-    quality = _family_estimate(report, n_usable)
-    if quality is None and plugin:
+    quality = _family_estimate(report, n_usable) if loop_quality is None else None
+    if quality is None and loop_quality is not None:
+        quality = loop_quality
+        if quality.get("metrics"):
+            report.metrics = {**report.metrics, **quality["metrics"]}
+    elif quality is None and plugin:
         if early is not None:
             quality = {"method": "hold-out", "detail": f"the plug-in's validation split ({len(val or ())} rows), "
                        "predicted by the model before the refit", "n": len(val or ()), "metrics": early["metrics"]}
         else:
             quality = {"method": "none", "detail": "a plug-in without a validation split (val_size=0)", "n": 0}
-    elif quality is None and len(labelled) < MIN_LABELS:
-        quality = {"method": "none", "detail": f"fewer than {MIN_LABELS} labels", "n": 0}
     elif quality is None:
-        quality = _loop_estimate(make, labelled, keys, multi, seed)
-        if quality.get("metrics"):
-            report.metrics = {**report.metrics, **quality["metrics"]}
+        quality = {"method": "none", "detail": f"fewer than {MIN_LABELS} labels" if len(labelled) < MIN_LABELS
+                   else "the model family gives no estimate of its own", "n": 0}
     quality["metric"], quality["score"] = _headline(quality.get("metrics") or {}, multi)
     return RoundFit(report, quality, early, refit=True, n_labels=len(labelled), n_in_model=n_in_model, notes=notes)
 
