@@ -26,6 +26,7 @@ from typing import Any
 
 from labelpilot.errors import InputError, NotFoundError
 from labelpilot.loop import files
+from labelpilot.strategies import StopAdvice, agreement, stop_advice
 
 HISTORY_FILE = "loop_history.json"
 MAX_ROUNDS = 500
@@ -106,8 +107,53 @@ def append(history: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[st
     return new
 
 
+def advise(
+    history: list[dict[str, Any]],
+    n_labels: int,
+    quality: dict[str, Any],
+    mean_uncertainty: float | None,
+    previous: dict[str, str] | None,
+    pool_ids: Sequence[str],
+    predicted: Sequence[str],
+) -> tuple[list[dict[str, Any]], StopAdvice]:
+    """This round's entry appended to ``history``, and the stopping advice from all rounds. ``previous``:
+    the previous round's predicted label per sampleId (its model's, or its ``predictions.csv``); agreement
+    is measured on the pool items both rounds predicted."""
+    kappa = changed = None
+    if previous:
+        common = [i for i, sid in enumerate(pool_ids) if sid in previous]
+        if common:
+            kappa, changed = agreement([previous[pool_ids[i]] for i in common], [predicted[i] for i in common])
+    entry = {
+        "n_labels": n_labels,
+        "quality": quality.get("score"),
+        "quality_metric": quality.get("metric"),
+        "quality_method": quality.get("method"),
+        "kappa": kappa,
+        "changed": changed,
+        "mean_uncertainty": mean_uncertainty,
+    }
+    rounds = append(history, entry)
+    advice = stop_advice(
+        [e["kappa"] for e in rounds if e.get("kappa") is not None],
+        [e["mean_uncertainty"] for e in rounds if e.get("mean_uncertainty") is not None],
+        qualities=[e.get("quality") for e in rounds],
+    )
+    advice.changed = changed
+    return rounds, advice
+
+
 def write_folder(model_dir: Path, history: list[dict[str, Any]]) -> None:
     (model_dir / HISTORY_FILE).write_text(json.dumps({"rounds": history}, indent=1), encoding="utf-8")
 
 
-__all__ = ["HISTORY_FILE", "append", "drop_rerun", "from_folder", "from_output_dir", "from_registry", "write_folder"]
+__all__ = [
+    "HISTORY_FILE",
+    "advise",
+    "append",
+    "drop_rerun",
+    "from_folder",
+    "from_output_dir",
+    "from_registry",
+    "write_folder",
+]

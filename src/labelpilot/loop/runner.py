@@ -38,7 +38,7 @@ from labelpilot.errors import InputError, NotFoundError
 from labelpilot.loop import files
 from labelpilot.loop import history as round_history
 from labelpilot.loop.plugin import PluginModel, is_plugin_class, load_object
-from labelpilot.loop.quality import RoundFit, describe, fit_round
+from labelpilot.loop.quality import describe, fit_round
 from labelpilot.loop.split import split_train_val
 from labelpilot.models.base import Model, families, family_for, get_family
 from labelpilot.models.bundle import MANIFEST, Bundle
@@ -49,10 +49,8 @@ from labelpilot.strategies import (
     Pool,
     Selection,
     UncertaintySampling,
-    agreement,
     canonical_name,
     get_strategy,
-    stop_advice,
 )
 
 #: ``options`` keys the loop itself reads; everything else goes to the model family's constructor.
@@ -220,8 +218,12 @@ def _check_known_labels(rows: Sequence[files.Row], control: ControlSpec) -> None
             raise InputError(f"{r.where}: several labels, but the model is single-label", field=r.file)
 
 
-def _pool_uncertainty(pool: Pool) -> np.ndarray:
-    return UncertaintySampling("least_confidence").scores(pool)
+def _mean_uncertainty(pool: Pool) -> float | None:
+    try:
+        unc = UncertaintySampling("least_confidence").scores(pool)
+    except ValueError:
+        return None
+    return float(np.nanmean(unc)) if np.isfinite(unc).any() else None
 
 
 def _predicted_key(p: Prediction) -> str:
@@ -234,46 +236,6 @@ def _factory(model: Any, control: ControlSpec, seed: int) -> Any:
         return None
     params = {k: v for k, v in model.get_params().items() if k != "control"}
     return lambda: _build_model(type(model), control, params, seed)
-
-
-def _stopping(
-    pool: Pool,
-    preds: Sequence[Prediction],
-    pool_ids: Sequence[str],
-    previous: dict[str, str] | None,
-    history: list[dict[str, Any]],
-    fit: RoundFit,
-) -> tuple[list[dict[str, Any]], Any]:
-    """This round's history entry (agreement with the previous round's view of the pool, mean uncertainty,
-    quality) appended to ``history``, and the stopping advice from all of it."""
-    try:
-        unc = _pool_uncertainty(pool)
-        mean_unc = float(np.nanmean(unc)) if np.isfinite(unc).any() else None
-    except ValueError:
-        mean_unc = None
-    kappa = changed = None
-    if previous:
-        common = [i for i, sid in enumerate(pool_ids) if sid in previous]
-        if common:
-            before = [previous[pool_ids[i]] for i in common]
-            kappa, changed = agreement(before, [_predicted_key(preds[i]) for i in common])
-    entry = {
-        "n_labels": fit.n_labels,
-        "quality": fit.quality.get("score"),
-        "quality_metric": fit.quality.get("metric"),
-        "quality_method": fit.quality.get("method"),
-        "kappa": kappa,
-        "changed": changed,
-        "mean_uncertainty": mean_unc,
-    }
-    rounds = round_history.append(history, entry)
-    advice = stop_advice(
-        [e.get("kappa") for e in rounds if e.get("kappa") is not None],
-        [e.get("mean_uncertainty") for e in rounds if e.get("mean_uncertainty") is not None],
-        qualities=[e.get("quality") for e in rounds],
-    )
-    advice.changed = changed
-    return rounds, advice
 
 
 def _select(
@@ -490,7 +452,10 @@ def run_loop(
             prev_view: dict[str, str] | None = {pool_ids[i]: k for i, k in zip(stop_idx, prev_keys, strict=True)}
         else:
             prev_view = prev_pred if not rerun else None
-        new_history, advice = _stopping(pool, preds, pool_ids, prev_view, history, round_fit)
+        new_history, advice = round_history.advise(
+            history, round_fit.n_labels, round_fit.quality, _mean_uncertainty(pool),
+            prev_view, pool_ids, [_predicted_key(p) for p in preds],
+        )
         metrics = dict(fit_report.metrics)
         last = new_history[-1]
         for key in ("mean_uncertainty", "kappa", "changed", "quality", "n_labels"):
