@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from labelpilot.batch import evaluate_file, train_file
+from labelpilot.data.types import FitReport
 from labelpilot.loop import run_loop
 from labelpilot.registry import Registry
 from labelpilot.strategies import stop_advice
@@ -95,6 +96,42 @@ def test_cli_with_forty_labels_reports_quality_over_all_forty(tmp_path: Path) ->
     report = json.loads((out / "report.json").read_text())
     assert report["training"]["quality"]["n"] == 40 and report["training"]["quality"]["method"] == "cross-validation"
     assert report["fit"]["n_train"] == 40  # what the saved model was trained on
+
+
+class SelfEstimating(TinyModel):
+    """A family that cross-validates itself when fitted without val (reports cv_ metrics, as the image
+    classifier does): the loop must use that and not cross-validate again."""
+
+    name = "self-estimating-test"
+
+    def get_params(self) -> dict:
+        return {**super().get_params(), "cv_folds": 4}
+
+    def fit(self, examples, *, val=None, progress=None) -> FitReport:
+        report = super().fit(examples, val=val, progress=progress)
+        if val is None:
+            report.metrics = {"cv_accuracy": 0.75, "cv_folds": 4.0}
+        return report
+
+
+def test_a_family_that_estimates_itself_is_not_cross_validated_again(tmp_path: Path) -> None:
+    inp = make_input(tmp_path)
+    res = run_loop(inp, tmp_path / "out", model=SelfEstimating, query_cnt=2)
+    assert len(TinyModel.fits) == 2  # the early-stopping fit and the final fit, no folds
+    quality = res.report["training"]["quality"]
+    assert quality["method"] == "cross-validation" and quality["score"] == 0.75 and "4-fold" in quality["detail"]
+
+
+def test_registry_rounds_keep_quality_history(tmp_path: Path) -> None:
+    inp = make_input(tmp_path)
+    reg = Registry(tmp_path / "reg")
+    r1 = run_loop(inp, tmp_path / "o1", model=TinyModel, registry=reg, model_name="news", query_cnt=2)
+    assert r1.model_version.metrics["al_quality"] == r1.report["training"]["quality"]["score"]
+    r2 = run_loop(inp, tmp_path / "o2", model=TinyModel, registry=reg, model_id="news@1", is_first_train=False,
+                  query_cnt=2)
+    hist = r2.report["history"]
+    assert len(hist) == 2 and hist[0]["quality"] == r1.report["training"]["quality"]["score"]
+    assert hist[0]["n_labels"] < hist[1]["n_labels"] and hist[1]["kappa"] is not None
 
 
 # -- 2. stopping advice from the round history without --model-id ------------------------------------------

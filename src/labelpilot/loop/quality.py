@@ -146,12 +146,21 @@ def _loop_estimate(
         idx, preds = _predict_folds(make, examples, parts)
     except LabelpilotError as exc:
         return {"method": "none", "detail": f"cross-validation failed: {exc.message}", "n": 0}
+    except Exception as exc:  # a fold (fewer classes, tiny data) must not fail the round: the final fit decides
+        return {"method": "none", "detail": f"cross-validation failed: {type(exc).__name__}: {exc}", "n": 0}
     gold = [examples[i].target.labels if examples[i].target else () for i in idx]
     return {"method": method, "detail": detail, "n": len(idx), "metrics": metrics_of(gold, preds, keys, multi)}
 
 
 def _family_estimate(report: FitReport, n_usable: int) -> dict[str, Any] | None:
-    """The family's own out-of-sample estimate from a fit without ``val``, if it made one."""
+    """The family's own out-of-sample estimate from a fit without ``val``, if it made one (metrics over
+    ``n_val`` held-out labels, or ``cv_``-prefixed metrics as the image classifier reports them)."""
+    cv = {k[3:]: float(v) for k, v in report.metrics.items()
+          if k.startswith("cv_") and k[3:] in (*QUALITY_KEYS, "log_loss")}
+    if cv and not any(k in report.metrics for k in QUALITY_KEYS):
+        folds = int(report.metrics.get("cv_folds") or 0)
+        return {"method": "cross-validation", "n": n_usable, "metrics": cv,
+                "detail": f"{folds or 'k'}-fold cross-validation over all {n_usable} labels (by the model family)"}
     if report.n_val <= 0 or not any(k in report.metrics for k in QUALITY_KEYS):
         return None
     note = next((s for s in report.notes if s.startswith("metrics")), "")
