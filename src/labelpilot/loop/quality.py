@@ -6,7 +6,9 @@ Taken literally, those rows are never trained on and the validation set never gr
 a round's accuracy comes from 8 examples. Here a round
 
 1. fits on the seed-003 split (``train``, ``val``) when there is a validation set, as the protocol says
-   (early stopping); its validation metrics are kept, named as such, but are not the round's quality;
+   (early stopping); its validation metrics are kept, named as such, but are not the round's quality.
+   Skipped for families that validate themselves and do not stop early (they have k-fold / hold-out
+   parameters, as ``text-linear`` does): there it would only double the training time;
 2. fits the final model on all labels (``val=None``): the validation rows rejoin training (loop option
    ``refit=False`` keeps the model of step 1 instead);
 3. measures quality over all labels, by the first of
@@ -205,6 +207,13 @@ def fit_round(
     labelled = [*train, *(val or ())]
     notes: list[str] = []
     early: dict[str, Any] | None = None
+    self_validates = not plugin and _self_estimates(model)
+    if val and self_validates and refit:
+        # e.g. text-linear: no early stopping, its val only calibrates, and its fit on all labels validates
+        # itself by k-fold; fitting the split first would only double the round's training time
+        notes.append(f"the {len(val)}-row seed-003 validation split was not fitted separately (the model family "
+                     "validates itself and has no early stopping)")
+        val = None
     if val:
         r0 = model.fit(list(train), val=list(val))
         val_metrics = {k: v for k, v in r0.metrics.items() if k in (*QUALITY_KEYS, "log_loss")}
@@ -221,7 +230,7 @@ def fit_round(
             return RoundFit(r0, quality, early, refit=False, n_labels=len(labelled), n_in_model=n_in, notes=notes)
     # the loop's own estimate (when the family has none) runs first, so the final fit is the last one
     loop_quality = None
-    if not plugin and not _self_estimates(model) and len(labelled) >= MIN_LABELS:
+    if not plugin and not self_validates and len(labelled) >= MIN_LABELS:
         loop_quality = _loop_estimate(make, labelled, keys, multi, seed)
     report = model.fit(labelled, val=None)
     n_usable = len(labelled) - len(report.skipped)
