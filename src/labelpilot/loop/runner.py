@@ -13,9 +13,12 @@ Output (``output_dir``):
   ``uncertainty`` (the strategy's score, higher = more worth labelling), ``hard_example`` (1 for the
   ``query_cnt`` items to label next), ``rank`` (1 = label first; hard examples come first), then
   ``prob_<label>`` for every label;
-- ``report.json``: split sizes, training report and metrics, strategy, timings, stopping advice, and
-  where the model went;
-- ``model/``: the saved model, only when no registry is used (otherwise it is a new registry version).
+- ``report.json``: split sizes, ``training`` (what the final model holds, the early-stopping fit, the
+  round's ``quality`` and how it was measured; see :mod:`labelpilot.loop.quality`), ``summary`` (that in one
+  line), training report and metrics, strategy, timings, ``stopping`` advice and the round ``history``
+  (see :mod:`labelpilot.loop.history`), and where the model went;
+- ``model/``: the saved model and its ``loop_history.json``, only when no registry is used (otherwise it is
+  a new registry version, with the history in its ``al_*`` metrics).
 """
 
 from __future__ import annotations
