@@ -135,6 +135,21 @@ def test_registry_rounds_keep_quality_history(tmp_path: Path) -> None:
     assert hist[0]["n_labels"] < hist[1]["n_labels"] and hist[1]["kappa"] is not None
 
 
+def test_text_linear_refit_is_never_skipped_by_its_time_budget(tmp_path: Path) -> None:
+    inp = forty_labels(tmp_path)
+    # cv_max_n=10: text-linear scores a hold-out slice, then refits on all unless its time budget says no
+    res = run_loop(inp, tmp_path / "o1", query_cnt=2, options={"cv_max_n": 10})
+    training = res.report["training"]
+    assert training["n_in_model"] == 40 and training["refit_on_all"] and res.report["fit"]["n_train"] == 40
+    assert training["quality"]["method"] == "hold-out" and 0 < training["quality"]["n"] < 40
+    # an explicit budget is the caller's choice: the skipped refit is said, with the counts
+    res = run_loop(inp, tmp_path / "o2", query_cnt=2, options={"cv_max_n": 10, "time_budget": 0})
+    training = res.report["training"]
+    assert training["n_in_model"] < 40 and not training["refit_on_all"]
+    assert f"the final model holds {training['n_in_model']} of 40 labels" in res.report["summary"]
+    assert "refit on all examples skipped" in res.report["summary"]
+
+
 # -- 2. stopping advice from the round history without --model-id ------------------------------------------
 def test_every_round_advises_from_the_history_in_output_dir(tmp_path: Path) -> None:
     pool = POOL + [f"{t} again" for lab in EXTRA for t in EXTRA[lab]] * 3

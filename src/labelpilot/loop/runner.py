@@ -241,6 +241,19 @@ def _factory(model: Any, control: ControlSpec, seed: int) -> Any:
     return lambda: _build_model(type(model), control, params, seed)
 
 
+def _without_time_budget(model: Any, control: ControlSpec, opts: dict[str, Any], seed: int, refit: bool) -> Any:
+    """The round's final model holds every label: a family with a training ``time_budget`` (text-linear skips
+    its refit on all examples when the budget would be exceeded) gets an unlimited one unless the caller set
+    it. Only the parameters are copied; such a family trains from scratch on every fit."""
+    if not refit or "time_budget" in opts or isinstance(model, PluginModel):
+        return model
+    params = model.get_params() if callable(getattr(model, "get_params", None)) else {}
+    if "time_budget" not in params:
+        return model
+    params = {k: v for k, v in params.items() if k != "control"}
+    return _build_model(type(model), control, {**params, "time_budget": float("inf")}, seed)
+
+
 def _select(
     strategy: str,
     pool: Pool,
@@ -362,6 +375,7 @@ def run_loop(
         else:
             the_model = _build_model(cls, control, opts, random_seed, ignored_opts)
         ref_for_report = None
+    the_model = _without_time_budget(the_model, control, opts, random_seed, refit)
     if is_image and not isinstance(the_model, PluginModel) and TaskKind.IMAGE_CHOICES not in the_model.kinds:
         raise InputError("image models not available yet: give --model a seed-003 plug-in for images")
 
