@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
 from labelpilot import __version__
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError, SchemaError
@@ -23,6 +23,7 @@ from labelpilot.models.base import family_for, get_family
 from labelpilot.netpolicy import origin
 from labelpilot.schema import LabelSchema, parse_label_config, require_supported
 from labelpilot.server.auth import CHALLENGE, basic_ok, require_basic, require_secret_path, secret_ok
+from labelpilot.server.openapi import EXAMPLE_CONFIG, TASKS_SCHEMA, WebhookEvent, json_body
 from labelpilot.server.responses import JSON
 from labelpilot.server.webhook_events import MAX_SKIPPED_NAMED, AnnotationEvent, parse_annotation_event
 
@@ -53,7 +54,7 @@ class SetupRequest(BaseModel):
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
-    tasks: list[Any]
+    tasks: Annotated[list[Any], WithJsonSchema(TASKS_SCHEMA)]  # one task object is accepted too
     label_config: str | None = None
     project: str | int | None = None
     params: dict[str, Any] | None = None
@@ -122,7 +123,7 @@ async def health(request: Request) -> JSON:
     return JSON(health_body(request))
 
 
-@router.post("/setup")
+@router.post("/setup", openapi_extra=json_body(SetupRequest, {"project": "1.1700000000", "schema": EXAMPLE_CONFIG}))
 async def setup(request: Request) -> JSON:
     req: SetupRequest = validate(SetupRequest, await read_json(request))
     state = request.app.state
@@ -148,7 +149,9 @@ async def setup(request: Request) -> JSON:
     return JSON(body)
 
 
-@router.post("/predict")
+@router.post("/predict", openapi_extra=json_body(PredictRequest, {
+    "tasks": [{"id": 1, "data": {"text": "great quality"}}], "label_config": EXAMPLE_CONFIG,
+    "project": "1.1700000000"}))
 async def predict(request: Request) -> JSON:
     req: PredictRequest = validate(PredictRequest, await read_json(request))
     state = request.app.state
@@ -179,7 +182,9 @@ async def run_cpu(request: Request, fn, *args):
     return await run_in_threadpool(fn, *args)
 
 
-@hooks.post("/webhook")
+@hooks.post("/webhook", openapi_extra=json_body(WebhookEvent, {
+    "action": "ANNOTATION_CREATED", "project": {"id": 1, "created_at": "2023-11-14T22:13:20Z"},
+    "task": {"id": 1, "data": {"text": "great"}}, "annotation": {"id": 1, "result": []}}))
 async def webhook(request: Request) -> JSON:
     state = request.app.state
     settings = state.settings

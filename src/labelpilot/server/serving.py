@@ -26,6 +26,7 @@ from labelpilot.ids import parse_uint
 from labelpilot.models.bundle import Bundle
 from labelpilot.registry import ModelVersion
 from labelpilot.schema import TaskKind
+from labelpilot.server.openapi import V1_BODY, V1_EXAMPLE, json_body
 from labelpilot.server.responses import JSON
 
 MAX_BATCH = 1000
@@ -146,12 +147,12 @@ async def _predict(request: Request, name: str, version: int | None) -> JSON:
         state.metrics.observe_model(*labels, status, time.perf_counter() - t0)
 
 
-@router.post("/models/{name}/predict")
+@router.post("/models/{name}/predict", openapi_extra=json_body(V1_BODY, V1_EXAMPLE))
 async def predict_serving(request: Request, name: str) -> JSON:
     return await _predict(request, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/predict")
+@router.post("/models/{name}/versions/{version}/predict", openapi_extra=json_body(V1_BODY, V1_EXAMPLE))
 async def predict_version(request: Request, name: str, version: str) -> JSON:
     v = parse_uint(version[1:] if version[:1] in ("v", "V") else version)
     if v is None:
