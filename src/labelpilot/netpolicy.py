@@ -103,8 +103,8 @@ class FetchPolicy:
     @classmethod
     def from_settings(cls, settings: Any) -> FetchPolicy:
         trusted = set(settings.allowlist)
-        if settings.label_studio_url:
-            trusted |= host_keys(settings.label_studio_url)
+        if settings.label_studio_url:  # its host:port when the URL names a port, so not every port of the host
+            trusted.add(max(host_keys(settings.label_studio_url), key=len))
         private = [p for p in (settings.allow_private_hosts or "").split(",") if p.strip()]
         return cls(trusted_hosts=trusted, private_ok=private, max_hops=settings.max_redirects)
 
