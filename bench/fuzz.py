@@ -1,7 +1,7 @@
 """Fuzz `labelpilot serve` and `labelpilot serve-model` with schemathesis against their own OpenAPI description.
 
     python bench/fuzz.py [--serve-examples 130] [--model-examples 80] [--seed 0] [--out bench/out/fuzz.json]
-    python bench/fuzz.py --serve-examples 10 --phases examples,fuzzing --no-model --out smoke.json  # the smoke test
+    python bench/fuzz.py --serve-examples 13 --phases examples,fuzzing --no-model --out smoke.json  # the smoke test
 
 Starts the servers on loopback (fresh data dirs; `serve` with basic auth so the docs route is exercised the way
 a deployment runs; training jobs may start and fail quickly: no Label Studio is reachable), runs the
