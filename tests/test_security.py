@@ -177,6 +177,27 @@ def test_redirects_are_rechecked_on_every_hop_and_never_carry_the_token(start_se
     assert [(p, a) for _, p, a in thief.requests] == [("/leak.txt", "")]
 
 
+def test_export_and_refresh_obey_the_policy_and_label_studio_url_is_trusted(start_server, fake_ls) -> None:
+    fake_ls.tokens.add("Token real-token")
+    fake_ls.tasks[1] = []
+    train = {"action": "START_TRAINING", "project": UID}
+    setup = {"project": UID, "schema": SENTIMENT_CONFIG, "hostname": fake_ls.url, "access_token": "real-token"}
+    strict = start_server(LABELPILOT_ALLOW_PRIVATE_HOSTS="")
+    with strict.client() as client:
+        client.post("/setup", json=setup)
+        client.post("/webhook", json=train)
+        job = _finished_job(client, UID)
+    assert job["state"] == "failed" and "loopback/private" in job["error"], job
+    assert fake_ls.requests == []  # a loopback Label Studio only /setup named is not reached
+    # the operator's LABEL_STUDIO_URL is trusted (and wins over /setup's hostname)
+    named = start_server(LABELPILOT_ALLOW_PRIVATE_HOSTS="", LABEL_STUDIO_URL=fake_ls.url)
+    with named.client() as client:
+        client.post("/setup", json={**setup, "hostname": "http://127.0.0.1:1"})
+        client.post("/webhook", json=train)
+        _finished_job(client, UID)
+    assert [(p.split("?")[0], a) for _, p, a in fake_ls.requests] == [("/api/projects/1/export", "Token real-token")]
+
+
 def test_fetch_policy_address_rules() -> None:
     strict = FetchPolicy()
     for url in ("http://127.0.0.1/x", "http://localhost/x", "http://10.1.2.3/x", "http://169.254.169.254/latest",

@@ -73,8 +73,8 @@ def project_uid(project: Any) -> str | None:
         return project or None
     if isinstance(project, int):
         return str(project)
-    if not isinstance(project, dict) or project.get("id") is None:
-        return None
+    if not isinstance(project, dict) or parse_uint(project.get("id")) is None:
+        return None  # Label Studio's project ids are integers
     created = project.get("created_at")
     if isinstance(created, str) and created:
         try:
