@@ -342,3 +342,41 @@ def test_docs_need_basic_auth_and_openapi_declares_request_bodies(auth_server) -
     assert bodies["/webhook"]["required"] == ["action", "project"]
     assert len(bodies["/v1/models/{name}/predict"]["anyOf"]) == 3
     assert not any(p.startswith("/s/") for p in paths)
+
+
+def test_an_unexpected_error_is_a_json_500_without_traceback_on_a_kept_connection(tmp_path) -> None:
+    """No route of labelpilot raises on purpose, so one is added to the real app, served by uvicorn on loopback."""
+    import uvicorn
+
+    from labelpilot.config import Settings
+    from labelpilot.server.app import create_app
+    from tests.conftest import free_port
+
+    app = create_app(Settings(data_dir=tmp_path / "data"))
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout=30, what="uvicorn to start")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/boom")
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        sock = conn.sock
+        conn.request("GET", "/health")
+        again = conn.getresponse()
+        again.read()
+        same_connection = conn.sock is sock
+    finally:
+        conn.close()
+        server.should_exit = True
+        thread.join(10)
+    assert resp.status == 500 and json.loads(body)["error"] == "InternalError"
+    assert "secret internals" not in body and "Traceback" not in body
+    assert again.status == 200 and same_connection
