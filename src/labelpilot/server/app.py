@@ -22,6 +22,7 @@ from labelpilot.registry import ModelVersion, Registry
 from labelpilot.server import ls_backend, serving
 from labelpilot.server.errors import install_error_handlers
 from labelpilot.server.metrics import Metrics
+from labelpilot.server.openapi import install_docs
 from labelpilot.server.predictor import Predictor
 
 log = logging.getLogger("labelpilot.server")
@@ -121,8 +122,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             runner.shutdown()
 
-    app = FastAPI(title="labelpilot", version=__version__, lifespan=lifespan, docs_url="/docs")
+    app = FastAPI(title="labelpilot", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
     install_error_handlers(app)
+    install_docs(app, "labelpilot")
     app.include_router(ls_backend.public)
     app.include_router(ls_backend.router)
     app.include_router(ls_backend.hooks)
@@ -186,7 +189,9 @@ def create_model_app(export_dir: Path | str, settings: Settings | None = None) -
                                 field="version")
         return mv, bundle
 
-    app = FastAPI(title=f"labelpilot model {mv.name}", version=__version__)
+    app = FastAPI(title=f"labelpilot model {mv.name}", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    install_docs(app, f"labelpilot model {mv.name}")
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.resolve_model = resolve
