@@ -142,3 +142,40 @@ def test_loading_and_using_the_encoder_opens_no_network_connection(tmp_path: Pat
     if strace:
         inet = [line for line in trace.read_text().splitlines() if "AF_INET" in line]
         assert inet == [], inet
+
+
+def test_vector_store_round_trip_bound_and_broken_path(tmp_path: Path) -> None:
+    from labelpilot.encoders.store import VectorStore
+
+    store = VectorStore(tmp_path / "v.sqlite", dim=4, max_rows=5)
+    keys = [text_key(f"t{i}") for i in range(12)]
+    vecs = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
+    store.put_many(keys[:3], vecs[:3])
+    got = VectorStore(tmp_path / "v.sqlite", dim=4).get_many(keys[:4])  # another connection, as another process
+    assert set(got) == set(keys[:3]) and np.allclose(got[keys[0]], vecs[0], atol=1e-2)
+    store.put_many(keys[3:], vecs[3:])
+    assert len(store.get_many(keys)) <= 6 and keys[11] in store.get_many(keys[-1:])  # the oldest were pruned
+    (tmp_path / "file").write_text("x")
+    broken = VectorStore(tmp_path / "file" / "v.sqlite", dim=4)
+    broken.put_many(keys[:1], vecs[:1])
+    assert broken.get_many(keys[:1]) == {}  # unusable: skipped, never an error
+
+
+@needs_encoder
+def test_training_vectors_persist_for_the_next_process(tmp_path: Path) -> None:
+    from labelpilot.encoders.store import VectorStore
+
+    enc = get_encoder()
+    saved = enc.store
+    try:
+        enc.store = VectorStore(tmp_path / "v.sqlite", enc.dim)
+        texts = [f"持久化测试 persisted vector {i}" for i in range(10)]
+        first = enc.encode(texts, persist=True)
+        enc.cache.clear()
+        enc.store = VectorStore(tmp_path / "v.sqlite", enc.dim)  # a fresh connection, as a new training process
+        misses = enc.cache.misses
+        again = enc.encode(texts, persist=True)
+        assert enc.cache.misses == misses + 10 and len(enc.store.get_many([text_key(t) for t in texts])) == 10
+        assert ((first * again).sum(axis=1) > 0.9999).all()
+    finally:
+        enc.store = saved

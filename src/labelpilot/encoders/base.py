@@ -13,7 +13,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -41,8 +41,9 @@ class TextEncoder(Protocol):
     name: str  # e.g. "use-multilingual-v3-int8"; stored with models that used it
     dim: int
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), dim) float32, each row L2-normalised (an empty text gets a valid vector too)."""
+    def encode(self, texts: Sequence[str], *, persist: bool = False) -> np.ndarray:
+        """(len(texts), dim) float32, each row L2-normalised (an empty text gets a valid vector too).
+        ``persist``: also look up and keep the vectors in the on-disk store (training runs)."""
         ...
 
 
@@ -120,12 +121,13 @@ class CachingEncoder:
     def __init__(self, *, batch_size: int = 32, cache: VectorCache | None = None) -> None:
         self.batch_size = max(1, int(batch_size))
         self.cache = cache if cache is not None else VectorCache()
+        self.store: Any = None  # an encoders.store.VectorStore shared between processes, or None
         self._run_lock = threading.Lock()
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, persist: bool = False) -> np.ndarray:
         prepared = [_prepare(t) for t in texts]
         out = np.empty((len(prepared), self.dim), dtype=np.float32)
         if not prepared:
@@ -138,11 +140,20 @@ class CachingEncoder:
                 todo.setdefault(k, []).append(i)
             else:
                 out[i] = v
+        store = self.store if persist else None
+        if todo and store is not None:
+            stored = store.get_many(list(todo))
+            if stored:
+                self.cache.put_many(list(stored), np.asarray(list(stored.values())))
+                for k, v in stored.items():
+                    out[todo.pop(k)] = v
         if todo:
             uniq = list(todo)
             first = [todo[k][0] for k in uniq]
             vectors = self._run([prepared[i] for i in first])
             self.cache.put_many(uniq, vectors)
+            if store is not None:
+                store.put_many(uniq, vectors)
             for k, v in zip(uniq, vectors, strict=True):
                 out[todo[k]] = v
         return out

@@ -168,7 +168,7 @@ def fit_head(
     ``heldout``: ``probs`` (m, k) of the TF-IDF model and either ``rows`` (indices into ``train``: out-of-fold
     or held-out-slice rows) or ``val`` examples with ``val_y``."""
     k = len(classes)
-    vectors = encoder.encode([ex.text or "" for ex in train])
+    vectors = encoder.encode([ex.text or "" for ex in train], persist=True)  # the next run reads them back
     x = _with_bias(vectors)
     y1 = np.zeros((y.shape[0], k))
     y1[np.arange(y.shape[0]), y] = 1.0
