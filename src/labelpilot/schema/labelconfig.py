@@ -66,6 +66,7 @@ def _label_of(el: etree._Element, path: tuple[str, ...] = ()) -> LabelSpec:
         predicted_values=_split_values(el.get("predicted_values")),
         score_threshold=_float_attr(el, "model_score_threshold", "score_threshold"),
         path=path,
+        hints=tuple(h.strip() for h in (el.get("value"), el.get("hint")) if h and h.strip() and h != value),
     )
 
 
