@@ -239,7 +239,8 @@ def _inline_split(text: str, names: dict[str, list[tuple[str, str]]]) -> tuple[s
             rest = low[len(name) :]
             if rest[:1] == "." and not name.endswith("."):
                 rest = rest[1:]
-            if not rest[:1].isspace() and not (rest[:1].isdigit() and _is_cjk(name)):
+            # a space after the name, or (after a CJK name) a switch to Latin letters or digits: 编号R-12345
+            if not rest[:1].isspace() and not (rest[:1].isascii() and rest[:1].isalnum() and _is_cjk(name)):
                 continue
             cut = len(text) - len(rest.lstrip())
             value = text[cut:].strip()
@@ -348,20 +349,7 @@ def propose(
     names = {k: v for k, v in names.items() if k in wanted}
     keys = _keys(segs, nb, names)
     keyish = {i for i, _, _ in keys} | {i for i, s in enumerate(segs) if s.is_key}
-    right_margin = float(np.percentile([s.box[2] for s in segs], 95))
-    cands: list[tuple[float, int, str, list[int] | tuple[str, str]]] = []
-    for i, label, rank in keys:
-        members = _value_of(i, segs, nb, keyish, width, right_margin)
-        if members:
-            cands.append((rank, i, label, members))
-    for i, s in enumerate(segs):
-        if i in keyish:
-            continue
-        inline = _inline_split(s.text, names)
-        if inline is not None:
-            label, key, value, rank = inline
-            cands.append((rank, i, label, (key, value)))
-    cands.sort(key=lambda c: (-c[0], segs[c[1]].box[1], segs[c[1]].box[0]))
+    cands = _candidates(segs, nb, names, keys, keyish, width)
     used: set[int] = set()
     done: set[str] = set()
     out: list[Proposal] = []
@@ -387,6 +375,69 @@ def propose(
         done.add(label)
         score = SCORE_MIN + (SCORE_MAX - SCORE_MIN) * max(0.0, min(1.0, (rank * conf - 0.5) / 0.5))
         out.append(Proposal(label, box, value, round(score, 6), key_text))
+    out.extend(_lone_dates(segs, nb, names, done, used | keyish, keyish))
+    return out
+
+
+Candidate = tuple[float, int, str, "list[int] | tuple[str, str]"]
+
+
+def _candidates(
+    segs: Sequence[SegmentLike],
+    nb: np.ndarray,
+    names: dict[str, list[tuple[str, str]]],
+    keys: list[tuple[int, str, float]],
+    keyish: set[int],
+    width: int,
+) -> list[Candidate]:
+    """(rank, key segment, label, value segments or (key text, value text) of an inline pair), best first."""
+    right_margin = float(np.percentile([s.box[2] for s in segs], 95))
+    cands: list[Candidate] = []
+    for i, label, rank in keys:
+        members = _value_of(i, segs, nb, keyish, width, right_margin)
+        if members:
+            cands.append((rank, i, label, members))
+    for i, s in enumerate(segs):
+        if i in keyish:
+            continue
+        inline = _inline_split(s.text, names)
+        if inline is not None:
+            label, key, value, rank = inline
+            cands.append((rank, i, label, (key, value)))
+    cands.sort(key=lambda c: (-c[0], segs[c[1]].box[1], segs[c[1]].box[0]))
+    return cands
+
+
+_DATE_ONLY = re.compile(
+    r"\s*((\d{4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}日?)|(\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})|"
+    r"([A-Za-z]{3,9}\.?\s+\d{1,2},?\s+\d{4})|(\d{1,2}\s+[A-Za-z]{3,9}\.?\s+\d{4}))\s*"
+)
+_DATE_GROUP = frozenset(norm_key(s) for s in SYNONYMS[0])
+
+
+def _lone_dates(
+    segs: Sequence[SegmentLike],
+    nb: np.ndarray,
+    names: dict[str, list[tuple[str, str]]],
+    done: set[str],
+    used: set[int],
+    keyish: set[int],
+) -> list[Proposal]:
+    """A date label that found no key gets the top-most segment that is a date and nothing else (a letter's
+    date at the top right), with the lowest score; a date right of some other key is that key's value."""
+    out = []
+    for label, cands in names.items():
+        if label in done or not any(n in _DATE_GROUP for n, _ in cands):
+            continue
+        dates = [
+            i
+            for i, s in enumerate(segs)
+            if i not in used and int(nb[i, 0]) not in keyish and _DATE_ONLY.fullmatch(s.text)
+        ]  # not another key's value (a "printed on" date)
+        if dates:
+            i = min(dates, key=lambda j: (segs[j].box[1], segs[j].box[0]))
+            used.add(i)
+            out.append(Proposal(label, _ink(segs[i]), segs[i].text.strip(), SCORE_MIN, ""))
     return out
 
 
