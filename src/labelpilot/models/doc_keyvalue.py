@@ -44,7 +44,7 @@ SYNONYMS: tuple[tuple[str, ...], ...] = (
     ("日期", "时间", "日 期", "date", "time", "dated"),
     ("姓名", "名字", "名称", "name", "full name", "患者", "受检人", "patient"),
     ("金额", "总计", "合计", "总额", "总金额", "价税合计", "amount", "total", "sum", "total amount"),
-    ("编号", "号码", "单号", "编码", "号", "no", "number", "id", "ref", "reference", "code"),
+    ("编号", "号码", "单号", "编码", "no", "number", "id", "ref", "reference", "code"),
     ("电话", "手机", "联系电话", "tel", "phone", "telephone", "mobile"),
     ("地址", "住址", "address", "addr"),
     (
@@ -393,15 +393,19 @@ def _candidates(
     """(rank, key segment, label, value segments or (key text, value text) of an inline pair), best first."""
     right_margin = float(np.percentile([s.box[2] for s in segs], 95))
     cands: list[Candidate] = []
+    with_value = set()
     for i, label, rank in keys:
         members = _value_of(i, segs, nb, keyish, width, right_margin)
         if members:
             cands.append((rank, i, label, members))
+            with_value.add(i)
     for i, s in enumerate(segs):
-        if i in keyish:
+        if s.is_key or i in with_value:
             continue
         inline = _inline_split(s.text, names)
-        if inline is not None:
+        # a segment read as a longer key (编号758648 starts with 编号) with no value next to it is a key and its
+        # value in one when what follows the name has a digit (not "Date of Test")
+        if inline is not None and (i not in keyish or any(c.isdigit() for c in inline[2])):
             label, key, value, rank = inline
             cands.append((rank, i, label, (key, value)))
     cands.sort(key=lambda c: (-c[0], segs[c[1]].box[1], segs[c[1]].box[0]))
