@@ -391,13 +391,11 @@ def main() -> None:
     if args.probe:
         print(json.dumps(speed_probe(Path(args.probe[0]), args.probe[1:])))
         return
-    from labelpilot.data.synthdocs import available_fonts, make_pages
+    from labelpilot.data.synthdocs import FONT_HINT, available_fonts, make_pages
 
-    if not available_fonts("zh") or not available_fonts("en"):
-        sys.exit(
-            "needs a Chinese font (Debian: apt-get install fonts-wqy-microhei fonts-wqy-zenhei "
-            "fonts-arphic-uming) and DejaVu (fonts-dejavu-core)"
-        )
+    for lang in ("zh", "en"):
+        if not available_fonts(lang):
+            sys.exit(f"no {lang} font to draw the pages with: {FONT_HINT[lang]}")
     out: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "load": load()}
     sizes = [int(s) for s in args.sizes.split(",")]
     pool = [_example(p) for p in make_pages(OUT / "pool", 64, seed=21)]
