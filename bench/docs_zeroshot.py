@@ -48,20 +48,6 @@ def load() -> str:
     return f"load {one:.1f}/{five:.1f}"
 
 
-def zh_fonts() -> None:
-    """Before the packaged-font change of synthdocs lands: point it at the packaged Noto SC fonts if the
-    system has no CJK font (without editing synthdocs)."""
-    from labelpilot.data import synthdocs
-
-    if synthdocs.available_fonts("zh") or not hasattr(synthdocs, "ZH_FONTS"):
-        return
-    try:
-        import pylopdf_fonts_zh_cn as noto
-    except ImportError:
-        return
-    synthdocs.ZH_FONTS = (str(noto.sans_path()), str(noto.serif_path()))
-
-
 def turned_pages(directory: Path, n_per: int, seed: int, langs: tuple[str, ...]) -> list[dict[str, Any]]:
     """Pages and their turned copies: dicts with path, lang, layout, turn, size and gold boxes (pixels)."""
     from PIL import Image
@@ -313,7 +299,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
     os.environ.setdefault("LABELPILOT_CACHE_DIR", str(OUT / "cache"))
-    zh_fonts()
     from labelpilot.data.synthdocs import available_fonts
 
     langs = tuple(lang for lang in ("zh", "en") if available_fonts(lang))
