@@ -29,6 +29,7 @@ sklearn and jieba are imported lazily: a serving process that only predicts need
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -276,12 +277,19 @@ def _normalize(text: str | None) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).lower().split())
 
 
-def _words(text: str, hmm: bool) -> list[str]:
+@functools.lru_cache(maxsize=20_000)
+def _cjk_words(text: str, hmm: bool) -> tuple[str, ...]:
+    """jieba's words of a (normalised) text, cached: a warm trainer retokenises only texts it has not seen
+    (1,000 TNEWS titles: 0.24 s of a 1.0 s retrain without the cache)."""
+    toks = _jieba().lcut(text, HMM=hmm)
+    return tuple(t for t in toks if t.isalnum() or _ALNUM.search(t))
+
+
+def _words(text: str, hmm: bool) -> list[str] | tuple[str, ...]:
     if not text:
         return []
     if _CJK.search(text):
-        toks = _jieba().lcut(text, HMM=hmm)
-        return [t for t in toks if t.isalnum() or _ALNUM.search(t)]
+        return _cjk_words(text, hmm)
     return _WORDS.findall(text)
 
 
