@@ -326,7 +326,7 @@ def models_import(
     console.print(f"{mv.name}: v{mv.version} ({mv.tag})")
 
 
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (active-learning simulation).")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (active-learning simulation, pre-labels).")
 app.add_typer(bench_app, name="bench")
 
 
@@ -351,12 +351,16 @@ def _mount_optional_commands() -> None:
     """The loop and bench commands live with their packages."""
     from labelpilot.loop.cli import loop_command
     from labelpilot.loop.simulate import bench_al_command
+    from labelpilot.prelabel.command import bench_prelabel_command
 
     app.command("loop", help="The seed-003 file operator: train, predict the unlabelled pool, mark hard examples.")(
         loop_command
     )
     bench_app.command("al", help="Active-learning simulation: learning curves and labels saved vs random.")(
         bench_al_command
+    )
+    bench_app.command("prelabel", help="Pre-labels from the first task: plays Label Studio against the server.")(
+        bench_prelabel_command
     )
 
 
