@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -83,9 +84,10 @@ class CachedProjectStore(ProjectStore):
         return list(by_task.values())
 
 
-def preload() -> None:
+def preload(interrupted: Callable[[], bool] = lambda: False) -> None:
     """Import the training code and the text families, and fit a throw-away model of each, so that lazy
-    imports and jieba's dictionary are loaded before the first real job. Best effort."""
+    imports and jieba's dictionary are loaded before the first real job. Best effort; stops early when
+    ``interrupted()`` says a job is waiting (the job then loads what it needs itself)."""
     from labelpilot.jobs.training import train_bundle
 
     texts = ["很好 good", "太差 bad", "不错 nice", "失望 awful"]
@@ -98,6 +100,8 @@ def preload() -> None:
         for i, t in enumerate(texts)
     ]
     for config in (_CHOICES, _LABELS):
+        if interrupted():
+            return
         try:
             train_bundle(config, tasks)
         except Exception as exc:  # a family that cannot load is reported by the job that needs it
@@ -112,7 +116,7 @@ def child_main(conn: Connection, settings_values: dict[str, Any], parent_pid: in
     from labelpilot.jobs.training import run_job
 
     t0 = time.perf_counter()
-    preload()
+    preload(conn.poll)
     settings = Settings(**settings_values)
     store = CachedProjectStore(settings.data_dir)
     conn.send(("ready", time.perf_counter() - t0))
