@@ -159,3 +159,21 @@ def test_warm_trainer_crash_fails_the_job_and_a_new_trainer_serves_the_next(star
                       timeout=90, what="a version from the new trainer")
         assert _jobs(client, uid)[0]["state"] == "done" and v1.startswith("text-linear-v1")
         assert _trainer_pids(server.proc.pid) == second  # the same warm trainer served it
+
+
+def test_the_warm_trainers_copy_reads_only_new_rows_and_matches_a_full_read(tmp_path) -> None:
+    from labelpilot.jobs.state import ProjectStore
+    from labelpilot.jobs.warm import CachedProjectStore
+
+    store, cached = ProjectStore(tmp_path), CachedProjectStore(tmp_path)
+    tasks = sentiment_tasks()
+    for t in tasks[:10]:
+        store.put_annotation("p", {"id": t["id"], "data": t["data"]}, t["annotations"][0])
+    assert cached.tasks("p") == store.tasks("p") and len(cached.tasks("p")) == 10
+    first = tasks[0]
+    store.put_annotation("p", {"id": first["id"], "data": first["data"]},
+                         {**first["annotations"][0], "result": []})  # an update of the same annotation
+    store.delete_annotations("p", [tasks[1]["annotations"][0]["id"]])
+    store.put_annotation("p", {"id": tasks[12]["id"], "data": tasks[12]["data"]}, tasks[12]["annotations"][0])
+    assert cached.tasks("p") == store.tasks("p")
+    assert cached.tasks("p")[0]["annotations"][0]["result"] == [] and len(cached.tasks("p")) == 10

@@ -53,17 +53,21 @@ def die_with_parent(parent_pid: int) -> None:
 
 class CachedProjectStore(ProjectStore):
     """A :class:`ProjectStore` whose :meth:`tasks` parses only annotation rows new or changed since its last
-    call (by ``updated``); rows deleted meanwhile are dropped. The warm trainer keeps one for its lifetime."""
+    call (by ``updated`` and stored length); rows deleted meanwhile are dropped. The warm trainer keeps one
+    for its lifetime."""
 
     def __init__(self, data_dir: Any) -> None:
         super().__init__(data_dir)
-        self._copies: dict[str, dict[int, tuple[float, int, dict[str, Any], dict[str, Any]]]] = {}
+        # annotation id -> ((updated, stored length), task id, task, annotation)
+        self._copies: dict[str, dict[int, tuple[tuple[float, int], int, dict[str, Any], dict[str, Any]]]] = {}
 
     def tasks(self, uid: str) -> list[dict[str, Any]]:
         db = self._db()
-        rows = db.execute("SELECT annotation_id, updated FROM annotations WHERE uid=?", (uid,)).fetchall()
+        rows = db.execute(
+            "SELECT annotation_id, updated, length(task) + length(annotation) FROM annotations WHERE uid=?", (uid,)
+        ).fetchall()
         copy = self._copies.setdefault(uid, {})
-        current = {int(r[0]): float(r[1]) for r in rows}
+        current = {int(r[0]): (float(r[1]), int(r[2])) for r in rows}
         for gone in set(copy) - set(current):
             del copy[gone]
         stale = [aid for aid, upd in current.items() if aid not in copy or copy[aid][0] != upd]
@@ -75,7 +79,7 @@ class CachedProjectStore(ProjectStore):
                 f"WHERE uid=? AND annotation_id IN ({marks})",
                 (uid, *chunk),
             ):
-                copy[int(r[0])] = (float(r[4]), int(r[1]), json.loads(r[2]), json.loads(r[3]))
+                copy[int(r[0])] = ((float(r[4]), len(r[2]) + len(r[3])), int(r[1]), json.loads(r[2]), json.loads(r[3]))
         by_task: dict[int, dict[str, Any]] = {}
         for aid in sorted(copy, key=lambda a: (copy[a][1], a)):
             _, task_id, task, ann = copy[aid]
