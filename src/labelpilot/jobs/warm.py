@@ -169,26 +169,30 @@ class WarmTrainer:
         """Run one job; None when the trainer answered, else why it did not (it is then restarted)."""
         if not self.alive():
             self.start()
-        assert self._conn is not None
+        proc, conn = self._proc, self._conn
+        assert proc is not None and conn is not None
         try:
-            self._conn.send(("job", uid, job_id, full_export))
+            conn.send(("job", uid, job_id, full_export))
         except OSError:
             self.start()
-            self._conn.send(("job", uid, job_id, full_export))
+            proc, conn = self._proc, self._conn
+            conn.send(("job", uid, job_id, full_export))
         deadline = time.monotonic() + timeout
         while True:
             try:
-                msg = self._conn.recv() if self._conn.poll(0.1) else None
-            except (EOFError, OSError):  # the pipe closed: the process is gone or going
+                msg = conn.recv() if conn.poll(0.1) else None
+            except (EOFError, OSError):  # the pipe closed: the process is gone or going (or we are stopping)
                 msg = None
-                self._proc.join(2)
+                proc.join(2)
             if msg is not None and msg[0] == "done" and msg[1] == job_id:
                 return None
             if msg is not None:
                 continue  # "ready", sent after the preload
-            if not self._proc.is_alive():
-                self._proc.join(1)
-                why = f"the warm training process died (exit {self._proc.exitcode}); a new one was started"
+            if self._proc is not proc:
+                return "the trainer was stopped (the server is shutting down)"
+            if not proc.is_alive():
+                proc.join(1)
+                why = f"the warm training process died (exit {proc.exitcode}); a new one was started"
                 self.start()
                 return why
             if time.monotonic() > deadline:

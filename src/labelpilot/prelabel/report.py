@@ -163,4 +163,6 @@ def write(summaries: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any]) 
     paths["md"].write_text(markdown(summaries, load))
     if summaries:
         plot(summaries, paths["png"])
+    else:
+        del paths["png"]
     return paths
