@@ -10,6 +10,9 @@ trainer's start-up; the second is the steady state) and timed from the webhook t
 (``wall``), with the job's own start-to-end (``job``) and the fit seconds from its report (``fit``), then
 the first ``/predict`` after the new version (it loads the bundle in the server). Meanwhile another thread
 calls ``/health`` on a new connection every 50 ms; its p95 and max are reported.
+
+``--in-process``: the warm trainer's work alone (preload, then text-linear fit + registry write at each
+size), wall and CPU seconds.
 """
 
 from __future__ import annotations
@@ -111,6 +114,33 @@ def run(family: str, mode: str, sizes: list[int], root: Path, server_pythonpath:
     return out
 
 
+def in_process(sizes: list[int], root: Path) -> None:
+    """The warm trainer's work without the server: preload, then fit + register at each size, wall and CPU
+    seconds (CPU time hardly depends on how many other processes share the cores)."""
+    import tempfile
+
+    from labelpilot.jobs.training import train_bundle
+    from labelpilot.jobs.warm import preload
+    from labelpilot.registry import Registry
+
+    t, c = time.perf_counter(), time.process_time()
+    preload()
+    print(f"preload: wall {time.perf_counter() - t:.2f} s, cpu {time.process_time() - c:.2f} s")
+    ds = dsets.load("tnews", root, max(sizes) + 1)
+    tasks = [{**t, "annotations": [{"id": i + 1, "result": g}]}
+             for i, (t, g) in enumerate(zip(ds.tasks, ds.gold, strict=True))]
+    reg = Registry(Path(tempfile.mkdtemp()) / "registry")
+    print("| annotations | fit wall s | fit cpu s | registry write wall s | stages |\n|---|---|---|---|---|")
+    for n in [m for size in sizes for m in (size, size + 1)]:  # then one more annotation: the steady state
+        t, c = time.perf_counter(), time.process_time()
+        bundle, report = train_bundle(ds.label_config, tasks[:n])
+        fit_wall, fit_cpu = time.perf_counter() - t, time.process_time() - c
+        t = time.perf_counter()
+        reg.register("bench", bundle, report=report, parent=None, promote=True)
+        print(f"| {n} | {fit_wall:.2f} | {fit_cpu:.2f} | {time.perf_counter() - t:.3f} | {report.notes[-1]} |")
+    print(f"load average: {os.getloadavg()}")
+
+
 def table(rows: list[dict], load: str) -> str:
     lines = ["| family | trainer | annotations | retrain wall s (1st / 2nd) | job s | fit s | first /predict after, s "
              "| /health p95 / max ms |", "|---|---|---|---|---|---|---|---|"]
@@ -138,12 +168,16 @@ def main() -> None:
     ap.add_argument("--server-pythonpath", default=None, help="PYTHONPATH for the server (another tree's src)")
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    ap.add_argument("--in-process", action="store_true", help="text-linear fit + registry write, no server")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.data is None:
         from labelpilot.loop.simulate import default_data_root
 
         args.data = default_data_root()
+    if args.in_process:
+        in_process(sizes, args.data)
+        return
     rows = []
     print(f"load average at the start: {os.getloadavg()}", flush=True)
     for family in args.families.split(","):
