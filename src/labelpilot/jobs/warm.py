@@ -3,9 +3,10 @@
 A fresh process per job (the cold path, ``LABELPILOT_WARM_TRAINER=0``) paid for a spawn, ~2–4 s of imports
 (scikit-learn, scipy, the model families), jieba's dictionary (~1.3 s on first use) and a full parse of the
 webhook copy on every retrain — more than the fit itself for the first few hundred annotations. The warm
-trainer pays those once: it is spawned when the runner starts, loads the families and fits a throw-away
-model of each text family before its first job, and keeps its tokenisation caches and a parsed copy of the
-annotations between jobs (only rows added or changed since the last job are read again).
+trainer pays those once: it is spawned when the runner starts and, 5 s later (or at once when a job comes
+first), loads the families and fits a throw-away model of each text family; it keeps its tokenisation
+caches and a parsed copy of the annotations between jobs (only rows added or changed since the last job are
+read again).
 
 What stays as it was: training runs in another process, so the server keeps its GIL for ``/health`` and
 ``/predict``; the child gets SIGKILL when the server dies (``PR_SET_PDEATHSIG``, set relative to the
@@ -33,6 +34,10 @@ from labelpilot.config import Settings
 from labelpilot.jobs.state import ProjectStore
 
 log = logging.getLogger("labelpilot.jobs")
+
+#: seconds the trainer waits after its start before it preloads (unless a job comes first): on 2 cores the
+#: preload would otherwise compete with the server's own start-up and first requests
+PRELOAD_DELAY = 5.0
 
 _CHOICES = """<View><Text name="text" value="$text"/><Choices name="c" toName="text">
 <Choice value="A"/><Choice value="B"/></Choices></View>"""
@@ -120,7 +125,8 @@ def child_main(conn: Connection, settings_values: dict[str, Any], parent_pid: in
     from labelpilot.jobs.training import run_job
 
     t0 = time.perf_counter()
-    preload(conn.poll)
+    if not conn.poll(PRELOAD_DELAY):  # let the server start and answer its first requests undisturbed
+        preload(conn.poll)
     settings = Settings(**settings_values)
     store = CachedProjectStore(settings.data_dir)
     conn.send(("ready", time.perf_counter() - t0))
