@@ -3,7 +3,7 @@
 A fresh process per job (the cold path, ``LABELPILOT_WARM_TRAINER=0``) paid for a spawn, ~2–4 s of imports
 (scikit-learn, scipy, the model families), jieba's dictionary (~1.3 s on first use) and a full parse of the
 webhook copy on every retrain — more than the fit itself for the first few hundred annotations. The warm
-trainer pays those once: it is spawned when the runner starts and, 5 s later (or at once when a job comes
+trainer pays those once: it is spawned when the runner starts and, 15 s later (or at once when a job comes
 first), loads the families and fits a throw-away model of each text family; it keeps its tokenisation
 caches and a parsed copy of the annotations between jobs (only rows added or changed since the last job are
 read again).
@@ -37,7 +37,7 @@ log = logging.getLogger("labelpilot.jobs")
 
 #: seconds the trainer waits after its start before it preloads (unless a job comes first): on 2 cores the
 #: preload would otherwise compete with the server's own start-up and first requests
-PRELOAD_DELAY = 5.0
+PRELOAD_DELAY = 15.0
 
 _CHOICES = """<View><Text name="text" value="$text"/><Choices name="c" toName="text">
 <Choice value="A"/><Choice value="B"/></Choices></View>"""
