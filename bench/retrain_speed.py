@@ -9,7 +9,7 @@ ner-crf); at each size, ``START_TRAINING`` is sent twice (the first retrain at a
 trainer's start-up; the second is the steady state) and timed from the webhook to the job's end
 (``wall``), with the job's own start-to-end (``job``) and the fit seconds from its report (``fit``), then
 the first ``/predict`` after the new version (it loads the bundle in the server). Meanwhile another thread
-calls ``/health`` on a new connection every 50 ms; its p95 and max are reported.
+calls ``/health`` on a new connection every 50 ms (and ``/training`` is polled every 50 ms); its p95 and max are reported.
 
 ``--in-process``: the warm trainer's work alone (preload, then text-linear fit + registry write at each
 size), wall and CPU seconds.
@@ -66,7 +66,7 @@ def retrain(b: ServedBackend, project: dict, uid: str, config: str, probe_task: 
             break
         if time.perf_counter() - t0 > timeout:
             raise RuntimeError(f"no retrain within {timeout} s: {b.tail()}")
-        time.sleep(0.02)
+        time.sleep(0.05)
     wall = time.perf_counter() - t0
     t1 = time.perf_counter()
     b.predict(uid, config, probe_task)
