@@ -9,7 +9,8 @@ ner-crf); at each size, ``START_TRAINING`` is sent twice (the first retrain at a
 trainer's start-up; the second is the steady state) and timed from the webhook to the job's end
 (``wall``), with the job's own start-to-end (``job``) and the fit seconds from its report (``fit``), then
 the first ``/predict`` after the new version (it loads the bundle in the server). Meanwhile another thread
-calls ``/health`` on a new connection every 50 ms (and ``/training`` is polled every 50 ms); its p95 and max are reported.
+calls ``/health`` on a new connection every 50 ms (``/training`` is polled every 50 ms); its p95 and max
+are reported.
 
 ``--in-process``: the warm trainer's work alone (preload, then text-linear fit + registry write at each
 size), wall and CPU seconds.
