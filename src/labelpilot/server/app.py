@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from labelpilot.registry import ModelVersion, Registry
 from labelpilot.server import ls_backend, serving
 from labelpilot.server.errors import install_error_handlers
 from labelpilot.server.metrics import Metrics
+from labelpilot.server.openapi import install_docs
 from labelpilot.server.predictor import Predictor
 
 log = logging.getLogger("labelpilot.server")
@@ -102,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             predictor.serving(uid)
 
         runner = make_runner(settings, store, on_done=warm)
+        threading.Thread(target=_load_encoder, name="encoder-warm-up", daemon=True).start()
         app.state.settings = settings
         app.state.registry = registry
         app.state.store = store
@@ -119,8 +122,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             runner.shutdown()
 
-    app = FastAPI(title="labelpilot", version=__version__, lifespan=lifespan, docs_url="/docs")
+    app = FastAPI(title="labelpilot", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
     install_error_handlers(app)
+    install_docs(app, "labelpilot")
     app.include_router(ls_backend.public)
     app.include_router(ls_backend.router)
     app.include_router(ls_backend.hooks)
@@ -129,6 +134,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(r, prefix="/s/{secret}", include_in_schema=False)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _load_encoder() -> None:
+    """Load the text encoder in the background at start-up, so the first /setup or /predict need not wait
+    for it (a failure is remembered and reported at /setup)."""
+    from labelpilot.encoders import encoder_problem
+
+    problem = encoder_problem()
+    if problem:
+        log.warning("text encoder: %s", problem)
 
 
 def warm_up(bundle: Bundle) -> None:
@@ -174,7 +189,9 @@ def create_model_app(export_dir: Path | str, settings: Settings | None = None) -
                                 field="version")
         return mv, bundle
 
-    app = FastAPI(title=f"labelpilot model {mv.name}", version=__version__)
+    app = FastAPI(title=f"labelpilot model {mv.name}", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    install_docs(app, f"labelpilot model {mv.name}")
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.resolve_model = resolve

@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
 from labelpilot import __version__
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError, SchemaError
@@ -21,9 +21,12 @@ from labelpilot.jobs.schedule import retrain_due
 from labelpilot.jobs.state import project_uid
 from labelpilot.jobs.training import model_name
 from labelpilot.models.base import family_for, get_family
-from labelpilot.schema import LabelSchema, parse_label_config, require_supported
+from labelpilot.netpolicy import origin
+from labelpilot.schema import LabelSchema, TaskKind, parse_label_config, require_supported
 from labelpilot.server.auth import CHALLENGE, basic_ok, require_basic, require_secret_path, secret_ok
+from labelpilot.server.openapi import EXAMPLE_CONFIG, TASKS_SCHEMA, WebhookEvent, json_body
 from labelpilot.server.responses import JSON
+from labelpilot.server.webhook_events import MAX_SKIPPED_NAMED, AnnotationEvent, parse_annotation_event
 
 log = logging.getLogger("labelpilot.server")
 
@@ -52,7 +55,7 @@ class SetupRequest(BaseModel):
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
-    tasks: list[Any]
+    tasks: Annotated[list[Any], WithJsonSchema(TASKS_SCHEMA)]  # one task object is accepted too
     label_config: str | None = None
     project: str | int | None = None
     params: dict[str, Any] | None = None
@@ -110,6 +113,21 @@ def family_problems(schema: LabelSchema) -> list[str]:
     return out
 
 
+def encoder_problems(schema: LabelSchema) -> list[str]:
+    """The text encoder cannot load for a config whose text classification would use it: say so at /setup
+    (those controls get no zero-shot pre-labels, and the TF-IDF model alone after training)."""
+    from labelpilot.encoders import encoder_problem
+
+    users = [c.name for c in schema.controls if c.kind in ENCODER_KINDS]
+    problem = encoder_problem() if users else None
+    if not problem:
+        return []
+    return [f"controls {users}: no zero-shot pre-labels and TF-IDF only after training: {problem}"]
+
+
+ENCODER_KINDS = frozenset({TaskKind.TEXT_CHOICES, TaskKind.TEXT_TAXONOMY})
+
+
 public = APIRouter()
 router = APIRouter(dependencies=[Depends(require_basic)])
 hooks = APIRouter(dependencies=[Depends(require_secret_path)])
@@ -121,13 +139,13 @@ async def health(request: Request) -> JSON:
     return JSON(health_body(request))
 
 
-@router.post("/setup")
+@router.post("/setup", openapi_extra=json_body(SetupRequest, {"project": "1.1700000000", "schema": EXAMPLE_CONFIG}))
 async def setup(request: Request) -> JSON:
     req: SetupRequest = validate(SetupRequest, await read_json(request))
     state = request.app.state
     uid = str(req.project)
-    schema = parse_label_config(req.label_config)
-    state.store.upsert_project(
+    schema = require_supported(parse_label_config(req.label_config))  # a refused config is never stored
+    dropped = state.store.upsert_project(
         uid,
         label_config=req.label_config,
         hostname=req.hostname,
@@ -135,8 +153,12 @@ async def setup(request: Request) -> JSON:
         extra_params=req.extra_params,
         authed=True,
     )
-    require_supported(schema)
-    problems = schema.problems() + family_problems(schema)
+    from starlette.concurrency import run_in_threadpool
+
+    problems = schema.problems() + family_problems(schema) + await run_in_threadpool(encoder_problems, schema)
+    if dropped:
+        problems.append(f"hostname changed to {origin(req.hostname or '')} without an access_token: the token "
+                        "stored for the previous Label Studio was dropped and is never sent to the new one")
     if problems:
         log.warning("project %s: %s", uid, "; ".join(problems))
     body: dict[str, Any] = {"model_version": state.predictor.version_tag(uid, schema)}
@@ -145,7 +167,9 @@ async def setup(request: Request) -> JSON:
     return JSON(body)
 
 
-@router.post("/predict")
+@router.post("/predict", openapi_extra=json_body(PredictRequest, {
+    "tasks": [{"id": 1, "data": {"text": "great quality"}}], "label_config": EXAMPLE_CONFIG,
+    "project": "1.1700000000"}))
 async def predict(request: Request) -> JSON:
     req: PredictRequest = validate(PredictRequest, await read_json(request))
     state = request.app.state
@@ -176,7 +200,9 @@ async def run_cpu(request: Request, fn, *args):
     return await run_in_threadpool(fn, *args)
 
 
-@hooks.post("/webhook")
+@hooks.post("/webhook", openapi_extra=json_body(WebhookEvent, {
+    "action": "ANNOTATION_CREATED", "project": {"id": 1, "created_at": "2023-11-14T22:13:20Z"},
+    "task": {"id": 1, "data": {"text": "great"}}, "annotation": {"id": 1, "result": []}}))
 async def webhook(request: Request) -> JSON:
     state = request.app.state
     settings = state.settings
@@ -201,16 +227,20 @@ async def webhook(request: Request) -> JSON:
                 status_code=401,
                 headers=CHALLENGE,
             )
-    config = project.get("label_config") if isinstance(project, dict) else None
-    if config:
-        state.store.upsert_project(uid, label_config=config)
+    event = parse_annotation_event(action, body) if action in ANNOTATION_EVENTS else None
     out: dict[str, Any] = {"status": "ok", "project": uid}
+    config_note = _take_config(state.store, uid, project, trusted)
+    if config_note:
+        out["warnings"] = [config_note]
     if action in TRAIN_EVENTS:
         job_id, deferred = state.runner.submit(uid, action, full_export=True)
         out["training"] = {"job_id": job_id, "state": "coalesced" if deferred else "queued"}
         return JSON(out, status_code=201)
     before = state.store.count_annotations(uid)
-    count = _store_annotation_event(state.store, uid, action, body)
+    count = _store_annotation_event(state.store, uid, event)
+    if event.skipped:
+        out["skipped"] = event.skipped[:MAX_SKIPPED_NAMED]
+        log.warning("webhook %s %s: skipped %d entries: %s", action, uid, len(event.skipped), event.skipped[:3])
     since = state.store.count_annotation_event(uid, count)
     out["annotations_since_training"] = since
     due = retrain_due(settings.schedule, settings.retrain_every, total_before=before,
@@ -222,22 +252,33 @@ async def webhook(request: Request) -> JSON:
     return JSON(out, status_code=201)
 
 
-def _store_annotation_event(store, uid: str, action: str, body: dict[str, Any]) -> int:
-    if action == "ANNOTATIONS_DELETED":
-        ids = [a.get("id") for a in body.get("annotations") or [] if isinstance(a, dict)]
-        ids = [int(i) for i in ids if isinstance(i, int) or (isinstance(i, str) and i.isdigit())]
-        store.delete_annotations(uid, ids)
-        return max(len(ids), 1)
-    annotations = body.get("annotations") if action == "ANNOTATIONS_CREATED" else [body.get("annotation")]
-    n = 0
-    for ann in annotations or []:
-        if not isinstance(ann, dict):
-            continue
-        task = ann.get("task") if isinstance(ann.get("task"), dict) else body.get("task")
-        if isinstance(task, dict):
-            store.put_annotation(uid, task, ann)
-        n += 1
-    return max(n, 1)
+def _take_config(store, uid: str, project: Any, trusted: bool) -> str | None:
+    """A webhook's ``project.label_config`` replaces the stored config only when the event is authenticated
+    (basic auth or the secret path) and the config is one labelpilot can serve; otherwise it is ignored
+    (the stored config comes from /setup). Returns a note when a config was ignored."""
+    config = project.get("label_config") if isinstance(project, dict) else None
+    if not config or not isinstance(config, str):
+        return None
+    if not trusted:
+        known = store.project(uid)
+        if known and known.get("label_config") != config:
+            log.warning("project %s: ignored the label_config of an unauthenticated webhook", uid)
+        return None
+    try:
+        require_supported(parse_label_config(config))
+    except SchemaError as exc:
+        log.warning("project %s: ignored the webhook's label_config: %s", uid, exc.message)
+        return f"project.label_config was not stored: {exc.message}"
+    store.upsert_project(uid, label_config=config)
+    return None
+
+
+def _store_annotation_event(store, uid: str, event: AnnotationEvent) -> int:
+    if event.deleted:
+        store.delete_annotations(uid, event.deleted)
+    for task, ann in event.items:
+        store.put_annotation(uid, task, ann)
+    return event.count
 
 
 @router.get("/versions")

@@ -22,9 +22,11 @@ from fastapi import APIRouter, Depends, Request
 
 from labelpilot.data.types import Example, Prediction
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError
+from labelpilot.ids import parse_uint
 from labelpilot.models.bundle import Bundle
 from labelpilot.registry import ModelVersion
 from labelpilot.schema import TaskKind
+from labelpilot.server.openapi import V1_BODY, V1_EXAMPLE, json_body
 from labelpilot.server.responses import JSON
 
 MAX_BATCH = 1000
@@ -113,10 +115,10 @@ async def _predict(request: Request, name: str, version: int | None) -> JSON:
     state = request.app.state
     t0 = time.perf_counter()
     status = "ok"
-    label_version = "?" if version is None else str(version)
+    labels = ("unknown", "unknown")  # a name from the URL becomes a label only once it names a model
     try:
         mv, bundle = state.resolve_model(name, version)
-        label_version = str(mv.version)
+        labels = (name, str(mv.version))
         from labelpilot.server.ls_backend import read_json
 
         items, batched = _instances(await read_json(request))
@@ -138,22 +140,25 @@ async def _predict(request: Request, name: str, version: int | None) -> JSON:
     except LabelpilotError as exc:
         status = str(exc.status_code)
         raise
+    except Exception:
+        status = "500"
+        raise
     finally:
-        state.metrics.model_requests.labels(name, label_version, status).inc()
-        state.metrics.model_latency.labels(name, label_version).observe(time.perf_counter() - t0)
+        state.metrics.observe_model(*labels, status, time.perf_counter() - t0)
 
 
-@router.post("/models/{name}/predict")
+@router.post("/models/{name}/predict", openapi_extra=json_body(V1_BODY, V1_EXAMPLE))
 async def predict_serving(request: Request, name: str) -> JSON:
     return await _predict(request, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/predict")
+@router.post("/models/{name}/versions/{version}/predict", openapi_extra=json_body(V1_BODY, V1_EXAMPLE))
 async def predict_version(request: Request, name: str, version: str) -> JSON:
-    v = version[1:] if version.lower().startswith("v") else version
-    if not v.isdigit():
-        raise NotFoundError(f"no version {version!r} of model {name!r}", field="version")
-    return await _predict(request, name, int(v))
+    v = parse_uint(version[1:] if version[:1] in ("v", "V") else version)
+    if v is None:
+        raise NotFoundError(f"no version {version!r} of model {name!r}: a version is a number like 3 or v3",
+                            field="version")
+    return await _predict(request, name, v)
 
 
 @router.get("/models")
