@@ -67,7 +67,8 @@ def test_bench_prelabel_command_on_a_handmade_dataset(tmp_path: Path) -> None:
     assert s["dataset"] == "handmade-sentiment" and s["tasks"] == 30 and s["metric"] == "accuracy"
     assert [w["window"] for w in s["windows"]] == ["1-10", "11-30"]
     first, later = s["windows"]
-    assert first["prelabelled"] < 1.0  # the first task has nothing to learn from
+    assert s["per_task"][0]["version"] == s["setup_version"]  # task 1: what /setup announced, before training
+    assert s["per_task"][-1]["version"] != s["setup_version"] and first["versions"] >= 2
     assert later["prelabelled"] == 1.0 and later["accuracy"] >= 0.6, later
     assert later["effort_saved"] == later["accuracy"]  # single choice: a right pre-label saves the one click
     done = [j for j in s["jobs"] if j["state"] == "done"]
