@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 
 from labelpilot import __version__
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError, SchemaError
+from labelpilot.jobs.schedule import retrain_due
 from labelpilot.jobs.state import project_uid
 from labelpilot.jobs.training import model_name
 from labelpilot.models.base import family_for, get_family
@@ -235,15 +236,18 @@ async def webhook(request: Request) -> JSON:
         job_id, deferred = state.runner.submit(uid, action, full_export=True)
         out["training"] = {"job_id": job_id, "state": "coalesced" if deferred else "queued"}
         return JSON(out, status_code=201)
+    before = state.store.count_annotations(uid)
     count = _store_annotation_event(state.store, uid, event)
     if event.skipped:
         out["skipped"] = event.skipped[:MAX_SKIPPED_NAMED]
         log.warning("webhook %s %s: skipped %d entries: %s", action, uid, len(event.skipped), event.skipped[:3])
     since = state.store.count_annotation_event(uid, count)
     out["annotations_since_training"] = since
-    if settings.retrain_every and since >= settings.retrain_every:
+    due = retrain_due(settings.schedule, settings.retrain_every, total_before=before,
+                      total_after=state.store.count_annotations(uid), since_train=since)
+    if due:
         state.store.reset_counter(uid)
-        job_id, deferred = state.runner.submit(uid, f"{since} annotation events", full_export=False)
+        job_id, deferred = state.runner.submit(uid, due, full_export=False)
         out["training"] = {"job_id": job_id, "state": "coalesced" if deferred else "queued"}
     return JSON(out, status_code=201)
 
@@ -307,6 +311,7 @@ async def training(request: Request, project: str) -> JSON:
             "model_version": state.predictor.version_tag(project),
             "annotations_since_training": info["since_train"],
             "retrain_every": state.settings.retrain_every,
+            "retrain_schedule": list(state.settings.schedule),
             "jobs": state.store.jobs(project, limit=10),
         }
     )
