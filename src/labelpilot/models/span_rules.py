@@ -90,7 +90,9 @@ _E = r"(?![A-Za-z0-9_])"
 
 RECOGNISERS: tuple[Recogniser, ...] = (
     Recogniser("URL", 0.60, (_rx(r"(?P<x>(?:https?://|www\.)[^\s<>\"'，。、；：！？（）【】《》“”]+?)[.,;:!?)]*(?=[\s<>\"'，。、；：！？（）【】《》“”]|$)"),)),
-    Recogniser("EMAIL", 0.60, (_rx(_B + r"[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}" + _E),)),
+    Recogniser(
+        "EMAIL", 0.60, (_rx(_B + r"[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}" + _E),)
+    ),
     Recogniser("ID", 0.55, (re.compile(r"(?<!\d)\d{17}[\dXx](?![\dA-Za-z])"),), check="cn_id"),
     Recogniser(
         "PHONE",
@@ -121,13 +123,15 @@ RECOGNISERS: tuple[Recogniser, ...] = (
             re.compile(r"(?:前天|昨天|今天|明天|后天|去年|今年|明年|前年|后年|上周|本周|下周|上个月|这个月|下个月|上月|本月|下月"
                        r"|凌晨|早上|上午|中午|下午|傍晚|晚上|周末|(?:周|星期|礼拜)[一二三四五六日天])"),
             # en dates and times
-            _rx(_B + r"(?:(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day,?\s)?(?:" + _MONTHS + r")\.?\s\d{1,2}(?:st|nd|rd|th)?"
+            _rx(_B + r"(?:(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day,?\s)?(?:" + _MONTHS + r")\.?\s"
+                r"\d{1,2}(?:st|nd|rd|th)?"
                 r"(?:,?\s\d{4})?" + _E),
             _rx(_B + r"\d{1,2}(?:st|nd|rd|th)?\s(?:of\s)?(?:" + _MONTHS + r")\.?(?:,?\s\d{4})?" + _E),
             _rx(_B + r"(?:" + _MONTHS + r")\.?\s\d{4}" + _E),
             re.compile(r"(?<![\d-])\d{4}-\d{1,2}-\d{1,2}(?:[T ]\d{1,2}:\d{2}(?::\d{2})?)?(?![\d-])"),
             re.compile(r"(?<![\d/.])\d{1,2}/\d{1,2}/(?:\d{4}|\d{2})(?![\d/])|(?<![\d.])\d{4}[/.]\d{1,2}[/.]\d{1,2}(?![\d.])"),
-            _rx(_B + r"\d{1,2}(?::\d{2})?\s?(?:a\.m\.|p\.m\.|am|pm)(?![A-Za-z])|(?<![\d:])\d{1,2}:\d{2}(?::\d{2})?(?![\d:])"),
+            _rx(_B + r"\d{1,2}(?::\d{2})?\s?(?:a\.m\.|p\.m\.|am|pm)(?![A-Za-z])"),
+            re.compile(r"(?<![\d:])\d{1,2}:\d{2}(?::\d{2})?(?![\d:])"),
             _rx(_B + r"(?:(?:last|next|this)\s(?:week|month|year|weekend|monday|tuesday|wednesday|thursday|friday|"
                 r"saturday|sunday)|yesterday|today|tomorrow|tonight)" + _E),
             re.compile(_B + r"(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day" + _E),

