@@ -22,6 +22,7 @@ few, so a dict keyed by first character is fast enough and keeps the boundary ru
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -42,15 +43,16 @@ def _usable(s: str) -> bool:
     return sum(c.isalnum() for c in s) >= 2
 
 
-def _jieba_bounds(text: str) -> set[int]:
+@functools.lru_cache(maxsize=4096)  # the same texts are matched at every retrain
+def _jieba_bounds(text: str) -> frozenset[int]:
     out = {0, len(text)}
     for _w, s, e in jieba_tokenizer().tokenize(text):
         out.add(s)
         out.add(e)
-    return out
+    return frozenset(out)
 
 
-def _edges_ok(text: str, s: int, e: int, bounds: set[int] | None) -> bool:
+def _edges_ok(text: str, s: int, e: int, bounds: frozenset[int] | None) -> bool:
     first, last = text[s], text[e - 1]
     if first.isalnum() and not is_cjk(first) and s > 0 and text[s - 1].isalnum() and not is_cjk(text[s - 1]):
         return False
@@ -130,7 +132,7 @@ class Gazetteer:
         if not self.label_of or not text:
             return []
         skip = set(exclude)
-        bounds: set[int] | None = None
+        bounds: frozenset[int] | None = None
         out: list[tuple[int, int, str]] = []
         i, n = 0, len(text)
         while i < n:
