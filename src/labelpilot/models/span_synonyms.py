@@ -10,8 +10,9 @@ tagged with a concept. Concepts:
 How a label maps (first rule that applies):
 
 1. ``predicted_values`` naming a concept or a source tag (``PER``, ``GPE``, ``MONEY`` ...) -- explicit wins;
-2. the label's name (its ``value`` -- the ``alias`` when one is given -- and the original ``value``),
-   normalised (case-folded, spaces / ``-`` / ``_`` / ``.`` removed), looked up in :data:`SYNONYMS`;
+2. the label's name (``LabelSpec.value``: the ``alias`` when one is given, else ``value``; callers that
+   still have the original ``value`` pass it as ``original``), normalised (case-folded; spaces, ``-``,
+   ``_`` and ``.`` removed) and looked up in :data:`SYNONYMS`;
 3. otherwise the longest synonym the name *contains* (``联系电话`` -> 电话, ``birth date`` -> date); a
    tie between two concepts maps nothing.
 
