@@ -194,3 +194,23 @@ def test_english_labels_use_spacy() -> None:
     text = "Apple chief Tim Cook met German officials in London on Monday."
     got = {(s.text, s.label) for s in model.predict([Example(text=text)])[0].spans}
     assert {("Apple", "ORG"), ("Tim Cook", "PER"), ("London", "LOC"), ("German", "MISC")} <= got
+
+
+def test_zero_shot_sources_open_no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading and using LAC, spaCy (when installed) and the recognisers never connects anywhere."""
+    import socket
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"network connection attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    from labelpilot.models.span_sources import spacy_nlp
+
+    if spacy_available():
+        assert spacy_nlp() is not None
+    model = NerCrfModel(control("人名", "PER", "价格", "ORG"))
+    preds = model.predict([Example(text="张三花了3999元"), Example(text="Tim Cook paid $20 to Apple")])
+    assert all(p.error is None for p in preds)
+    assert ("3999元", "价格") in {(s.text, s.label) for s in preds[0].spans}
