@@ -7,7 +7,6 @@ import io
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +17,13 @@ from labelpilot.ocr import OcrLine, OcrPage, Word
 from labelpilot.schema import parse_label_config
 from tests.conftest import cache_folder
 from tests.test_document import OCR_CONFIG, _chars, _langs, _needs_ocr
+from tests.test_document import _ocr_cache as _ocr_cache  # module-scoped, autouse: OCR results in pytest's cache
 
 MEANINGLESS = OCR_CONFIG.replace("日期", "A").replace("编号", "B").replace("姓名", "Label 3").replace(
     "单位", "Text").replace("结论", "Field 5")
 EN_CONFIG = """<View><Image name="image" value="$ocr"/><RectangleLabels name="label" toName="image">
   <Label value="Date"/><Label value="Total"/><Label value="Client" hint="Name"/><Label value="Notes"/>
 </RectangleLabels><TextArea name="transcription" toName="image" perRegion="true"/></View>"""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _ocr_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LABELPILOT_CACHE_DIR", str(cache_folder(request, tmp_path_factory, "labelpilot-ocr")))
-    yield
-    mp.undo()
 
 
 # ------------------------------------------------------------------------------------ rules (no OCR needed)

