@@ -12,9 +12,12 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from labelpilot.sqlitedb import ThreadLocalSQLite
 
@@ -88,6 +91,25 @@ def ls_project_id(uid: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
+_MAX_ID = 2**63 - 1
+
+
+def _sqlite_id(value: Any) -> int | None:
+    """An id SQLite can store as INTEGER, or None (``"abc"``, ``2**70``, ``True``)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_ID:
+        return value
+    return None
+
+
+def _annotation_row(uid: str, task: dict[str, Any], ann: dict[str, Any], now: float) -> tuple | None:
+    task_id, ann_id = _sqlite_id(task.get("id")), _sqlite_id(ann.get("id"))
+    if task_id is None or ann_id is None:
+        return None
+    return (uid, task_id, ann_id, orjson.dumps(task).decode(), orjson.dumps(ann).decode(), now)
+
+
 class ProjectStore(ThreadLocalSQLite):
     def __init__(self, data_dir: Path | str) -> None:
         self.path = Path(data_dir) / "state.sqlite3"
@@ -138,6 +160,29 @@ class ProjectStore(ThreadLocalSQLite):
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO projects(uid, updated) VALUES (?, ?)", (uid, time.time()))
             db.execute("UPDATE projects SET since_train=since_train+? WHERE uid=?", (n, uid))
+            return db.execute("SELECT since_train FROM projects WHERE uid=?", (uid,)).fetchone()[0]
+
+    def record_annotation_event(
+        self,
+        uid: str,
+        *,
+        put: Sequence[tuple[dict[str, Any], dict[str, Any]]] = (),
+        delete: Sequence[int] = (),
+        count: int = 1,
+    ) -> int:
+        """Store an annotation event's (task, annotation) pairs, delete ``delete`` annotation ids, and add
+        ``count`` to the project's counter, in ONE transaction; returns the new counter. A kill loses either
+        the whole (unacknowledged) event or nothing: never a stored event without its count. Pairs whose ids
+        are not integers are skipped. Runs off the event loop (a bulk event holds 100,000 pairs)."""
+        now = time.time()
+        rows = [row for task, ann in put if (row := _annotation_row(uid, task, ann, now)) is not None]
+        with self._tx() as db:
+            if rows:
+                db.executemany("INSERT OR REPLACE INTO annotations VALUES (?,?,?,?,?,?)", rows)
+            if delete:
+                db.executemany("DELETE FROM annotations WHERE uid=? AND annotation_id=?", [(uid, i) for i in delete])
+            db.execute("INSERT OR IGNORE INTO projects(uid, updated) VALUES (?, ?)", (uid, now))
+            db.execute("UPDATE projects SET since_train=since_train+? WHERE uid=?", (count, uid))
             return db.execute("SELECT since_train FROM projects WHERE uid=?", (uid,)).fetchone()[0]
 
     def reset_counter(self, uid: str) -> None:

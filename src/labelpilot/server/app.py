@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,9 +19,11 @@ from labelpilot.jobs.state import ProjectStore
 from labelpilot.jobs.training import media_fetcher
 from labelpilot.models.bundle import Bundle
 from labelpilot.registry import ModelVersion, Registry
-from labelpilot.server import ls_backend, serving
+from labelpilot.server import ls_backend, offload, serving
 from labelpilot.server.errors import install_error_handlers
+from labelpilot.server.limits import BodyLimit
 from labelpilot.server.metrics import Metrics
+from labelpilot.server.offload import Lanes
 from labelpilot.server.predictor import Predictor
 
 log = logging.getLogger("labelpilot.server")
@@ -34,6 +37,7 @@ class RegistryModels:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._cache: dict[tuple[str, int], tuple[ModelVersion, Bundle]] = {}
+        self._lock = threading.Lock()
 
     def resolve(self, name: str, version: int | None) -> tuple[ModelVersion, Bundle]:
         if version is None:
@@ -41,11 +45,15 @@ class RegistryModels:
             if version is None:
                 raise NotFoundError(f"unknown model {name!r}", field="model")
         key = (name, version)
-        if key not in self._cache:
-            if len(self._cache) > 16:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = self.registry.load(name, version)
-        return self._cache[key]
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        with self._lock:  # called from the prediction lane's threads: load each bundle once
+            if key not in self._cache:
+                if len(self._cache) > 16:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[key] = self.registry.load(name, version)
+            return self._cache[key]
 
     def list(self) -> list[dict[str, Any]]:
         return self.registry.list_models()
@@ -102,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             predictor.serving(uid)
 
         runner = make_runner(settings, store, on_done=warm)
+        app.state.lanes = Lanes(settings)
         app.state.settings = settings
         app.state.registry = registry
         app.state.store = store
@@ -118,15 +127,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             runner.shutdown()
+            app.state.lanes.shutdown()
 
     app = FastAPI(title="labelpilot", version=__version__, lifespan=lifespan, docs_url="/docs")
     install_error_handlers(app)
+    offload.install(app)
     app.include_router(ls_backend.public)
     app.include_router(ls_backend.router)
     app.include_router(ls_backend.hooks)
     app.include_router(serving.router)
     for r in (ls_backend.public, ls_backend.router, ls_backend.hooks):
         app.include_router(r, prefix="/s/{secret}", include_in_schema=False)
+    app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
@@ -179,7 +191,9 @@ def create_model_app(export_dir: Path | str, settings: Settings | None = None) -
     app.state.metrics = metrics
     app.state.resolve_model = resolve
     app.state.list_models = lambda: [{"name": mv.name, "serving": mv.version, "versions": 1}]
+    app.state.lanes = Lanes(settings)
     install_error_handlers(app)
+    offload.install(app)
     app.include_router(ls_backend.public)
     app.include_router(serving.router)
 
@@ -190,6 +204,7 @@ def create_model_app(export_dir: Path | str, settings: Settings | None = None) -
         data, content_type = metrics.exposition()
         return Response(data, media_type=content_type)
 
+    app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

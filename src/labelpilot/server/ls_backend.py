@@ -10,6 +10,7 @@ import logging
 import time
 from typing import Any
 
+import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -17,11 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from labelpilot import __version__
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError, SchemaError
-from labelpilot.jobs.state import project_uid
+from labelpilot.jobs.state import ProjectStore, project_uid
 from labelpilot.jobs.training import model_name
 from labelpilot.models.base import family_for, get_family
 from labelpilot.schema import LabelSchema, parse_label_config, require_supported
 from labelpilot.server.auth import CHALLENGE, basic_ok, require_basic, require_secret_path, secret_ok
+from labelpilot.server.limits import check_task_count, oversized_texts, text_too_long
 from labelpilot.server.responses import JSON
 
 log = logging.getLogger("labelpilot.server")
@@ -62,11 +64,18 @@ class PredictRequest(BaseModel):
         return [v] if isinstance(v, dict) else v
 
 
+#: bodies above this are parsed in a worker thread, not on the event loop
+_PARSE_INLINE_BYTES = 256_000
+
+
 async def read_json(request: Request) -> Any:
+    """The JSON body (its size bounded by :class:`~labelpilot.server.limits.BodyLimit` while it streams)."""
     raw = await request.body()
     if not raw:
         raise InputError("the request body is empty; a JSON object is expected", field="body")
     try:
+        if len(raw) > _PARSE_INLINE_BYTES:
+            return await anyio.to_thread.run_sync(orjson.loads, raw)
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InputError(f"the request body is not valid JSON: {exc}", field="body") from exc
@@ -148,6 +157,7 @@ async def setup(request: Request) -> JSON:
 async def predict(request: Request) -> JSON:
     req: PredictRequest = validate(PredictRequest, await read_json(request))
     state = request.app.state
+    check_task_count(len(req.tasks), state.settings)
     uid = None if req.project is None else str(req.project)
     config = req.label_config
     if not config and uid:
@@ -158,21 +168,35 @@ async def predict(request: Request) -> JSON:
     schema = require_supported(parse_label_config(config))
     t0 = time.perf_counter()
     context = (req.params or {}).get("context")
-    results, problems = await run_cpu(request, state.predictor.predict_tasks, req.tasks, schema, uid, context)
+    refused = oversized_texts(req.tasks, state.settings.max_text_chars)
+    tasks = [t for i, t in enumerate(req.tasks) if i not in refused] if refused else req.tasks
+    if refused and not tasks:  # every task refused: say so (a batch with some good tasks is still served)
+        raise text_too_long(*refused[0], state.settings.max_text_chars)
+    results, problems = await state.lanes.model.run(
+        state.predictor.predict_tasks, tasks, schema, uid, context, timeout=state.settings.predict_timeout
+    )
+    if refused:
+        results = _splice_refused(results, refused, len(req.tasks), state.settings.max_text_chars, problems)
     for p in problems[:20]:
         log.warning("predict %s: %s", uid, p)
     state.metrics.observe_predict(len(req.tasks), time.perf_counter() - t0, len(problems))
     return JSON({"results": results})
 
 
-async def run_cpu(request: Request, fn, *args):
-    """Small batches run inline (a thread hop costs more than the work); large ones off the event loop."""
-    tasks = args[0]
-    if len(tasks) <= 8:
-        return fn(*args)
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(fn, *args)
+def _splice_refused(
+    results: list[dict[str, Any]], refused: dict[int, tuple[str, int]], n: int, max_chars: int, problems: list[str]
+) -> list[dict[str, Any]]:
+    """Empty predictions, in place, for the tasks refused as too long (one bad task never spoils a batch)."""
+    served = iter(results)
+    tag = results[0]["model_version"]
+    out = []
+    for i in range(n):
+        if i in refused:
+            problems.append(f"{refused[i][0]}: longer than {max_chars} characters (LABELPILOT_MAX_TEXT_CHARS)")
+            out.append({"result": [], "score": 0.0, "model_version": tag})
+        else:
+            out.append(next(served))
+    return out
 
 
 @hooks.post("/webhook")
@@ -208,8 +232,7 @@ async def webhook(request: Request) -> JSON:
         job_id, deferred = state.runner.submit(uid, action, full_export=True)
         out["training"] = {"job_id": job_id, "state": "coalesced" if deferred else "queued"}
         return JSON(out, status_code=201)
-    count = _store_annotation_event(state.store, uid, action, body)
-    since = state.store.count_annotation_event(uid, count)
+    since = await state.lanes.events.run(_store_annotation_event, state.store, uid, action, body)
     out["annotations_since_training"] = since
     if settings.retrain_every and since >= settings.retrain_every:
         state.store.reset_counter(uid)
@@ -218,22 +241,27 @@ async def webhook(request: Request) -> JSON:
     return JSON(out, status_code=201)
 
 
-def _store_annotation_event(store, uid: str, action: str, body: dict[str, Any]) -> int:
+def _store_annotation_event(store: ProjectStore, uid: str, action: str, body: dict[str, Any]) -> int:
+    """Store and count one annotation event in one transaction (in the ``events`` lane); the new counter."""
+    annotations = body.get("annotations") if action in ("ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED") else [
+        body.get("annotation")
+    ]
+    annotations = [a for a in annotations if isinstance(a, dict)] if isinstance(annotations, list) else []
     if action == "ANNOTATIONS_DELETED":
-        ids = [a.get("id") for a in body.get("annotations") or [] if isinstance(a, dict)]
-        ids = [int(i) for i in ids if isinstance(i, int) or (isinstance(i, str) and i.isdigit())]
-        store.delete_annotations(uid, ids)
-        return max(len(ids), 1)
-    annotations = body.get("annotations") if action == "ANNOTATIONS_CREATED" else [body.get("annotation")]
-    n = 0
-    for ann in annotations or []:
-        if not isinstance(ann, dict):
-            continue
+        ids = [i for a in annotations if (i := _int_id(a.get("id"))) is not None]
+        return store.record_annotation_event(uid, delete=ids, count=max(len(ids), 1))
+    pairs = []
+    for ann in annotations:
         task = ann.get("task") if isinstance(ann.get("task"), dict) else body.get("task")
         if isinstance(task, dict):
-            store.put_annotation(uid, task, ann)
-        n += 1
-    return max(n, 1)
+            pairs.append((task, ann))
+    return store.record_annotation_event(uid, put=pairs, count=max(len(annotations), 1))
+
+
+def _int_id(value: Any) -> int | None:
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else None
 
 
 @router.get("/versions")

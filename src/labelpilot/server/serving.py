@@ -25,9 +25,9 @@ from labelpilot.errors import InputError, LabelpilotError, NotFoundError
 from labelpilot.models.bundle import Bundle
 from labelpilot.registry import ModelVersion
 from labelpilot.schema import TaskKind
+from labelpilot.server.limits import check_task_count, text_too_long
 from labelpilot.server.responses import JSON
 
-MAX_BATCH = 1000
 MAX_IMAGE_BYTES = 20_000_000
 
 
@@ -61,7 +61,7 @@ def _instances(body: Any) -> tuple[list[dict[str, Any]], bool]:
     raise InputError("the body must be an object, a list, or {\"instances\": [...]}", field="body")
 
 
-def _example(item: Any, i: int, kind: TaskKind, tmp: Path) -> Example:
+def _example(item: Any, i: int, kind: TaskKind, tmp: Path, max_chars: int) -> Example:
     if not isinstance(item, dict):
         raise InputError(f"instance {i} is not an object", field=f"instances.{i}")
     ident = item.get("id")
@@ -84,6 +84,9 @@ def _example(item: Any, i: int, kind: TaskKind, tmp: Path) -> Example:
     pair = item.get("text_pair", item.get("second_sequence"))
     if pair is not None and not isinstance(pair, str):
         raise InputError(f"instance {i}: 'second_sequence' must be a string", field=f"instances.{i}.second_sequence")
+    for key, value in (("text", text), ("text_pair", pair)):
+        if value is not None and len(value) > max_chars:
+            raise text_too_long(f"instances.{i}.{key}", len(value), max_chars)
     return Example(text=text, text_pair=pair, id=None if ident is None else str(ident))
 
 
@@ -115,23 +118,17 @@ async def _predict(request: Request, name: str, version: int | None) -> JSON:
     status = "ok"
     label_version = "?" if version is None else str(version)
     try:
-        mv, bundle = state.resolve_model(name, version)
-        label_version = str(mv.version)
         from labelpilot.server.ls_backend import read_json
 
         items, batched = _instances(await read_json(request))
-        if not items or len(items) > MAX_BATCH:
-            raise InputError(f"give 1 to {MAX_BATCH} instances", field="instances")
-        control_name, model = next(iter(bundle.models.items()))
-        control = bundle.schema.control(control_name)
-        if control.kind in (TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES):
-            with tempfile.TemporaryDirectory(prefix="lp-img-") as tmp:
-                examples = [_example(item, i, control.kind, Path(tmp)) for i, item in enumerate(items)]
-                preds = model.predict(examples)
-        else:  # text: no temporary folder per request
-            examples = [_example(item, i, control.kind, Path()) for i, item in enumerate(items)]
-            preds = model.predict(examples)
-        answers = [_answer(p, ex, control.label_keys, control.kind) for p, ex in zip(preds, examples, strict=True)]
+        if not items:
+            raise InputError("give at least one instance", field="instances")
+        check_task_count(len(items), state.settings, field="instances")
+        mv, answers = await state.lanes.model.run(
+            _predict_items, state.resolve_model, name, version, items, state.settings.max_text_chars,
+            timeout=state.settings.predict_timeout,
+        )
+        label_version = str(mv.version)
         body: dict[str, Any] = {"model": name, "version": mv.version}
         body |= {"predictions": answers} if batched else answers[0]
         return JSON(body)
@@ -141,6 +138,23 @@ async def _predict(request: Request, name: str, version: int | None) -> JSON:
     finally:
         state.metrics.model_requests.labels(name, label_version, status).inc()
         state.metrics.model_latency.labels(name, label_version).observe(time.perf_counter() - t0)
+
+
+def _predict_items(
+    resolve: Resolver, name: str, version: int | None, items: list[Any], max_chars: int
+) -> tuple[ModelVersion, list[dict[str, Any]]]:
+    """Load (once) and run the model: in the prediction lane, never on the event loop."""
+    mv, bundle = resolve(name, version)
+    control_name, model = next(iter(bundle.models.items()))
+    control = bundle.schema.control(control_name)
+    if control.kind in (TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES):
+        with tempfile.TemporaryDirectory(prefix="lp-img-") as tmp:
+            examples = [_example(item, i, control.kind, Path(tmp), max_chars) for i, item in enumerate(items)]
+            preds = model.predict(examples)
+    else:  # text: no temporary folder per request
+        examples = [_example(item, i, control.kind, Path(), max_chars) for i, item in enumerate(items)]
+        preds = model.predict(examples)
+    return mv, [_answer(p, ex, control.label_keys, control.kind) for p, ex in zip(preds, examples, strict=True)]
 
 
 @router.post("/models/{name}/predict")
