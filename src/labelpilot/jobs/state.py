@@ -152,6 +152,9 @@ class ProjectStore(ThreadLocalSQLite):
         out["extra_params"] = json.loads(out["extra_params"]) if out["extra_params"] else None
         return out
 
+    def project_uids(self) -> list[str]:
+        return [r["uid"] for r in self._db().execute("SELECT uid FROM projects ORDER BY updated DESC")]
+
     def find_by_ls_id(self, ls_id: int) -> list[dict[str, Any]]:
         rows = self._db().execute("SELECT uid FROM projects WHERE uid=? OR uid LIKE ?", (str(ls_id), f"{ls_id}.%"))
         return [p for r in rows if (p := self.project(r["uid"]))]

@@ -23,7 +23,7 @@ from labelpilot.server import ls_backend, offload, serving
 from labelpilot.server.errors import install_error_handlers
 from labelpilot.server.limits import BodyLimit
 from labelpilot.server.metrics import Metrics
-from labelpilot.server.offload import Lanes
+from labelpilot.server.offload import Lanes, freeze_heap
 from labelpilot.server.predictor import Predictor
 
 log = logging.getLogger("labelpilot.server")
@@ -53,6 +53,7 @@ class RegistryModels:
                 if len(self._cache) > 16:
                     self._cache.pop(next(iter(self._cache)))
                 self._cache[key] = self.registry.load(name, version)
+                freeze_heap()
             return self._cache[key]
 
     def list(self) -> list[dict[str, Any]]:
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         runner = make_runner(settings, store, on_done=warm)
         app.state.lanes = Lanes(settings)
+        threading.Thread(target=_preload, args=(predictor, store), name="labelpilot-preload", daemon=True).start()
         app.state.settings = settings
         app.state.registry = registry
         app.state.store = store
@@ -141,6 +143,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _preload(predictor: Predictor, store: ProjectStore, limit: int = 16) -> None:
+    """Load and warm the serving model of the most recently used projects in the background at start-up, so
+    the first /predict of each server process (one per uvicorn worker) does not pay for it."""
+    for uid in store.project_uids()[:limit]:
+        try:
+            predictor.serving(uid)
+        except Exception as exc:  # a broken version must not stop the server; /predict will say what is wrong
+            log.warning("could not preload the model of %s: %s", uid, exc)
 
 
 def warm_up(bundle: Bundle) -> None:
@@ -177,6 +189,7 @@ def create_model_app(export_dir: Path | str, settings: Settings | None = None) -
     )
     metrics = Metrics()
     warm_up(bundle)
+    freeze_heap()
 
     def resolve(name: str, version: int | None) -> tuple[ModelVersion, Bundle]:
         if name != mv.name:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,18 @@ from labelpilot.server.responses import JSON
 log = logging.getLogger("labelpilot.server")
 
 T = TypeVar("T")
+
+
+def freeze_heap() -> None:
+    """Move every object alive now (a freshly loaded and warmed model: jieba's dictionary, vocabularies,
+    millions of objects) out of reach of the cyclic garbage collector.
+
+    Without this, each full (generation 2) collection walks the whole model: 200-430 ms with a TNEWS model,
+    every few seconds under load, during which no thread runs; that was the p99 of /predict under 32
+    clients (issue 11, item 12; bench/RESULTS.md "Load"). Reference counting still frees frozen objects;
+    only reference cycles in a model that is later replaced stay until the process ends."""
+    gc.collect()
+    gc.freeze()
 
 
 class Busy(LabelpilotError):

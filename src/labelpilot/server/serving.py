@@ -35,7 +35,7 @@ class Unauthorized(LabelpilotError):
     status_code = 401
 
 
-def require_token(request: Request) -> None:
+async def require_token(request: Request) -> None:
     tokens: set[str] = request.app.state.settings.tokens
     if not tokens:
         return
