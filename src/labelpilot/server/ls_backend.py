@@ -24,6 +24,7 @@ from labelpilot.models.base import family_for, get_family
 from labelpilot.schema import LabelSchema, parse_label_config, require_supported
 from labelpilot.server.auth import CHALLENGE, basic_ok, require_basic, require_secret_path, secret_ok
 from labelpilot.server.limits import check_task_count, oversized_texts, text_too_long
+from labelpilot.server.offload import gc_paused
 from labelpilot.server.responses import JSON
 
 log = logging.getLogger("labelpilot.server")
@@ -75,10 +76,15 @@ async def read_json(request: Request) -> Any:
         raise InputError("the request body is empty; a JSON object is expected", field="body")
     try:
         if len(raw) > _PARSE_INLINE_BYTES:
-            return await anyio.to_thread.run_sync(orjson.loads, raw)
+            return await anyio.to_thread.run_sync(_parse_big, raw)
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InputError(f"the request body is not valid JSON: {exc}", field="body") from exc
+
+
+def _parse_big(raw: bytes) -> Any:
+    with gc_paused():
+        return orjson.loads(raw)
 
 
 def validate(model: type[BaseModel], body: Any) -> Any:
@@ -232,7 +238,9 @@ async def webhook(request: Request) -> JSON:
         job_id, deferred = state.runner.submit(uid, action, full_export=True)
         out["training"] = {"job_id": job_id, "state": "coalesced" if deferred else "queued"}
         return JSON(out, status_code=201)
-    since = await state.lanes.events.run(_store_annotation_event, state.store, uid, action, body)
+    # the bulk list is handed over, so its last reference (100,000 dicts to free) dies in the worker thread
+    handed = [body.pop("annotations", None)]
+    since = await state.lanes.events.run(_store_annotation_event, state.store, uid, action, body, handed)
     out["annotations_since_training"] = since
     if settings.retrain_every and since >= settings.retrain_every:
         state.store.reset_counter(uid)
@@ -241,11 +249,18 @@ async def webhook(request: Request) -> JSON:
     return JSON(out, status_code=201)
 
 
-def _store_annotation_event(store: ProjectStore, uid: str, action: str, body: dict[str, Any]) -> int:
-    """Store and count one annotation event in one transaction (in the ``events`` lane); the new counter."""
-    annotations = body.get("annotations") if action in ("ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED") else [
-        body.get("annotation")
-    ]
+def _store_annotation_event(
+    store: ProjectStore, uid: str, action: str, body: dict[str, Any], handed: list[Any]
+) -> int:
+    """Store and count one annotation event in one transaction (in the ``events`` lane); the new counter.
+    ``handed`` holds the event's ``annotations`` (taken out of ``body``)."""
+    with gc_paused():
+        bulk = handed.pop()
+        return _store_event(store, uid, action, body, bulk)
+
+
+def _store_event(store: ProjectStore, uid: str, action: str, body: dict[str, Any], bulk: Any) -> int:
+    annotations = bulk if action in ("ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED") else [body.get("annotation")]
     annotations = [a for a in annotations if isinstance(a, dict)] if isinstance(annotations, list) else []
     if action == "ANNOTATIONS_DELETED":
         ids = [i for a in annotations if (i := _int_id(a.get("id"))) is not None]
