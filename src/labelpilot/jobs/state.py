@@ -178,9 +178,10 @@ class ProjectStore(ThreadLocalSQLite):
         the whole (unacknowledged) event or nothing: never a stored event without its count. Pairs whose ids
         are not integers are skipped. Runs off the event loop (a bulk event holds 100,000 pairs)."""
         now = time.time()
-        rows = [row for task, ann in put if (row := _annotation_row(uid, task, ann, now)) is not None]
+        # a generator: each row is made, written and freed in turn (and other threads run in between)
+        rows = (row for task, ann in put if (row := _annotation_row(uid, task, ann, now)) is not None)
         with self._tx() as db:
-            if rows:
+            if put:
                 db.executemany("INSERT OR REPLACE INTO annotations VALUES (?,?,?,?,?,?)", rows)
             if delete:
                 db.executemany("DELETE FROM annotations WHERE uid=? AND annotation_id=?", [(uid, i) for i in delete])
