@@ -184,6 +184,17 @@ def test_webhook_has_its_own_larger_body_limit(small_limits: Server) -> None:
     assert resp.json()["annotations_since_training"] == 4000
 
 
+def test_a_big_body_that_is_not_json_is_a_422_naming_body(server: Server) -> None:
+    good = orjson.dumps(bulk_event(20_000))  # > 4 MB: parsed incrementally
+    assert len(good) > 4_000_000
+    with server.client(timeout=60) as client:
+        for bad in (good[:-1], good + b" {}", good.replace(b'"id":2,', b'"id":NaN,', 1)):
+            resp = client.post("/webhook", content=bad, headers={"content-type": "application/json"})
+            assert resp.status_code == 422, resp.text
+            assert resp.json()["field"] == "body" and "not valid JSON" in resp.json()["detail"]
+        assert stored_annotations(server.data_dir) == 0
+
+
 def test_too_many_tasks_are_refused_naming_tasks(small_limits: Server) -> None:
     tasks = [{"id": i, "data": {"text": "good"}} for i in range(11)]
     with small_limits.client() as client:
