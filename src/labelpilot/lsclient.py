@@ -2,7 +2,9 @@
 
 Tokens: a legacy token is sent as ``Token <key>``; a personal access token (a JWT *refresh* token) is
 exchanged at ``/api/token/refresh/`` for a short-lived access token sent as ``Bearer``; an access JWT
-is sent as ``Bearer`` directly. Credentials are only ever sent to Label Studio's own host.
+is sent as ``Bearer`` directly. Credentials are only ever sent to Label Studio's own origin
+(scheme, host and port of ``base_url``); every request goes through :class:`labelpilot.netpolicy.FetchPolicy`,
+which re-checks each redirect hop and drops the token on a hop that leaves the origin.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ import json
 import threading
 import time
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import httpx
 
 from labelpilot.errors import LabelStudioError
+from labelpilot.netpolicy import FetchPolicy, origin
 
 
 def token_kind(token: str) -> str:
@@ -39,18 +41,16 @@ def _jwt_exp(token: str) -> float:
         return 0.0
 
 
-def origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
 class LabelStudioClient:
     """Talks to one Label Studio at ``base_url`` with one token."""
 
     _access_cache: ClassVar[dict[tuple[str, str], tuple[str, float]]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 30.0, token_source: str = "") -> None:
+    def __init__(
+        self, base_url: str, token: str, *, timeout: float = 30.0, token_source: str = "",
+        policy: FetchPolicy | None = None,
+    ) -> None:
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise LabelStudioError(
                 f"Label Studio URL {base_url!r} must start with http:// or https:// "
@@ -64,6 +64,13 @@ class LabelStudioClient:
         self.token = token
         self.timeout = timeout
         self.token_source = token_source
+        self.policy = policy or FetchPolicy.open()
+        self.origin = origin(self.base_url)
+
+    def _permit(self, url: str, hop: int) -> None:
+        """Label Studio API calls stay on Label Studio's origin, redirects included."""
+        if origin(url) != self.origin:
+            raise LabelStudioError(f"Label Studio redirected to {url}, off its origin {self.origin}; not followed")
 
     def auth_header(self) -> dict[str, str]:
         kind = token_kind(self.token)
@@ -77,9 +84,11 @@ class LabelStudioClient:
             if cached and cached[1] - 30 > time.time():
                 return {"Authorization": f"Bearer {cached[0]}"}
             try:
-                resp = httpx.post(
-                    f"{self.base_url}/api/token/refresh/", json={"refresh": self.token}, timeout=self.timeout
-                )
+                with self.policy.stream(
+                    "POST", f"{self.base_url}/api/token/refresh/", permit=self._permit,
+                    json={"refresh": self.token}, timeout=self.timeout,
+                ) as resp:
+                    resp.read()
             except httpx.HTTPError as exc:
                 raise LabelStudioError(self._unreachable(exc)) from exc
             if resp.status_code != 200:
@@ -87,7 +96,10 @@ class LabelStudioClient:
                     f"Label Studio refused the personal access token at /api/token/refresh/ "
                     f"(HTTP {resp.status_code}); create a new one in Account & Settings"
                 )
-            access = resp.json().get("access", "")
+            try:
+                access = str(resp.json().get("access", ""))
+            except (ValueError, AttributeError) as exc:
+                raise LabelStudioError("Label Studio's /api/token/refresh/ answer is not JSON") from exc
             self._access_cache[key] = (access, _jwt_exp(access) or time.time() + 240)
             return {"Authorization": f"Bearer {access}"}
 
@@ -117,13 +129,14 @@ class LabelStudioClient:
         params = {"exportType": "JSON", "download_all_tasks": "false"}
         deadline = time.monotonic() + timeout
         try:
-            with httpx.stream(
+            with self.policy.stream(
                 "GET",
                 url,
+                permit=self._permit,
                 params=params,
                 headers=self.auth_header(),
+                credential_origin=self.origin,
                 timeout=httpx.Timeout(self.timeout, read=timeout),
-                follow_redirects=False,
             ) as resp:
                 if resp.status_code != 200:
                     raise LabelStudioError(f"export of project {project_id} failed: {self._explain(resp.status_code)}")

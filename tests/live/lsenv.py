@@ -515,6 +515,7 @@ def start_backend(
     data_dir = root / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(_BACKEND_ENV_PREFIXES)}
+    env["LABELPILOT_ALLOW_PRIVATE_HOSTS"] = "127.0.0.1,localhost"  # Label Studio runs on loopback here
     env.update(extra_env or {})
     env["PYTHONUNBUFFERED"] = "1"
     log_path = root / "labelpilot.log"

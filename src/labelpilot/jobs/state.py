@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from labelpilot.ids import parse_uint
+from labelpilot.netpolicy import origin
 from labelpilot.sqlitedb import ThreadLocalSQLite
 
 _SCHEMA = """
@@ -74,8 +76,8 @@ def project_uid(project: Any) -> str | None:
         return project or None
     if isinstance(project, int):
         return str(project)
-    if not isinstance(project, dict) or project.get("id") is None:
-        return None
+    if not isinstance(project, dict) or parse_uint(project.get("id")) is None:
+        return None  # Label Studio's project ids are integers
     created = project.get("created_at")
     if isinstance(created, str) and created:
         try:
@@ -87,24 +89,11 @@ def project_uid(project: Any) -> str | None:
 
 
 def ls_project_id(uid: str) -> int | None:
-    head = uid.split(".", 1)[0]
-    return int(head) if head.isdigit() else None
-
-
-_MAX_ID = 2**63 - 1
-
-
-def _sqlite_id(value: Any) -> int | None:
-    """An id SQLite can store as INTEGER, or None (``"abc"``, ``2**70``, ``True``)."""
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_ID:
-        return value
-    return None
+    return parse_uint(uid.split(".", 1)[0])
 
 
 def _annotation_row(uid: str, task: dict[str, Any], ann: dict[str, Any], now: float) -> tuple | None:
-    task_id, ann_id = _sqlite_id(task.get("id")), _sqlite_id(ann.get("id"))
+    task_id, ann_id = parse_uint(task.get("id")), parse_uint(ann.get("id"))
     if task_id is None or ann_id is None:
         return None
     return (uid, task_id, ann_id, orjson.dumps(task).decode(), orjson.dumps(ann).decode(), now)
@@ -128,11 +117,22 @@ class ProjectStore(ThreadLocalSQLite):
         access_token: str | None = None,
         extra_params: Any = None,
         authed: bool | None = None,
-    ) -> None:
+    ) -> bool:
+        """Create or update a project; ``None``/empty values leave a column as it is.
+
+        The stored token is bound to the origin of the stored hostname: a new ``hostname`` on another
+        origin without a new ``access_token`` clears the token (so it is never sent to the new host).
+        Returns whether a token was cleared that way."""
         now = time.time()
+        dropped = False
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO projects(uid, updated) VALUES (?, ?)", (uid, now))
             sets, args = ["updated=?"], [now]
+            if hostname and not access_token:
+                old = db.execute("SELECT hostname, access_token FROM projects WHERE uid=?", (uid,)).fetchone()
+                if old["access_token"] and origin(old["hostname"] or "") != origin(hostname):
+                    sets.append("access_token=NULL")
+                    dropped = True
             for col, val in (("label_config", label_config), ("hostname", hostname), ("access_token", access_token)):
                 if val:
                     sets.append(f"{col}=?")
@@ -143,6 +143,7 @@ class ProjectStore(ThreadLocalSQLite):
             if authed:
                 sets.append("authed=1")
             db.execute(f"UPDATE projects SET {', '.join(sets)} WHERE uid=?", (*args, uid))
+        return dropped
 
     def project(self, uid: str) -> dict[str, Any] | None:
         row = self._db().execute("SELECT * FROM projects WHERE uid=?", (uid,)).fetchone()

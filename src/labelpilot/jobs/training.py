@@ -19,6 +19,7 @@ from labelpilot.lsclient import LabelStudioClient
 from labelpilot.media import MediaFetcher, resolve_media
 from labelpilot.models.base import Model, family_for
 from labelpilot.models.bundle import Bundle
+from labelpilot.netpolicy import FetchPolicy
 from labelpilot.registry import ModelVersion, Registry
 from labelpilot.schema import parse_label_config, require_supported
 
@@ -31,13 +32,18 @@ def model_name(uid: str) -> str:
 
 
 def ls_client_for(project: dict[str, Any], settings: Settings) -> LabelStudioClient:
-    """Explicit configuration (LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY) wins over what /setup sent."""
+    """Explicit configuration (LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY) wins over what /setup sent.
+
+    A token from /setup is sent to the hostname it came with (the store clears it when the hostname moves
+    to another origin), or to LABEL_STUDIO_URL when the operator set that: never to a host chosen later.
+    Every request obeys the server's fetch policy (``netpolicy``)."""
     url = settings.label_studio_url or project.get("hostname") or ""
     if settings.label_studio_api_key:
         token, source = settings.label_studio_api_key, "env"
     else:
         token, source = project.get("access_token") or "", "setup"
-    return LabelStudioClient(url, token, timeout=settings.http_timeout, token_source=source)
+    return LabelStudioClient(url, token, timeout=settings.http_timeout, token_source=source,
+                             policy=FetchPolicy.from_settings(settings))
 
 
 def media_fetcher(project: dict[str, Any] | None, settings: Settings) -> MediaFetcher:
@@ -53,6 +59,7 @@ def media_fetcher(project: dict[str, Any] | None, settings: Settings) -> MediaFe
         local_root=settings.local_files_root,
         max_bytes=settings.media_max_bytes,
         timeout=settings.http_timeout,
+        policy=FetchPolicy.from_settings(settings),
     )
 
 

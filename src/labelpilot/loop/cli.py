@@ -52,7 +52,11 @@ def loop_command(
     ] = True,
     query_cnt: Annotated[int, typer.Option(help="How many hard examples to mark")] = 100,
     val_size: Annotated[
-        float, typer.Option(help="Fraction of input_label.csv held out for validation (0 = none)")
+        float,
+        typer.Option(
+            help="Fraction of input_label.csv used as validation for early stopping (0 = none); these rows then "
+            "rejoin training (--options refit=false keeps them out)"
+        ),
     ] = 0.2,
     strategy: Annotated[
         str,
@@ -110,10 +114,13 @@ def loop_command(
         raise typer.Exit(2) from None
     rep = result.report
     where = rep["model"]["registry"] or rep["model"]["dir"]
+    typer.echo(rep["summary"])
     typer.echo(
-        f"trained on {rep['split']['train']} (val {rep['split']['val']}), predicted {rep['split']['pool']}, "
-        f"marked {rep['strategy']['query_cnt']} hard examples by {rep['strategy']['used']}; model: {where}"
+        f"predicted {rep['split']['pool']}, marked {rep['strategy']['query_cnt']} hard examples by "
+        f"{rep['strategy']['used']}; model: {where}"
     )
     typer.echo(f"predictions: {result.predictions_csv}")
     stop = rep["stopping"]
-    typer.echo(f"stopping: {'suggest stop' if stop['stop'] else 'continue'} ({stop['reason']})")
+    typer.echo(
+        f"stopping (round {stop['rounds']}): {'suggest stop' if stop['stop'] else 'continue'} ({stop['reason']})"
+    )

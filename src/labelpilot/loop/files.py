@@ -14,8 +14,9 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from labelpilot.data.types import Example, Target
+from labelpilot.data.types import Example, Prediction, Target
 from labelpilot.errors import InputError
 
 LABEL_FILE = "input_label.csv"
@@ -190,3 +191,30 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]
         w = csv.writer(fh)
         w.writerow(header)
         w.writerows(rows)
+
+
+def write_predictions(
+    path: Path,
+    rows: Sequence[Row],
+    preds: Sequence[Prediction],
+    scores: Any,
+    hard: Any,
+    rank: Any,
+    keys: Sequence[str],
+) -> None:
+    """``predictions.csv``: ``sampleId, path[, text], label, confidence, uncertainty, hard_example, rank,
+    prob_<label>...`` in input order. ``text`` is there when the unlabelled file had inline text: it echoes
+    that text, so hard rows can be read without joining back by ``sampleId`` (``path`` is empty for them)."""
+    with_text = any(r.inline for r in rows)
+    header = ["sampleId", "path", *(["text"] if with_text else []), "label", "confidence", "uncertainty"]
+    header += ["hard_example", "rank", *(f"prob_{k}" for k in keys)]
+    out = []
+    for i, (r, p) in enumerate(zip(rows, preds, strict=True)):
+        s = float(scores[i])
+        probs = p.probs or {}
+        out.append(
+            [r.sample_id, r.path, *([r.text if r.inline else ""] if with_text else []), MULTI_SEP.join(p.labels),
+             f"{p.score:.6f}", "" if s != s else f"{s:.6f}", int(hard[i]), int(rank[i])]
+            + [f"{probs.get(k, 0.0):.6f}" for k in keys]
+        )
+    write_csv(path, header, out)

@@ -7,14 +7,18 @@ untouched.
 
 Output (``output_dir``):
 
-- ``predictions.csv``: one row per unlabelled item, in input order, columns ``sampleId, path, label``
+- ``predictions.csv``: one row per unlabelled item, in input order, columns ``sampleId, path``, ``text``
+  (only when the input had inline text: echoed), ``label``
   (predicted, ``|``-separated when multi-label), ``confidence`` (the model's confidence in that label),
   ``uncertainty`` (the strategy's score, higher = more worth labelling), ``hard_example`` (1 for the
   ``query_cnt`` items to label next), ``rank`` (1 = label first; hard examples come first), then
   ``prob_<label>`` for every label;
-- ``report.json``: split sizes, training report and metrics, strategy, timings, stopping advice, and
-  where the model went;
-- ``model/``: the saved model, only when no registry is used (otherwise it is a new registry version).
+- ``report.json``: split sizes, ``training`` (what the final model holds, the early-stopping fit, the
+  round's ``quality`` and how it was measured; see :mod:`labelpilot.loop.quality`), ``summary`` (that in one
+  line), training report and metrics, strategy, timings, ``stopping`` advice and the round ``history``
+  (see :mod:`labelpilot.loop.history`), and where the model went;
+- ``model/``: the saved model and its ``loop_history.json``, only when no registry is used (otherwise it is
+  a new registry version, with the history in its ``al_*`` metrics).
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ import numpy as np
 from labelpilot.data.types import FitReport, Prediction
 from labelpilot.errors import InputError, NotFoundError
 from labelpilot.loop import files
+from labelpilot.loop import history as round_history
 from labelpilot.loop.plugin import PluginModel, is_plugin_class, load_object
+from labelpilot.loop.quality import describe, fit_round
 from labelpilot.loop.split import split_train_val
 from labelpilot.models.base import Model, families, family_for, get_family
 from labelpilot.models.bundle import MANIFEST, Bundle
@@ -46,14 +52,12 @@ from labelpilot.strategies import (
     Pool,
     Selection,
     UncertaintySampling,
-    agreement,
     canonical_name,
     get_strategy,
-    stop_advice,
 )
 
 #: ``options`` keys the loop itself reads; everything else goes to the model family's constructor.
-LOOP_OPTIONS = ("strategy_params", "dedupe", "family")
+LOOP_OPTIONS = ("strategy_params", "dedupe", "family", "refit")
 #: At most this many pool items are predicted by the previous model for the agreement (kappa) signal.
 STOP_SAMPLE = 5000
 #: Strategies that need vectors for the whole pool (the model's ``embed``). The others (diverse, badge,
@@ -107,29 +111,17 @@ def _load_bundle_dir(path: Path, hint: Any = None) -> tuple[LabelSchema, Control
 
 def _load_previous(
     model_id: str, reg: Registry | None, hint: Any = None
-) -> tuple[LabelSchema, ControlSpec, Model, str, list]:
-    """(schema, control, model, parent ref, [(kappa, mean uncertainty) of earlier rounds, newest last])."""
+) -> tuple[LabelSchema, ControlSpec, Model, str, list[dict[str, Any]]]:
+    """(schema, control, model, parent ref, history of earlier rounds, oldest first)."""
     if reg is not None and not Path(model_id).is_dir():
         name, version = parse_model_ref(model_id)
         mv = reg.get(name, version)
         schema, control, model = _load_bundle_dir(mv.path, hint)
-        history = []
-        cur: ModelVersion | None = mv
-        for _ in range(50):
-            if cur is None:
-                break
-            history.append((cur.metrics.get("al_kappa"), cur.metrics.get("al_mean_uncertainty")))
-            if not cur.parent:
-                break
-            try:
-                cur = reg.get(*parse_model_ref(cur.parent))
-            except (NotFoundError, InputError):
-                cur = None  # the parent was deleted or is not a registry reference
-        return schema, control, model, f"{mv.name}@{mv.version}", history[::-1]
+        return schema, control, model, f"{mv.name}@{mv.version}", round_history.from_registry(reg, mv)
     path = Path(model_id)
     if path.is_dir():
         schema, control, model = _load_bundle_dir(path, hint)
-        return schema, control, model, str(path), []
+        return schema, control, model, str(path), round_history.from_folder(path)
     raise InputError(
         f"model_id {model_id!r} is neither a folder with a saved model nor usable without a registry "
         "(pass registry= / --registry to load NAME@VERSION)",
@@ -229,12 +221,37 @@ def _check_known_labels(rows: Sequence[files.Row], control: ControlSpec) -> None
             raise InputError(f"{r.where}: several labels, but the model is single-label", field=r.file)
 
 
-def _pool_uncertainty(pool: Pool) -> np.ndarray:
-    return UncertaintySampling("least_confidence").scores(pool)
+def _mean_uncertainty(pool: Pool) -> float | None:
+    try:
+        unc = UncertaintySampling("least_confidence").scores(pool)
+    except ValueError:
+        return None
+    return float(np.nanmean(unc)) if np.isfinite(unc).any() else None
 
 
 def _predicted_key(p: Prediction) -> str:
     return "|".join(sorted(p.labels)) if p.error is None else "<error>"
+
+
+def _factory(model: Any, control: ControlSpec, seed: int) -> Any:
+    """A maker of fresh unfitted copies of ``model`` (for the loop's cross-validation), or None."""
+    if isinstance(model, PluginModel) or not callable(getattr(model, "get_params", None)):
+        return None
+    params = {k: v for k, v in model.get_params().items() if k != "control"}
+    return lambda: _build_model(type(model), control, params, seed)
+
+
+def _without_time_budget(model: Any, control: ControlSpec, opts: dict[str, Any], seed: int, refit: bool) -> Any:
+    """The round's final model holds every label: a family with a training ``time_budget`` (text-linear skips
+    its refit on all examples when the budget would be exceeded) gets an unlimited one unless the caller set
+    it. Only the parameters are copied; such a family trains from scratch on every fit."""
+    if not refit or "time_budget" in opts or isinstance(model, PluginModel):
+        return model
+    params = model.get_params() if callable(getattr(model, "get_params", None)) else {}
+    if "time_budget" not in params:
+        return model
+    params = {k: v for k, v in params.items() if k != "control"}
+    return _build_model(type(model), control, {**params, "time_budget": float("inf")}, seed)
 
 
 def _select(
@@ -294,6 +311,7 @@ def run_loop(
     output_dir = Path(output_dir)
     opts = dict(options or {})
     strategy_params = dict(opts.pop("strategy_params", None) or {})
+    refit = bool(opts.pop("refit", True))
     if "dedupe" in opts:
         strategy_params["dedupe"] = opts.pop("dedupe")
     strategy_name = DEFAULT_STRATEGY if strategy in (None, "", "default") else str(strategy)
@@ -321,7 +339,7 @@ def run_loop(
 
     reg = _open_registry(registry)
     ignored_opts: list[str] = []
-    history: list = []
+    history: list[dict[str, Any]] = []
     parent_ref: str | None = None
     prev_model: Model | None = None
     if model_id:
@@ -357,6 +375,7 @@ def run_loop(
         else:
             the_model = _build_model(cls, control, opts, random_seed, ignored_opts)
         ref_for_report = None
+    the_model = _without_time_budget(the_model, control, opts, random_seed, refit)
     if is_image and not isinstance(the_model, PluginModel) and TaskKind.IMAGE_CHOICES not in the_model.kinds:
         raise InputError("image models not available yet: give --model a seed-003 plug-in for images")
 
@@ -385,8 +404,18 @@ def run_loop(
                 random_seed=random_seed,
             )
 
-        # 2. the previous model's view of the pool, for the stopping signal
+        # 2. the previous round: history, and the previous model's (or predictions.csv's) view of the pool
         t0 = time.perf_counter()
+        prev_pred: dict[str, str] | None = None
+        if model_id:
+            history_note = f"earlier rounds from {ref_for_report}"
+        elif is_first_train:
+            history_note = "first round (is_first_train): no earlier rounds"
+        else:
+            history, prev_pred, history_note = round_history.from_output_dir(output_dir, control.label_keys)
+        history, rerun = round_history.drop_rerun(history, len(train_ex) + len(val_ex or ()))
+        if rerun:
+            history_note += "; a rerun of the last round replaces it"
         prev_keys: list[str] | None = None
         if prev_model is not None and not isinstance(prev_model, PluginModel):
             stop_idx = np.arange(len(pool_ex))
@@ -395,9 +424,20 @@ def run_loop(
             prev_keys = [_predicted_key(p) for p in prev_model.predict([pool_ex[i] for i in stop_idx])]
         t_prev = time.perf_counter() - t0
 
-        # 3. train (early stopping on val inside the model)
+        # 3. train: the seed-003 split for early stopping, then the final model on all labels (loop/quality.py)
         t0, c0 = time.perf_counter(), time.process_time()
-        fit_report: FitReport = the_model.fit(train_ex, val=val_ex or None)
+        round_fit = fit_round(
+            the_model,
+            train_ex,
+            val_ex,
+            keys=control.label_keys,
+            multi=control.multiple,
+            make=_factory(the_model, control, random_seed),
+            plugin=isinstance(the_model, PluginModel),
+            refit=refit,
+            seed=random_seed,
+        )
+        fit_report: FitReport = round_fit.report
         t_fit, c_fit = time.perf_counter() - t0, time.process_time() - c0
 
         # 4. predict the pool and query
@@ -424,24 +464,20 @@ def run_loop(
         )
         t_select, c_select = time.perf_counter() - t0, time.process_time() - c0
 
-        # stopping signal
-        try:
-            unc = _pool_uncertainty(pool)
-            mean_unc = float(np.nanmean(unc)) if np.isfinite(unc).any() else float("nan")
-        except ValueError:
-            mean_unc = float("nan")
-        kappa = changed = None
+        # stopping signal, from the round history (loop/history.py)
         if prev_keys is not None:
-            kappa, changed = agreement(prev_keys, [_predicted_key(preds[i]) for i in stop_idx])
-        kappas = [h[0] for h in history] + [kappa]
-        uncs = [h[1] for h in history] + [mean_unc]
-        advice = stop_advice([k for k in kappas if k is not None], [u for u in uncs if u is not None])
-        advice.changed = changed
+            prev_view: dict[str, str] | None = {pool_ids[i]: k for i, k in zip(stop_idx, prev_keys, strict=True)}
+        else:
+            prev_view = prev_pred if not rerun else None
+        new_history, advice = round_history.advise(
+            history, round_fit.n_labels, round_fit.quality, _mean_uncertainty(pool),
+            prev_view, pool_ids, [_predicted_key(p) for p in preds],
+        )
         metrics = dict(fit_report.metrics)
-        metrics["al_mean_uncertainty"] = mean_unc
-        if kappa is not None:
-            metrics["al_kappa"] = kappa
-            metrics["al_changed"] = changed  # type: ignore[assignment]
+        last = new_history[-1]
+        for key in ("mean_uncertainty", "kappa", "changed", "quality", "n_labels"):
+            if last.get(key) is not None:
+                metrics[f"al_{key}"] = last[key]
         fit_report.metrics = metrics
 
         # 5. stage the outputs next to output_dir, register the model, then move everything in
@@ -453,26 +489,9 @@ def run_loop(
             rank[selection.ranking()] = np.arange(1, pool.size + 1)
             hard = np.zeros(pool.size, dtype=bool)
             hard[selection.indices] = True
-            keys = control.label_keys
-            header = ["sampleId", "path", "label", "confidence", "uncertainty", "hard_example", "rank"]
-            header += [f"prob_{k}" for k in keys]
-            out_rows = []
-            for i, (r, p) in enumerate(zip(pool_rows, preds, strict=True)):
-                s = selection.scores[i]
-                probs = p.probs or {}
-                out_rows.append(
-                    [
-                        r.sample_id,
-                        r.path,
-                        "|".join(p.labels),
-                        f"{p.score:.6f}",
-                        "" if np.isnan(s) else f"{s:.6f}",
-                        int(hard[i]),
-                        int(rank[i]),
-                    ]
-                    + [f"{probs.get(k, 0.0):.6f}" for k in keys]
-                )
-            files.write_csv(stage / files.PREDICTIONS_FILE, header, out_rows)
+            files.write_predictions(
+                stage / files.PREDICTIONS_FILE, pool_rows, preds, selection.scores, hard, rank, control.label_keys
+            )
             bundle = Bundle(schema, {control.name: the_model})
             mv: ModelVersion | None = None
             model_dir: Path | None = None
@@ -483,6 +502,7 @@ def run_loop(
                 mv = reg.register(name, bundle, report=fit_report, parent=parent_ref)
             else:
                 bundle.save(stage / "model")
+                round_history.write_folder(stage / "model", new_history)
                 model_dir = output_dir / "model"
             report = {
                 "input_dir": str(input_dir),
@@ -497,6 +517,8 @@ def run_loop(
                     "pool": len(pool_rows),
                 },
                 "val_ids": sorted(str(e.id) for e in val_ex or ()),
+                "training": round_fit.to_dict(),
+                "summary": describe(round_fit),
                 "labels": control.label_keys,
                 "multi_label": control.multiple,
                 "model": {
@@ -513,7 +535,8 @@ def run_loop(
                     "info": _jsonable(selection.info),
                 },
                 "hard_examples": [pool_ids[i] for i in selection.indices],
-                "stopping": advice.to_dict(),
+                "stopping": {**advice.to_dict(), "rounds": len(new_history), "history_source": history_note},
+                "history": new_history,
                 "seconds": {
                     "previous_model_predict": round(t_prev, 3),
                     "fit": round(t_fit, 3),

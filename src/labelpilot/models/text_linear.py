@@ -46,6 +46,7 @@ import scipy.sparse as sp
 
 from labelpilot.data.types import Example, FitReport, Prediction
 from labelpilot.errors import InputError, NotFoundError, TrainingError
+from labelpilot.models import encoder_hooks
 from labelpilot.models.base import Progress
 from labelpilot.schema.types import TAXONOMY_SEP, ControlSpec, TaskKind
 
@@ -100,6 +101,10 @@ _DEFAULTS: dict[str, Any] = {
     "embed_dim": 64,
     "embed_features": 20000,
     "seed": 0,
+    # the text encoder (labelpilot.encoders), when it loads: zero-shot from label names before training,
+    # a few-shot head mixed with the TF-IDF model after (models/text_zeroshot.py, models/text_fewshot.py)
+    "encoder": True,
+    "label_descriptions": None,  # {label key: description} for zero-shot, besides <Choice hint="...">
 }
 
 # learned state (everything fit sets), copied from the instance that trained
@@ -119,6 +124,7 @@ _LEARNED = (
     "embed_cols_",
     "embed_components_",
     "report_",
+    "fewshot_",
 )
 
 _jieba_lock = threading.Lock()
@@ -399,6 +405,9 @@ class TextLinearModel:
         self.embed_cols_: np.ndarray | None = None
         self.embed_components_: np.ndarray | None = None
         self.report_: FitReport | None = None
+        self.fewshot_: Any = None  # text_fewshot.FewShotHead when the encoder was used
+        self._fewshot_inputs: dict[str, Any] | None = None  # what _fit leaves for the few-shot head
+        self._zero_shot: Any = None  # text_zeroshot.ZeroShot, built on first use
         self._control_cache: tuple[ControlSpec, np.ndarray, np.ndarray] | None = None
         self._index: _KeyIndex | None = None  # built from vocab_ on first use
 
@@ -539,6 +548,7 @@ class TextLinearModel:
         with threadpool_limits(limits=1), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # liblinear's ConvergenceWarning at the capped max_iter
             report = fresh._fit(examples, val, progress)
+            encoder_hooks.after_fit(fresh, report)
         for attr in _LEARNED:
             setattr(self, attr, getattr(fresh, attr))
         self._index = None
@@ -620,12 +630,14 @@ class TextLinearModel:
             eval_note = f"metrics on the {val_x.shape[0]} given validation examples"
             final = fitted
             n_eval = int(val_x.shape[0])
+            heldout: dict[str, Any] = {"val": [val[j] for j in good], "val_y": val_y}
         elif n <= int(self.cv_max_n):
             folds = self._folds(y, multilabel, rng)
             cal_scores, cal_y = self._oof_scores(x, y, k, multilabel, folds)
             eval_note = f"metrics from {len(folds)}-fold out-of-fold predictions"
             final = None
             n_eval = n if folds else 0
+            heldout = {"rows": np.arange(n) if folds else None}
         else:
             ho = self._holdout(y, multilabel, rng)
             tr = np.setdiff1d(np.arange(n), ho)
@@ -637,6 +649,7 @@ class TextLinearModel:
             final = fitted
             n_eval = int(ho.shape[0])
             n_final = int(tr.shape[0])
+            heldout = {"rows": ho}
             elapsed = time.perf_counter() - t0
             estimate = fit_seconds * n / max(tr.shape[0], 1) * 1.1 + 1.0
             if not self.refit:
@@ -652,6 +665,8 @@ class TextLinearModel:
         self.multilabel_ = multilabel
         self.classes_ = classes
         metrics = self._calibrate(cal_scores, cal_y, k, multilabel)
+        held_probs = getattr(self, "_heldout_probs", None)
+        self._fewshot_inputs = {"train": train_examples, "y": y, "probs": held_probs, **heldout}
         if final is None:
             step(4, f"refitting on all {n} examples")
             final = self._fit_core(x, y, k, multilabel)
@@ -843,6 +858,7 @@ class TextLinearModel:
         a, t, b = (float(v) for v in res.x)
         self.calibration_ = {"a": a, "t": t, "b": b, "fitted": True}
         prob = _softmax(logits(res.x)[0])
+        self._heldout_probs = prob
         pred = prob.argmax(axis=1)
         return {
             "accuracy": float((pred == y).mean()),
@@ -964,11 +980,22 @@ class TextLinearModel:
         if not self.is_fitted:
             raise NotFoundError("text-linear model is not fitted", field=self.control.name)
         z = self._logits(examples)
-        return _sigmoid(z) if self.multilabel_ else _softmax(z)
+        if self.multilabel_:
+            return _sigmoid(z)
+        p = _softmax(z)
+        return self.fewshot_.combine(p, examples) if self.fewshot_ is not None else p
+
+    def zero_shot_ready(self) -> bool:
+        """True when an untrained model can pre-label from its label names (the encoder loads and the names
+        mean something): see models/text_zeroshot.py."""
+        return encoder_hooks.zero_shot(self) is not None
 
     def predict(self, examples: Sequence[Example]) -> list[Prediction]:
         if not self.is_fitted:
-            raise NotFoundError("text-linear model is not fitted", field=self.control.name)
+            zero_shot = encoder_hooks.zero_shot(self)
+            if zero_shot is None:
+                raise NotFoundError("text-linear model is not fitted", field=self.control.name)
+            return zero_shot.predict(examples)
         if not examples:
             return []
         try:
@@ -1065,6 +1092,10 @@ class TextLinearModel:
         if self.embed_cols_ is not None and self.embed_components_ is not None:
             arrays["embed_cols"] = self.embed_cols_
             arrays["embed_components"] = self.embed_components_
+        fewshot_meta = None
+        if self.fewshot_ is not None:
+            fs_arrays, fewshot_meta = self.fewshot_.to_saved()
+            arrays.update(fs_arrays)
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
         meta = {
             "family": self.name,
@@ -1076,6 +1107,7 @@ class TextLinearModel:
             "nb_scale": self.nb_scale_,
             "svc_spread": self.svc_spread_,
             "calibration": self.calibration_,
+            "fewshot": fewshot_meta,
             "report": self.report_.to_dict() if self.report_ is not None else None,
         }
         tmp = directory / (_ARRAYS_FILE + ".tmp.npz")
@@ -1109,6 +1141,7 @@ class TextLinearModel:
             if "embed_cols" in z:
                 model.embed_cols_ = z["embed_cols"]
                 model.embed_components_ = z["embed_components"]
+            model.fewshot_ = encoder_hooks.load_head(z, meta.get("fewshot"))
         model.classes_ = list(meta["classes"])
         model.multilabel_ = bool(meta["multilabel"])
         model.nb_scale_ = float(meta.get("nb_scale", 0.0))

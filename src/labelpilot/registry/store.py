@@ -22,6 +22,7 @@ from typing import Any
 
 from labelpilot.data.types import FitReport
 from labelpilot.errors import InputError, NotFoundError
+from labelpilot.ids import parse_uint
 from labelpilot.models.bundle import Bundle
 from labelpilot.sqlitedb import ThreadLocalSQLite
 
@@ -320,6 +321,7 @@ def parse_model_ref(ref: str) -> tuple[str, int | None]:
     if not sep:
         return ref, None
     ver = ver[1:] if ver.lower().startswith("v") else ver
-    if not ver.isdigit():
+    version = parse_uint(ver)
+    if version is None:
         raise InputError(f"bad model reference {ref!r}: expected NAME or NAME@VERSION", field="model")
-    return name, int(ver)
+    return name, version

@@ -15,6 +15,7 @@ from functools import lru_cache
 from lxml import etree
 
 from labelpilot.errors import SchemaError
+from labelpilot.ids import parse_uint
 from labelpilot.schema.types import (
     SUPPORTED,
     TEXT_OBJECTS,
@@ -66,6 +67,7 @@ def _label_of(el: etree._Element, path: tuple[str, ...] = ()) -> LabelSpec:
         predicted_values=_split_values(el.get("predicted_values")),
         score_threshold=_float_attr(el, "model_score_threshold", "score_threshold"),
         path=path,
+        hint=(el.get("hint") or "").strip() or None,
     )
 
 
@@ -172,7 +174,7 @@ def parse_label_config(config: str) -> LabelSchema:
         if ctype.lower() == "taxonomy":
             labels = _taxonomy_labels(el)
             max_usages = el.get("maxUsages")
-            multiple = bool(max_usages and max_usages.isdigit() and int(max_usages) > 1)
+            multiple = bool((parse_uint(max_usages) or 0) > 1)
         else:
             labels = _flat_labels(el)
             multiple = el.get("choice", "single").lower() == "multiple"

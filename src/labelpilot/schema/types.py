@@ -61,6 +61,7 @@ class LabelSpec:
     predicted_values: tuple[str, ...] = ()
     score_threshold: float | None = None  # per-label threshold (multi-label), from model_score_threshold
     path: tuple[str, ...] = ()  # taxonomy: path from the root, ending with this label
+    hint: str | None = None  # a description of the label (the <Choice hint="..."> attribute), for zero-shot
 
     @property
     def key(self) -> str:

@@ -24,6 +24,7 @@ from labelpilot.server.errors import install_error_handlers
 from labelpilot.server.limits import BodyLimit
 from labelpilot.server.metrics import Metrics
 from labelpilot.server.offload import Lanes, freeze_heap
+from labelpilot.server.openapi import install_docs
 from labelpilot.server.predictor import Predictor
 
 log = logging.getLogger("labelpilot.server")
@@ -112,7 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         runner = make_runner(settings, store, on_done=warm)
         app.state.lanes = Lanes(settings)
-        threading.Thread(target=_preload, args=(predictor, store), name="labelpilot-preload", daemon=True).start()
+        # one thread: the text encoder first, then the serving models that may use it
+        threading.Thread(target=_warm_start, args=(predictor, store), name="labelpilot-warm-up", daemon=True).start()
         app.state.settings = settings
         app.state.registry = registry
         app.state.store = store
@@ -131,8 +133,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             runner.shutdown()
             app.state.lanes.shutdown()
 
-    app = FastAPI(title="labelpilot", version=__version__, lifespan=lifespan, docs_url="/docs")
+    app = FastAPI(title="labelpilot", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
     install_error_handlers(app)
+    install_docs(app, "labelpilot")
     offload.install(app)
     app.include_router(ls_backend.public)
     app.include_router(ls_backend.router)
@@ -145,9 +149,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _preload(predictor: Predictor, store: ProjectStore, limit: int = 16) -> None:
-    """Load and warm the serving model of the most recently used projects in the background at start-up, so
-    the first /predict of each server process (one per uvicorn worker) does not pay for it."""
+def _load_encoder() -> None:
+    """Load the text encoder in the background at start-up, so the first /setup or /predict need not wait
+    for it (a failure is remembered and reported at /setup)."""
+    from labelpilot.encoders import encoder_problem
+
+    problem = encoder_problem()
+    if problem:
+        log.warning("text encoder: %s", problem)
+
+
+def _warm_start(predictor: Predictor, store: ProjectStore, limit: int = 16) -> None:
+    """At start-up, in the background: the text encoder, then the serving model of the most recently used
+    projects, so the first /predict of each server process (one per uvicorn worker) does not pay for them."""
+    _load_encoder()
     for uid in store.project_uids()[:limit]:
         try:
             predictor.serving(uid)
@@ -199,7 +214,9 @@ def create_model_app(export_dir: Path | str, settings: Settings | None = None) -
                                 field="version")
         return mv, bundle
 
-    app = FastAPI(title=f"labelpilot model {mv.name}", version=__version__)
+    app = FastAPI(title=f"labelpilot model {mv.name}", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    install_docs(app, f"labelpilot model {mv.name}")
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.resolve_model = resolve

@@ -1,9 +1,15 @@
-"""Every error becomes a JSON body with the status in one place; nothing leaks an HTML page."""
+"""Every error becomes a JSON body with the status in one place; nothing leaks an HTML page or a traceback.
+
+An unexpected exception is answered by :class:`CatchAll` (a pure ASGI middleware inside Starlette's own
+error middleware) with a JSON 500 and logged with its traceback. Starlette's ``Exception`` handler would
+re-raise after answering, and uvicorn then closes the keep-alive connection; CatchAll does not re-raise.
+"""
 
 from __future__ import annotations
 
 import logging
-import traceback
+import uuid
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,15 +49,37 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=headers,
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSON:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSON(
-            {
-                "status": 500,
-                "detail": f"{type(exc).__name__}: {exc}",
-                "request": dict(request.query_params),
-                "result": {"traceback": traceback.format_exc(limit=5)},
-            },
-            status_code=500,
-        )
+    app.add_middleware(CatchAll)
+
+
+def internal_error_body(ref: str) -> dict[str, Any]:
+    return {"status": 500, "error": "InternalError",
+            "detail": f"an unexpected error; the server log has the details under reference {ref}"}
+
+
+class CatchAll:
+    """Answer any exception a route raises with a JSON 500 (no traceback) and keep the connection."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def _send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _send)
+        except Exception:
+            ref = uuid.uuid4().hex[:12]
+            log.exception("unhandled error on %s %s (reference %s)", scope.get("method"), scope.get("path"), ref)
+            if started:  # half a response went out: nothing sane can follow
+                raise
+            await JSON(internal_error_body(ref), status_code=500)(scope, receive, send)

@@ -9,25 +9,28 @@ import io
 import json
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
 import ijson
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
 from labelpilot import __version__
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError, SchemaError
 from labelpilot.jobs.state import ProjectStore, project_uid
 from labelpilot.jobs.training import model_name
 from labelpilot.models.base import family_for, get_family
-from labelpilot.schema import LabelSchema, parse_label_config, require_supported
+from labelpilot.netpolicy import origin
+from labelpilot.schema import LabelSchema, TaskKind, parse_label_config, require_supported
 from labelpilot.server.auth import CHALLENGE, basic_ok, require_basic, require_secret_path, secret_ok
 from labelpilot.server.limits import check_task_count, oversized_texts, text_too_long
 from labelpilot.server.offload import gc_paused
+from labelpilot.server.openapi import EXAMPLE_CONFIG, TASKS_SCHEMA, WebhookEvent, json_body
 from labelpilot.server.responses import JSON
+from labelpilot.server.webhook_events import MAX_SKIPPED_NAMED, AnnotationEvent, parse_annotation_event
 
 log = logging.getLogger("labelpilot.server")
 
@@ -56,7 +59,7 @@ class SetupRequest(BaseModel):
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
-    tasks: list[Any]
+    tasks: Annotated[list[Any], WithJsonSchema(TASKS_SCHEMA)]  # one task object is accepted too
     label_config: str | None = None
     project: str | int | None = None
     params: dict[str, Any] | None = None
@@ -145,6 +148,21 @@ def family_problems(schema: LabelSchema) -> list[str]:
     return out
 
 
+def encoder_problems(schema: LabelSchema) -> list[str]:
+    """The text encoder cannot load for a config whose text classification would use it: say so at /setup
+    (those controls get no zero-shot pre-labels, and the TF-IDF model alone after training)."""
+    from labelpilot.encoders import encoder_problem
+
+    users = [c.name for c in schema.controls if c.kind in ENCODER_KINDS]
+    problem = encoder_problem() if users else None
+    if not problem:
+        return []
+    return [f"controls {users}: no zero-shot pre-labels and TF-IDF only after training: {problem}"]
+
+
+ENCODER_KINDS = frozenset({TaskKind.TEXT_CHOICES, TaskKind.TEXT_TAXONOMY})
+
+
 public = APIRouter()
 router = APIRouter(dependencies=[Depends(require_basic)])
 hooks = APIRouter(dependencies=[Depends(require_secret_path)])
@@ -156,13 +174,13 @@ async def health(request: Request) -> JSON:
     return JSON(health_body(request))
 
 
-@router.post("/setup")
+@router.post("/setup", openapi_extra=json_body(SetupRequest, {"project": "1.1700000000", "schema": EXAMPLE_CONFIG}))
 async def setup(request: Request) -> JSON:
     req: SetupRequest = validate(SetupRequest, await read_json(request))
     state = request.app.state
     uid = str(req.project)
-    schema = parse_label_config(req.label_config)
-    state.store.upsert_project(
+    schema = require_supported(parse_label_config(req.label_config))  # a refused config is never stored
+    dropped = state.store.upsert_project(
         uid,
         label_config=req.label_config,
         hostname=req.hostname,
@@ -170,8 +188,12 @@ async def setup(request: Request) -> JSON:
         extra_params=req.extra_params,
         authed=True,
     )
-    require_supported(schema)
-    problems = schema.problems() + family_problems(schema)
+    from starlette.concurrency import run_in_threadpool
+
+    problems = schema.problems() + family_problems(schema) + await run_in_threadpool(encoder_problems, schema)
+    if dropped:
+        problems.append(f"hostname changed to {origin(req.hostname or '')} without an access_token: the token "
+                        "stored for the previous Label Studio was dropped and is never sent to the new one")
     if problems:
         log.warning("project %s: %s", uid, "; ".join(problems))
     body: dict[str, Any] = {"model_version": state.predictor.version_tag(uid, schema)}
@@ -180,7 +202,9 @@ async def setup(request: Request) -> JSON:
     return JSON(body)
 
 
-@router.post("/predict")
+@router.post("/predict", openapi_extra=json_body(PredictRequest, {
+    "tasks": [{"id": 1, "data": {"text": "great quality"}}], "label_config": EXAMPLE_CONFIG,
+    "project": "1.1700000000"}))
 async def predict(request: Request) -> JSON:
     req: PredictRequest = validate(PredictRequest, await read_json(request))
     state = request.app.state
@@ -226,7 +250,9 @@ def _splice_refused(
     return out
 
 
-@hooks.post("/webhook")
+@hooks.post("/webhook", openapi_extra=json_body(WebhookEvent, {
+    "action": "ANNOTATION_CREATED", "project": {"id": 1, "created_at": "2023-11-14T22:13:20Z"},
+    "task": {"id": 1, "data": {"text": "great"}}, "annotation": {"id": 1, "result": []}}))
 async def webhook(request: Request) -> JSON:
     state = request.app.state
     settings = state.settings
@@ -251,17 +277,28 @@ async def webhook(request: Request) -> JSON:
                 status_code=401,
                 headers=CHALLENGE,
             )
-    config = project.get("label_config") if isinstance(project, dict) else None
-    if config:
-        state.store.upsert_project(uid, label_config=config)
+    bulk_action = action in ("ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED")
+    if bulk_action and not isinstance(body.get("annotations"), list | None):
+        raise InputError("annotations must be a list", field="annotations")
+    # a single event's ids are checked here (a 422 before anything changes); a bulk event's in the lane
+    event = parse_annotation_event(action, body) if action in ANNOTATION_EVENTS and not bulk_action else None
     out: dict[str, Any] = {"status": "ok", "project": uid}
+    config_note = _take_config(state.store, uid, project, trusted)
+    if config_note:
+        out["warnings"] = [config_note]
     if action in TRAIN_EVENTS:
         job_id, deferred = state.runner.submit(uid, action, full_export=True)
         out["training"] = {"job_id": job_id, "state": "coalesced" if deferred else "queued"}
         return JSON(out, status_code=201)
-    # the bulk list is handed over, so its last reference (100,000 dicts to free) dies in the worker thread
+    # parsed (bulk), stored and counted in one transaction in the webhook lane; the bulk list is handed over so
+    # its last reference (100,000 dicts to free) dies in the worker thread, not on the event loop
     handed = [body.pop("annotations", None)]
-    since = await state.lanes.events.run(_store_annotation_event, state.store, uid, action, body, handed)
+    rest = body
+    since, skipped = await state.lanes.events.run(_store_annotation_event, state.store, uid, action, rest, handed,
+                                                  event)
+    if skipped:
+        out["skipped"] = skipped[:MAX_SKIPPED_NAMED]
+        log.warning("webhook %s %s: skipped %d entries: %s", action, uid, len(skipped), skipped[:3])
     out["annotations_since_training"] = since
     if settings.retrain_every and since >= settings.retrain_every:
         state.store.reset_counter(uid)
@@ -270,37 +307,44 @@ async def webhook(request: Request) -> JSON:
     return JSON(out, status_code=201)
 
 
+def _take_config(store, uid: str, project: Any, trusted: bool) -> str | None:
+    """A webhook's ``project.label_config`` replaces the stored config only when the event is authenticated
+    (basic auth or the secret path) and the config is one labelpilot can serve; otherwise it is ignored
+    (the stored config comes from /setup). Returns a note when a config was ignored."""
+    config = project.get("label_config") if isinstance(project, dict) else None
+    if not config or not isinstance(config, str):
+        return None
+    if not trusted:
+        known = store.project(uid)
+        if known and known.get("label_config") != config:
+            log.warning("project %s: ignored the label_config of an unauthenticated webhook", uid)
+        return None
+    try:
+        require_supported(parse_label_config(config))
+    except SchemaError as exc:
+        log.warning("project %s: ignored the webhook's label_config: %s", uid, exc.message)
+        return f"project.label_config was not stored: {exc.message}"
+    store.upsert_project(uid, label_config=config)
+    return None
+
+
 def _store_annotation_event(
-    store: ProjectStore, uid: str, action: str, body: dict[str, Any], handed: list[Any]
-) -> int:
-    """Store and count one annotation event in one transaction (in the ``events`` lane); the new counter.
-    ``handed`` holds the event's ``annotations`` (taken out of ``body``)."""
+    store: ProjectStore, uid: str, action: str, rest: dict[str, Any], handed: list[Any],
+    event: AnnotationEvent | None,
+) -> tuple[int, list[str]]:
+    """Check the ids of a bulk event (a single event's ``event`` was checked on the loop), store the
+    annotations and add the count in ONE transaction; the new counter and the skipped entries. ``handed``
+    holds the event's ``annotations`` list, taken out of the body."""
     with gc_paused():
         bulk = handed.pop()
-        since = _store_event(store, uid, action, body, bulk)
-        while isinstance(bulk, list) and bulk:  # freed one by one: a single free of 100,000 dicts holds the lock
+        if event is None:
+            event = parse_annotation_event(action, {**rest, "annotations": bulk})
+        since = store.record_annotation_event(uid, put=event.items, delete=event.deleted, count=event.count)
+        while event.items:  # freed one by one: one free of 100,000 dicts would hold the interpreter lock
+            event.items.pop()
+        while isinstance(bulk, list) and bulk:
             bulk.pop()
-        return since
-
-
-def _store_event(store: ProjectStore, uid: str, action: str, body: dict[str, Any], bulk: Any) -> int:
-    annotations = bulk if action in ("ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED") else [body.get("annotation")]
-    annotations = [a for a in annotations if isinstance(a, dict)] if isinstance(annotations, list) else []
-    if action == "ANNOTATIONS_DELETED":
-        ids = [i for a in annotations if (i := _int_id(a.get("id"))) is not None]
-        return store.record_annotation_event(uid, delete=ids, count=max(len(ids), 1))
-    pairs = []
-    for ann in annotations:
-        task = ann.get("task") if isinstance(ann.get("task"), dict) else body.get("task")
-        if isinstance(task, dict):
-            pairs.append((task, ann))
-    return store.record_annotation_event(uid, put=pairs, count=max(len(annotations), 1))
-
-
-def _int_id(value: Any) -> int | None:
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value)
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else None
+        return since, event.skipped
 
 
 @router.get("/versions")

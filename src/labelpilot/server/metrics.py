@@ -1,4 +1,9 @@
-"""Prometheus metrics of this process (a registry of its own, so tests can run several apps)."""
+"""Prometheus metrics of this process (a registry of its own, so tests can run several apps).
+
+Label values are bounded: routes come from a fixed list (the middleware), methods from the HTTP verbs,
+statuses are numbers, and model names only appear once they name a served model, with at most
+``MAX_MODEL_SERIES`` (model, version) pairs; later ones are counted as ``other``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+MAX_MODEL_SERIES = 200
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 _BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 100)
 
@@ -34,9 +42,24 @@ class Metrics:
             buckets=_BUCKETS, registry=self.registry,
         )
 
+        self._model_series: set[tuple[str, str]] = set()
+
     def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
+        method = method if method in HTTP_METHODS else "OTHER"
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route, method).observe(seconds)
+
+    def observe_model(self, model: str, version: str, status: str, seconds: float) -> None:
+        """One predict-service request; ``model`` and ``version`` must name a served model (or be
+        ``unknown``); past MAX_MODEL_SERIES pairs they become ``other``."""
+        key = (model, version)
+        if key not in self._model_series:
+            if len(self._model_series) >= MAX_MODEL_SERIES:
+                key = ("other", "other")
+            else:
+                self._model_series.add(key)
+        self.model_requests.labels(*key, status).inc()
+        self.model_latency.labels(*key).observe(seconds)
 
     def observe_predict(self, n_tasks: int, seconds: float, n_errors: int) -> None:
         self.predicted.inc(n_tasks)

@@ -22,10 +22,12 @@ from fastapi import APIRouter, Depends, Request
 
 from labelpilot.data.types import Example, Prediction
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError
+from labelpilot.ids import parse_uint
 from labelpilot.models.bundle import Bundle
 from labelpilot.registry import ModelVersion
 from labelpilot.schema import TaskKind
 from labelpilot.server.limits import check_task_count, text_too_long
+from labelpilot.server.openapi import V1_BODY, V1_EXAMPLE, json_body
 from labelpilot.server.responses import JSON
 
 MAX_IMAGE_BYTES = 20_000_000
@@ -116,35 +118,34 @@ async def _predict(request: Request, name: str, version: int | None) -> JSON:
     state = request.app.state
     t0 = time.perf_counter()
     status = "ok"
-    label_version = "?" if version is None else str(version)
+    labels = ("unknown", "unknown")  # a name from the URL becomes a label only once it names a model
     try:
+        # loading a bundle (the first time) and predicting run in the prediction lane, never on the event loop
+        mv, bundle = await state.lanes.model.run(state.resolve_model, name, version)
+        labels = (name, str(mv.version))
         from labelpilot.server.ls_backend import read_json
 
         items, batched = _instances(await read_json(request))
         if not items:
             raise InputError("give at least one instance", field="instances")
         check_task_count(len(items), state.settings, field="instances")
-        mv, answers = await state.lanes.model.run(
-            _predict_items, state.resolve_model, name, version, items, state.settings.max_text_chars,
-            timeout=state.settings.predict_timeout,
+        answers = await state.lanes.model.run(
+            _predict_items, bundle, items, state.settings.max_text_chars, timeout=state.settings.predict_timeout
         )
-        label_version = str(mv.version)
         body: dict[str, Any] = {"model": name, "version": mv.version}
         body |= {"predictions": answers} if batched else answers[0]
         return JSON(body)
     except LabelpilotError as exc:
         status = str(exc.status_code)
         raise
+    except Exception:
+        status = "500"
+        raise
     finally:
-        state.metrics.model_requests.labels(name, label_version, status).inc()
-        state.metrics.model_latency.labels(name, label_version).observe(time.perf_counter() - t0)
+        state.metrics.observe_model(*labels, status, time.perf_counter() - t0)
 
 
-def _predict_items(
-    resolve: Resolver, name: str, version: int | None, items: list[Any], max_chars: int
-) -> tuple[ModelVersion, list[dict[str, Any]]]:
-    """Load (once) and run the model: in the prediction lane, never on the event loop."""
-    mv, bundle = resolve(name, version)
+def _predict_items(bundle: Bundle, items: list[Any], max_chars: int) -> list[dict[str, Any]]:
     control_name, model = next(iter(bundle.models.items()))
     control = bundle.schema.control(control_name)
     if control.kind in (TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES):
@@ -154,20 +155,21 @@ def _predict_items(
     else:  # text: no temporary folder per request
         examples = [_example(item, i, control.kind, Path(), max_chars) for i, item in enumerate(items)]
         preds = model.predict(examples)
-    return mv, [_answer(p, ex, control.label_keys, control.kind) for p, ex in zip(preds, examples, strict=True)]
+    return [_answer(p, ex, control.label_keys, control.kind) for p, ex in zip(preds, examples, strict=True)]
 
 
-@router.post("/models/{name}/predict")
+@router.post("/models/{name}/predict", openapi_extra=json_body(V1_BODY, V1_EXAMPLE))
 async def predict_serving(request: Request, name: str) -> JSON:
     return await _predict(request, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/predict")
+@router.post("/models/{name}/versions/{version}/predict", openapi_extra=json_body(V1_BODY, V1_EXAMPLE))
 async def predict_version(request: Request, name: str, version: str) -> JSON:
-    v = version[1:] if version.lower().startswith("v") else version
-    if not v.isdigit():
-        raise NotFoundError(f"no version {version!r} of model {name!r}", field="version")
-    return await _predict(request, name, int(v))
+    v = parse_uint(version[1:] if version[:1] in ("v", "V") else version)
+    if v is None:
+        raise NotFoundError(f"no version {version!r} of model {name!r}: a version is a number like 3 or v3",
+                            field="version")
+    return await _predict(request, name, v)
 
 
 @router.get("/models")

@@ -5,6 +5,8 @@ Two signals, both computed on the items still unlabelled (a "stop set" that cost
 - **stabilising predictions** (Bloodgood & Vijay-Shanker 2009): Cohen's kappa between the labels that the
   previous and the current model predict on the same items; when kappa stays >= ``kappa`` (0.99) for
   ``window`` consecutive rounds, more labels barely change the model.
+- **quality plateau**: the round's quality (cross-validated over all labels) improved by less than
+  ``quality_delta`` over the last ``quality_window`` rounds compared with the best before them;
 - **overall uncertainty**: the mean uncertainty of the pool; when it stops falling (changes by less than
   ``uncertainty_delta`` over the window) or is below ``max_uncertainty``, the model has little left to learn
   from this pool.
@@ -69,19 +71,29 @@ def stop_advice(
     window: int = 3,
     uncertainty_delta: float = 0.005,
     max_uncertainty: float | None = None,
+    qualities: Sequence[float | None] = (),
+    quality_window: int = 2,
+    quality_delta: float = 0.01,
 ) -> StopAdvice:
     """Suggest stopping from per-round histories (oldest first; the last entry is this round).
 
     ``kappas[i]`` is the agreement of round i's model with round i-1's on the pool (NaN or missing for the
-    first round); ``mean_uncertainties[i]`` the mean uncertainty of round i's model on its pool.
+    first round); ``mean_uncertainties[i]`` the mean uncertainty of round i's model on its pool;
+    ``qualities[i]`` round i's quality (e.g. cross-validated accuracy; None when not measured).
     """
     ks = [k for k in kappas if k is not None and not np.isnan(k)]
     us = [u for u in mean_uncertainties if u is not None and not np.isnan(u)]
-    hist = {"kappa": list(ks), "mean_uncertainty": list(us)}
+    qs = [q for q in qualities if q is not None and not np.isnan(q)]
+    hist = {"kappa": list(ks), "mean_uncertainty": list(us), "quality": list(qs)}
     last_k = ks[-1] if ks else None
     last_u = us[-1] if us else None
     if len(ks) >= window and min(ks[-window:]) >= kappa:
         reason = f"predictions stable: kappa >= {kappa} for the last {window} rounds"
+        return StopAdvice(True, reason, last_k, None, last_u, hist)
+    if len(qs) > quality_window and qs[-1] - max(qs[:-quality_window]) < quality_delta:
+        best = max(qs[:-quality_window])
+        reason = (f"quality plateau: {qs[-1]:.3f} now, best {best:.3f} before the last {quality_window} rounds "
+                  f"(gain < {quality_delta})")
         return StopAdvice(True, reason, last_k, None, last_u, hist)
     if max_uncertainty is not None and last_u is not None and last_u <= max_uncertainty:
         return StopAdvice(True, f"mean uncertainty {last_u:.4f} <= {max_uncertainty}", last_k, None, last_u, hist)
@@ -90,6 +102,8 @@ def stop_advice(
         return StopAdvice(True, reason, last_k, None, last_u, hist)
     need = max(0, window - len(ks))
     why = "keep labelling" + (f": need {need} more round(s) of agreement data" if need else ": model still changing")
+    if len(qs) >= 2:
+        why += f"; quality {qs[-2]:.3f} -> {qs[-1]:.3f}"
     return StopAdvice(False, why, last_k, None, last_u, hist)
 
 

@@ -52,14 +52,14 @@ _state: dict[str, Any] = {}
 
 def torch_threads() -> int:
     env = os.environ.get("LABELPILOT_TORCH_THREADS")
-    if env and env.isdigit() and int(env) > 0:
+    if env and env.isascii() and env.isdigit() and int(env) > 0:
         return int(env)
     return max(1, min(2, os.cpu_count() or 1))
 
 
 def ort_threads() -> int:
     env = os.environ.get("LABELPILOT_ORT_THREADS")
-    if env and env.isdigit() and int(env) > 0:
+    if env and env.isascii() and env.isdigit() and int(env) > 0:
         return int(env)
     return max(1, min(2, os.cpu_count() or 1))
 

@@ -350,7 +350,7 @@ def train_threads() -> int:
     """Torch threads for training: ``$LABELPILOT_TORCH_THREADS``, else 1 when the cores are already busy
     (load average >= cores - 0.5: OpenMP threads then spin and one epoch took 9x longer), else up to 2."""
     env = os.environ.get("LABELPILOT_TORCH_THREADS")
-    if env and env.isdigit() and int(env) > 0:
+    if env and env.isascii() and env.isdigit() and int(env) > 0:
         return int(env)
     cores = os.cpu_count() or 1
     try:

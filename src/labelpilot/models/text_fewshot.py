@@ -1,0 +1,199 @@
+"""A few-shot head on encoder vectors, mixed with text-linear's TF-IDF model (single-label).
+
+Head
+    Ridge regression of one-hot targets on ``[vector, 1]`` (512 + 1 columns). Its exact leave-one-out
+    predictions come from one eigendecomposition of ``XᵀX`` (the hat-matrix identity
+    ``loo_i = (f_i - h_ii y_i) / (1 - h_ii)``), so choosing the ridge penalty and calibrating need no refits:
+    ~0.1 s at 1,000 examples, where 5-fold logistic regression would take seconds. The head's logits are
+    ``a * ridge + b * zero_shot`` (``zero_shot`` = cosine to the label-name prototypes / temperature, the
+    label names' prior), with ``a, b`` fitted by log-loss on the leave-one-out scores: with a handful of
+    examples the prior carries the prediction, with many the ridge does.
+Mix
+    ``p = w * p_head + (1 - w) * p_tfidf`` with ``w`` in {0, 0.1, …, 1} chosen by log-loss on held-out
+    predictions of both (TF-IDF's out-of-fold or held-out-slice probabilities, the head's leave-one-out
+    ones). Small data ends up near the encoder, large data near the TF-IDF model where that is better.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from labelpilot.data.types import Example
+from labelpilot.encoders import EncoderUnavailable, TextEncoder, get_encoder
+from labelpilot.models.text_zeroshot import TEMPERATURE, ZeroShot
+from labelpilot.schema.types import ControlSpec
+
+log = logging.getLogger("labelpilot.models")
+
+LAMBDAS = (0.3, 1.0, 3.0, 10.0, 30.0)
+WEIGHTS = tuple(i / 10 for i in range(11))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _nll(p: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.log(np.clip(p[np.arange(y.shape[0]), y], 1e-12, None)).mean())
+
+
+def _with_bias(v: np.ndarray) -> np.ndarray:
+    return np.hstack([np.asarray(v, dtype=np.float64), np.ones((v.shape[0], 1))])
+
+
+def ridge_loo(x: np.ndarray, y1: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(weights (d, k), leave-one-out scores (n, k), penalty) of the ridge with the best LOO squared error."""
+    g = x.T @ x
+    s, v = np.linalg.eigh(g)
+    s = np.clip(s, 0.0, None)
+    xv = x @ v
+    xty = v.T @ (x.T @ y1)
+    best: tuple[float, np.ndarray, np.ndarray, float] | None = None
+    for lam in LAMBDAS:
+        inv = 1.0 / (s + lam)
+        fitted = xv @ (inv[:, None] * xty)
+        h = np.clip((xv * xv) @ inv, 0.0, 0.999)
+        loo = (fitted - h[:, None] * y1) / (1.0 - h[:, None])
+        err = float(((loo - y1) ** 2).sum())
+        if best is None or err < best[0]:
+            best = (err, loo, v @ (inv[:, None] * xty), lam)
+    assert best is not None
+    return best[2], best[1], best[3]
+
+
+def _fit_ab(r: np.ndarray, zs: np.ndarray | None, y: np.ndarray) -> tuple[float, float]:
+    """Logit weights (a on the ridge scores, b on the zero-shot logits) by log-loss, with a weak prior."""
+    from scipy.optimize import minimize
+
+    m = y.shape[0]
+    rows = np.arange(m)
+    zsv = zs if zs is not None else np.zeros_like(r)
+    prior = np.array([5.0, 1.0 if zs is not None else 0.0])
+    lam = 1.0 / max(m, 1)
+
+    def objective(p: np.ndarray) -> tuple[float, np.ndarray]:
+        z = p[0] * r + p[1] * zsv
+        z -= z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        g = np.exp(logp)
+        g[rows, y] -= 1.0
+        d = p - prior
+        grad = np.array([(g * r).sum() / m, (g * zsv).sum() / m]) + lam * d
+        return float(-logp[rows, y].mean() + 0.5 * lam * d @ d), grad
+
+    bounds = [(0.0, 100.0), (0.0, 5.0 if zs is not None else 0.0)]
+    res = minimize(objective, prior, jac=True, method="L-BFGS-B", bounds=bounds)
+    return float(res.x[0]), float(res.x[1])
+
+
+@dataclass
+class FewShotHead:
+    """What a trained text-linear model keeps of the encoder side (saved with it)."""
+
+    encoder: str
+    weights: np.ndarray  # (dim + 1, k) float32
+    a: float
+    b: float
+    mix: float  # weight of the head in the mixed probabilities
+    prototypes: np.ndarray | None  # (k, dim) label-name prototypes of the model's classes (b > 0)
+
+    def __post_init__(self) -> None:
+        # (dim, k) C-contiguous: OpenBLAS was ~100x slower on ``vectors @ prototypes.T`` (a transposed operand)
+        self._proto_t = np.ascontiguousarray(self.prototypes.T) if self.prototypes is not None else None
+
+    def head_probs(self, vectors: np.ndarray) -> np.ndarray:
+        z = self.a * (_with_bias(vectors) @ self.weights)
+        if self._proto_t is not None and self.b:
+            z = z + self.b * (np.asarray(vectors, dtype=np.float32) @ self._proto_t) / TEMPERATURE
+        return _softmax(z)
+
+    def combine(self, p_tfidf: np.ndarray, examples: Sequence[Example]) -> np.ndarray:
+        """The mixed probabilities; the TF-IDF ones alone when the encoder is unavailable here."""
+        if self.mix <= 0.0:
+            return p_tfidf
+        try:
+            enc = get_encoder()
+        except EncoderUnavailable:
+            return p_tfidf
+        if enc.name != self.encoder:
+            return p_tfidf
+        vectors = enc.encode([ex.text or "" for ex in examples])
+        return self.mix * self.head_probs(vectors) + (1.0 - self.mix) * p_tfidf
+
+    def to_saved(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {"fs_weights": self.weights.astype(np.float32)}
+        if self.prototypes is not None:
+            arrays["fs_prototypes"] = self.prototypes.astype(np.float32)
+        return arrays, {"encoder": self.encoder, "a": self.a, "b": self.b, "mix": self.mix}
+
+    @classmethod
+    def from_saved(cls, arrays: Any, meta: dict[str, Any] | None) -> FewShotHead | None:
+        if not meta or "fs_weights" not in arrays:
+            return None
+        protos = arrays.get("fs_prototypes")
+        return cls(str(meta["encoder"]), np.asarray(arrays["fs_weights"], np.float32), float(meta["a"]),
+                   float(meta["b"]), float(meta["mix"]), protos)
+
+
+def class_prototypes(
+    control: ControlSpec, encoder: TextEncoder, classes: Sequence[str], descriptions: dict[str, str] | None = None
+) -> np.ndarray | None:
+    zs = ZeroShot(control, encoder, descriptions)
+    if not zs.ready or zs.prototypes is None:
+        return None
+    index = {lab.key: j for j, lab in enumerate(zs.labels)}
+    if not all(c in index for c in classes):
+        return None
+    return zs.prototypes[[index[c] for c in classes]]
+
+
+def fit_head(
+    control: ControlSpec,
+    encoder: TextEncoder,
+    classes: Sequence[str],
+    train: Sequence[Example],
+    y: np.ndarray,
+    heldout: dict[str, Any],
+    descriptions: dict[str, str] | None = None,
+) -> tuple[FewShotHead, dict[str, float]]:
+    """Fit the head on ``train`` and choose the mix weight on TF-IDF's held-out predictions.
+
+    ``heldout``: ``probs`` (m, k) of the TF-IDF model and either ``rows`` (indices into ``train``: out-of-fold
+    or held-out-slice rows) or ``val`` examples with ``val_y``."""
+    k = len(classes)
+    vectors = encoder.encode([ex.text or "" for ex in train], persist=True)  # the next run reads them back
+    x = _with_bias(vectors)
+    y1 = np.zeros((y.shape[0], k))
+    y1[np.arange(y.shape[0]), y] = 1.0
+    w, loo, lam = ridge_loo(x, y1)
+    protos = class_prototypes(control, encoder, classes, descriptions)
+    zs = (vectors @ np.ascontiguousarray(protos.T)) / TEMPERATURE if protos is not None else None
+    a, b = _fit_ab(loo, zs, y)
+    head = FewShotHead(encoder.name, w.astype(np.float32), a, b, 0.0, protos if b > 0 else None)
+    if heldout.get("val") is not None:
+        p_head = head.head_probs(encoder.encode([ex.text or "" for ex in heldout["val"]]))
+        y_ho = np.asarray(heldout["val_y"])
+    else:
+        rows = np.asarray(heldout["rows"], dtype=np.int64)
+        z = a * loo[rows] + (b * zs[rows] if zs is not None else 0.0)
+        p_head, y_ho = _softmax(z), y[rows]
+    p_tfidf = np.asarray(heldout["probs"])
+    losses = {wt: _nll(wt * p_head + (1.0 - wt) * p_tfidf, y_ho) for wt in WEIGHTS}
+    head.mix = min(losses, key=lambda wt: (losses[wt], -wt))
+    p_mix = head.mix * p_head + (1.0 - head.mix) * p_tfidf
+    metrics = {
+        "encoder_mix": head.mix,
+        "encoder_ridge_penalty": lam,
+        "encoder_accuracy": float((p_head.argmax(axis=1) == y_ho).mean()),
+        "tfidf_accuracy": float((p_tfidf.argmax(axis=1) == y_ho).mean()),
+        "mixed_accuracy": float((p_mix.argmax(axis=1) == y_ho).mean()),
+        "mixed_log_loss": losses[head.mix],
+    }
+    return head, metrics
