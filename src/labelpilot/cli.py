@@ -324,7 +324,7 @@ def models_import(
     console.print(f"{mv.name}: v{mv.version} ({mv.tag})")
 
 
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (active-learning simulation).")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (active-learning simulation, pre-labels).")
 app.add_typer(bench_app, name="bench")
 
 encoder_app = typer.Typer(no_args_is_help=True, help="The text encoder (zero-shot and few-shot text classification).")
@@ -380,9 +380,13 @@ def _mount_optional_commands(first: str | None) -> None:
     )
     if first == "bench":
         from labelpilot.loop.simulate import bench_al_command  # heavy: sklearn, scipy
+        from labelpilot.prelabel.command import bench_prelabel_command
 
         bench_app.command("al", help="Active-learning simulation: learning curves and labels saved vs random.")(
             bench_al_command
+        )
+        bench_app.command("prelabel", help="Pre-labels from the first task: plays Label Studio against the server.")(
+            bench_prelabel_command
         )
 
 

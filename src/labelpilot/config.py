@@ -6,8 +6,21 @@ import os
 import tempfile
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def parse_schedule(text: str | None) -> tuple[int, ...]:
+    """``"1, 2,5"`` -> (1, 2, 5): sorted, duplicates dropped. Raises ValueError naming the bad entry."""
+    out: set[int] = set()
+    for part in (text or "").replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or int(part) < 1:
+            raise ValueError(f"retrain_schedule: {part!r} is not a positive whole number of annotations")
+        out.add(int(part))
+    return tuple(sorted(out))
 
 
 class Settings(BaseSettings):
@@ -28,7 +41,11 @@ class Settings(BaseSettings):
 
     # Training.
     retrain_every: int = Field(10, ge=0)  # annotation events between automatic retrains; 0 = only on Start Training
-    min_examples: int = Field(4, ge=2)  # fewer annotated tasks than this: training is skipped with a reason
+    #: annotation counts at which a young project retrains as well (jobs/schedule.py); "" = every N only
+    retrain_schedule: str = "1,2,5"
+    min_examples: int = Field(1, ge=1)  # fewer annotated tasks than this: training is skipped with a reason
+    #: run jobs in one long-lived trainer process (imports loaded once); False = a fresh process per job
+    warm_trainer: bool = True
     redis_url: str | None = None  # jobs go to RQ on this Redis when set; in-process otherwise
     train_timeout: float = 3600.0
 
@@ -65,6 +82,15 @@ class Settings(BaseSettings):
     max_queued_events: int = Field(16, ge=1)  # webhook bodies waiting to be stored; more get 503
 
     log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "LABELPILOT_LOG_LEVEL"))
+
+    @field_validator("retrain_schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        return ",".join(map(str, parse_schedule(v)))
+
+    @property
+    def schedule(self) -> tuple[int, ...]:
+        return parse_schedule(self.retrain_schedule)
 
     @property
     def basic_auth(self) -> tuple[str, str] | None:

@@ -7,11 +7,17 @@ Settings (see ``../shared/research/offline-models.md``): detection runs on the p
 *longer* side is at most ``det_side`` pixels (960 by default; rapidocr's own default upscales small images
 and is 2x slower on A4), recognition on crops of the full-resolution page, and the 180-degree line
 classifier is off by default (it costs ~0.4 s per page and only helps upside-down lines).
+
+With ``orient=True`` the page's orientation (0/90/180/270) is detected first (:mod:`labelpilot.orientation`,
+~0.1 s) and a turned page is OCR'd upright: the :class:`OcrPage` then describes the *upright* page (its
+size and line boxes) and records the turn in ``rotation``; :meth:`OcrPage.to_original` maps a box back onto
+the image as stored (which is what Label Studio shows and what annotations refer to).
 ``ORT_DISABLE_TELEMETRY=1`` is always set (otherwise onnxruntime looks up a telemetry host).
 
 Results are cached, because a page is OCR'd when it is pre-labelled and again at every training round:
 in memory (the last 256 pages) and on disk under ``$LABELPILOT_CACHE_DIR/ocr`` (default
-``~/.cache/labelpilot/ocr``), keyed by the SHA-1 of the image bytes and the OCR settings, one small JSON file
+``~/.cache/labelpilot/ocr``), keyed by the SHA-1 of the image bytes and the OCR settings
+(the orientation step included), one small JSON file
 per page. Images are decoded with labelpilot's own loader (EXIF orientation, decompression-bomb guard), so
 rapidocr never opens a path or URL itself.
 """
@@ -63,6 +69,24 @@ class OcrPage:
     height: int
     lines: tuple[OcrLine, ...] = field(default=())
     seconds: float = 0.0
+    rotation: int = 0  # how far the stored image's text was turned clockwise; width/height are the upright page's
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """(width, height) of the image as stored."""
+        return (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
+
+    def to_original(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """A box in pixels of the upright page mapped onto the image as stored."""
+        from labelpilot.orientation import box_to_original
+
+        return box_to_original(box, self.rotation, self.width, self.height)
+
+    def from_original(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """A box in pixels of the image as stored mapped onto the upright page."""
+        from labelpilot.orientation import box_from_original
+
+        return box_from_original(box, self.rotation, self.width, self.height)
 
     @property
     def text(self) -> str:
@@ -82,7 +106,13 @@ class OcrPage:
             )
             for ln in data.get("lines") or ()
         )
-        return cls(int(data["width"]), int(data["height"]), lines, float(data.get("seconds", 0.0)))
+        return cls(
+            int(data["width"]),
+            int(data["height"]),
+            lines,
+            float(data.get("seconds", 0.0)),
+            int(data.get("rotation", 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -91,9 +121,11 @@ class OcrSettings:
     use_cls: bool = False
     text_score: float = 0.5
     word_boxes: bool = True
+    orient: bool = False  # detect and undo page rotation (0/90/180/270) before OCR
 
     def key(self) -> str:
-        return f"d{self.det_side}-c{int(self.use_cls)}-t{self.text_score}-w{int(self.word_boxes)}"
+        base = f"d{self.det_side}-c{int(self.use_cls)}-t{self.text_score}-w{int(self.word_boxes)}"
+        return base + "-o1" if self.orient else base
 
 
 def cache_dir() -> Path:
@@ -178,6 +210,10 @@ class OcrEngine:
             font = ImageFont.load_default()
         for i in range(8):
             draw.text((100 + 40 * (i % 3), 120 + 110 * i), f"Field {i}: value 2024-03-0{i} warm-up", font=font, fill=0)
+        if self.settings.orient:
+            from labelpilot.orientation import detect
+
+            detect(img)
         with self._run_lock:
             engine = self._rapid()
             try:
@@ -234,21 +270,27 @@ class OcrEngine:
 
         loaded = open_image(path)
         img = loaded.image
-        width, height = img.size
         t0 = time.perf_counter()
+        rotation = 0
+        if self.settings.orient:
+            from labelpilot.orientation import detect, upright
+
+            rotation = detect(img).angle
+            img = upright(img, rotation)
+        width, height = img.size
         with self._run_lock:
             engine = self._rapid()
             try:
                 out = engine(img, return_word_box=self.settings.word_boxes)
             except Exception as exc:  # rapidocr raises plain exceptions on degenerate images
                 log.warning("ocr failed on %s: %s", path.name, exc)
-                return OcrPage(width, height, (), time.perf_counter() - t0)
+                return OcrPage(width, height, (), time.perf_counter() - t0, rotation)
         seconds = time.perf_counter() - t0
         boxes = getattr(out, "boxes", None)
         texts = getattr(out, "txts", None)
         scores = getattr(out, "scores", None)
         if boxes is None or texts is None:
-            return OcrPage(width, height, (), seconds)
+            return OcrPage(width, height, (), seconds, rotation)
         words_all = getattr(out, "word_results", None) or ()
         lines = []
         for i, (quad, text, score) in enumerate(zip(boxes, texts, scores or [1.0] * len(texts), strict=False)):
@@ -263,7 +305,7 @@ class OcrEngine:
                     words = ()
             lines.append(OcrLine(text, _quad_box(quad), float(score), words))
         lines.sort(key=lambda ln: (round(ln.box[1] / max(8.0, ln.height * 0.5)), ln.box[0]))
-        return OcrPage(width, height, tuple(lines), seconds)
+        return OcrPage(width, height, tuple(lines), seconds, rotation)
 
 
 def ocr_page(path: str | os.PathLike[str], settings: OcrSettings | None = None) -> OcrPage:

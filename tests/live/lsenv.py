@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +27,8 @@ import httpx
 
 LS_VERSION = "1.23.2"
 LS_REQUIREMENT = f"label-studio=={LS_VERSION}"
+# the versions of Label Studio's own dependencies that the live suite passed with (pip constraints)
+LS_CONSTRAINTS = Path(__file__).with_name("ls-constraints.txt")
 
 # Credentials baked into the data-dir template (live doc §2/§3). They only apply when the user and the
 # organisation are first created, so they are part of the template's identity (see TEMPLATE_ID).
@@ -120,11 +123,16 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def constraints_digest() -> str:
+    return hashlib.sha256(LS_CONSTRAINTS.read_bytes()).hexdigest()[:16]
+
+
 def venv_is_valid(venv: Path) -> bool:
     marker = _read_json(venv / VENV_MARKER)
     return bool(
         marker
         and marker.get("requirement") == LS_REQUIREMENT
+        and marker.get("constraints") == constraints_digest()
         and (venv / "bin" / "python").exists()
         and (venv / "bin" / "label-studio").exists()
     )
@@ -197,6 +205,8 @@ def ensure_ls_venv() -> Path:
                         "60",
                         "--retries",
                         "3",
+                        "--constraint",
+                        str(LS_CONSTRAINTS),
                         LS_REQUIREMENT,
                     ],
                     stdout=log,
@@ -228,6 +238,7 @@ def ensure_ls_venv() -> Path:
                 json.dumps(
                     {
                         "requirement": LS_REQUIREMENT,
+                        "constraints": constraints_digest(),
                         "python": python,
                         "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                         "seconds": round(time.monotonic() - started, 1),

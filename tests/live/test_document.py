@@ -10,6 +10,7 @@ import pytest
 
 from labelpilot.data.types import Box, Example, Prediction, Target
 from tests.test_document import OCR_CONFIG as CONFIG
+from tests.test_document import _langs, _needs_ocr
 
 from .helpers import NewVersionWaiter, Project, connect
 from .validation import LabelConfig, assert_valid_predictions
@@ -33,12 +34,11 @@ def _prediction(result: list[dict]) -> Prediction:
 
 
 def test_ocr_template_project(ls, backend, tmp_path):
-    from labelpilot.data.synthdocs import available_fonts, make_pages
+    from labelpilot.data.synthdocs import make_pages
     from labelpilot.models.document import field_scores
 
-    if not available_fonts("en"):
-        pytest.skip("no DejaVu font to draw synthetic pages with")
-    langs = ("en", "zh") if available_fonts("zh") else ("en",)
+    _needs_ocr()
+    langs = _langs()
     pages = make_pages(tmp_path / "pages", 14, langs=langs, layouts=("form", "grid"), seed=7)
     by_name = {Path(p.path).name: p for p in pages}
     created = ls.create_project("live documents", CONFIG, min_annotations_to_start_training=0)

@@ -12,10 +12,18 @@ Layouts:
 - ``grid``: a ruled table of key | value cells, conclusion in the last row.
 - ``letter``: the date at the top right without a key, "No." under the title, the rest inline; the
   conclusion is a paragraph after an opening sentence.
+
+Fonts come from Python packages, never from the machine, so the same seed draws the same page on every machine
+(and a machine without CJK fonts draws Chinese pages): Chinese in Noto Sans SC / Noto Serif SC from
+``pylopdf-fonts-zh-cn`` (SIL OFL 1.1, the ``dev`` extra), English in DejaVu Sans / DejaVu Serif from
+matplotlib's own data. ``LABELPILOT_FONT_ZH`` / ``LABELPILOT_FONT_EN`` override this with font files
+(``os.pathsep``-separated), or with ``system`` for the Debian font packages listed in ``SYSTEM_FONTS``. Text is
+laid out with Pillow's basic engine, so whether the machine has libraqm/fribidi does not change a page either.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,17 +33,26 @@ FIELDS = ("日期", "编号", "姓名", "单位", "结论")
 LAYOUTS = ("form", "two-column", "grid", "letter")
 PAGE = (1240, 1754)
 
-ZH_FONTS = (
-    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
-    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
-    "/usr/share/fonts/truetype/arphic/uming.ttc",
-    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
-)
-EN_FONTS = (
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
-    "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed.ttf",
-)
+FONT_ENV = {"zh": "LABELPILOT_FONT_ZH", "en": "LABELPILOT_FONT_EN"}
+# read only when FONT_ENV[lang] is "system" (Debian: fonts-wqy-microhei fonts-wqy-zenhei fonts-arphic-uming
+# fonts-noto-cjk, fonts-dejavu-core)
+SYSTEM_FONTS = {
+    "zh": (
+        "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+        "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+        "/usr/share/fonts/truetype/arphic/uming.ttc",
+        "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    ),
+    "en": (
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
+        "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed.ttf",
+    ),
+}
+FONT_HINT = {
+    "zh": "install the dev extra (pip install 'labelpilot[dev]', it brings pylopdf-fonts-zh-cn)",
+    "en": "matplotlib's DejaVu fonts are missing",
+}
 
 KEYS = {
     "zh": {
@@ -135,8 +152,37 @@ class SynthPage:
         return out
 
 
+def bundled_fonts(lang: str) -> list[str]:
+    """The fonts shipped by Python packages for ``lang`` (empty when the package is not installed)."""
+    if lang == "zh":
+        try:
+            import pylopdf_fonts_zh_cn as noto_sc
+        except ImportError:
+            return []
+        paths = [noto_sc.sans_path(), noto_sc.serif_path()]
+    else:
+        import matplotlib
+
+        ttf = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+        paths = [ttf / "DejaVuSans.ttf", ttf / "DejaVuSerif.ttf"]
+    return [str(p) for p in paths if Path(p).is_file()]
+
+
 def available_fonts(lang: str) -> list[str]:
-    return [f for f in (ZH_FONTS if lang == "zh" else EN_FONTS) if Path(f).is_file()]
+    """The fonts pages in ``lang`` are drawn with: ``LABELPILOT_FONT_<LANG>`` (font files, or ``system``),
+    else the packaged fonts. An empty list means none is installed; a named file that is missing is an error."""
+    if lang not in FONT_ENV:
+        raise ValueError(f"lang must be one of {sorted(FONT_ENV)}, not {lang!r}")
+    value = os.environ.get(FONT_ENV[lang], "").strip()
+    if value == "system":
+        return [f for f in SYSTEM_FONTS[lang] if Path(f).is_file()]
+    if value:
+        paths = [p for p in value.split(os.pathsep) if p]
+        missing = [p for p in paths if not Path(p).is_file()]
+        if missing:
+            raise ValueError(f"{FONT_ENV[lang]} names font files that do not exist: {missing}")
+        return paths
+    return bundled_fonts(lang)
 
 
 def _date(rng: random.Random, lang: str) -> str:
@@ -200,11 +246,12 @@ class _Canvas:
         self.draw = ImageDraw.Draw(self.img)
         fonts = available_fonts(lang)
         if not fonts:
-            raise RuntimeError(f"no {lang} font found (looked for {ZH_FONTS if lang == 'zh' else EN_FONTS})")
+            raise RuntimeError(f"no {lang} font to draw pages with: {FONT_HINT[lang]}, or set {FONT_ENV[lang]}")
         path = rng.choice(fonts)
         self.size = rng.randint(26, 33)
-        self.font = ImageFont.truetype(path, self.size)
-        self.big = ImageFont.truetype(path, int(self.size * 1.5))
+        basic = ImageFont.Layout.BASIC  # raqm is used only where the machine has fribidi: pages would differ
+        self.font = ImageFont.truetype(path, self.size, layout_engine=basic)
+        self.big = ImageFont.truetype(path, int(self.size * 1.5), layout_engine=basic)
         self.fields: list[tuple[str, tuple[float, float, float, float], str]] = []
         self.ink = rng.randint(0, 60)
 

@@ -6,7 +6,6 @@ requests that arrive meanwhile coalesce into one follow-up run.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing as mp
 import os
@@ -18,21 +17,12 @@ from typing import Any
 
 from labelpilot.config import Settings
 from labelpilot.jobs.state import ACTIVE, ProjectStore
+from labelpilot.jobs.warm import WarmTrainer
+from labelpilot.jobs.warm import die_with_parent as _die_with_parent
 
 log = logging.getLogger("labelpilot.jobs")
 
 OnDone = Callable[[str], None]
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Linux: the child gets SIGKILL when the server dies, so a killed server leaves no trainer behind."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        return
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _child_main(settings_values: dict[str, Any], uid: str, job_id: int, full_export: bool, parent_pid: int) -> None:
@@ -45,7 +35,11 @@ def _child_main(settings_values: dict[str, Any], uid: str, job_id: int, full_exp
 
 
 class InProcessRunner:
-    """Runs each job in a fresh child process, one at a time by default (2 cores: keep one for serving)."""
+    """Runs jobs in child processes, one at a time by default (2 cores: keep one for serving).
+
+    By default each worker thread owns a warm trainer (:mod:`labelpilot.jobs.warm`), started with the
+    runner; ``LABELPILOT_WARM_TRAINER=0`` spawns a fresh process per job instead.
+    """
 
     def __init__(self, settings: Settings, store: ProjectStore, on_done: OnDone | None = None, workers: int = 1):
         self.settings = settings
@@ -55,6 +49,20 @@ class InProcessRunner:
         self._ctx = mp.get_context("spawn")
         self._procs: set[Any] = set()
         self._lock = threading.Lock()
+        self._local = threading.local()
+        self._trainers: list[WarmTrainer] = []
+        if settings.warm_trainer:
+            for _ in range(workers):  # threads of the pool live as long as it: they own the trainers
+                self._pool.submit(self._warm)
+
+    def _warm(self) -> WarmTrainer:
+        trainer = getattr(self._local, "trainer", None)
+        if trainer is None:
+            trainer = self._local.trainer = WarmTrainer(self._ctx, self.settings)
+            with self._lock:
+                self._trainers.append(trainer)
+            trainer.start()
+        return trainer
 
     def submit(self, uid: str, reason: str, *, full_export: bool) -> tuple[int, bool]:
         job_id, deferred = self.store.claim_or_defer(uid, reason, full_export)
@@ -62,29 +70,34 @@ class InProcessRunner:
             self._pool.submit(self._run, uid, job_id, full_export)
         return job_id, deferred
 
+    def _run_cold(self, uid: str, job_id: int, full_export: bool) -> str:
+        values = self.settings.model_dump(mode="json")
+        proc = self._ctx.Process(target=_child_main, args=(values, uid, job_id, full_export, os.getpid()), daemon=True)
+        with self._lock:
+            self._procs.add(proc)
+        try:
+            proc.start()
+            proc.join(self.settings.train_timeout)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+        finally:
+            with self._lock:
+                self._procs.discard(proc)
+        why = "timed out" if proc.exitcode in (None, -signal.SIGKILL) else f"died (exit {proc.exitcode})"
+        return f"the training process {why}"
+
     def _run(self, uid: str, job_id: int, full_export: bool) -> None:
         nxt: tuple[int, bool] | None = (job_id, full_export)
         while nxt is not None:
             job_id, full_export = nxt
-            values = self.settings.model_dump(mode="json")
-            proc = self._ctx.Process(
-                target=_child_main, args=(values, uid, job_id, full_export, os.getpid()), daemon=True
-            )
-            with self._lock:
-                self._procs.add(proc)
-            try:
-                proc.start()
-                proc.join(self.settings.train_timeout)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(5)
-            finally:
-                with self._lock:
-                    self._procs.discard(proc)
+            if self.settings.warm_trainer:
+                why = self._warm().run(uid, job_id, full_export, self.settings.train_timeout)
+            else:
+                why = self._run_cold(uid, job_id, full_export)
             job = self.store.job(job_id) or {}
             if job.get("state") in ACTIVE:
-                why = "timed out" if proc.exitcode in (None, -signal.SIGKILL) else f"died (exit {proc.exitcode})"
-                nxt = self.store.finish_and_next(job_id, state="failed", error=f"the training process {why}")
+                nxt = self.store.finish_and_next(job_id, state="failed", error=why or "the trainer did not finish")
             else:
                 nxt = self.store.next_queued(uid, after=job_id)
             if job.get("state") == "done" and self.on_done:
@@ -93,11 +106,18 @@ class InProcessRunner:
                 except Exception:  # never let a cache warm-up kill the runner
                     log.exception("on_done hook failed for %s", uid)
 
+    def trainer_pids(self) -> list[int]:
+        with self._lock:
+            return [t.pid for t in self._trainers if t.pid is not None]
+
     def shutdown(self) -> None:
         with self._lock:
             for proc in list(self._procs):
                 if proc.is_alive():
                     proc.kill()
+            trainers = list(self._trainers)
+        for trainer in trainers:
+            trainer.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 

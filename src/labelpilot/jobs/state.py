@@ -211,6 +211,10 @@ class ProjectStore(ThreadLocalSQLite):
                 ),
             )
 
+    def count_annotations(self, uid: str) -> int:
+        """Annotations kept for a project (the webhook copy)."""
+        return self._db().execute("SELECT COUNT(*) FROM annotations WHERE uid=?", (uid,)).fetchone()[0]
+
     def delete_annotations(self, uid: str, ids: list[int]) -> int:
         with self._tx() as db:
             cur = db.executemany("DELETE FROM annotations WHERE uid=? AND annotation_id=?", [(uid, i) for i in ids])

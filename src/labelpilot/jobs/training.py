@@ -196,12 +196,14 @@ def train_project(
     return registry.register(model_name(uid), bundle, report=report, parent=None, promote=True)
 
 
-def run_job(settings: Settings, uid: str, job_id: int, full_export: bool) -> tuple[int, bool] | None:
+def run_job(
+    settings: Settings, uid: str, job_id: int, full_export: bool, *, store: ProjectStore | None = None
+) -> tuple[int, bool] | None:
     """Run one job to its end and record the outcome (never leaves it 'running').
 
     Returns the follow-up job (id, full_export) when more training was requested meanwhile.
     """
-    store = ProjectStore(settings.data_dir)
+    store = store or ProjectStore(settings.data_dir)
     try:
         mv = train_project(settings, uid, job_id, full_export=full_export, store=store)
     except LabelpilotError as exc:

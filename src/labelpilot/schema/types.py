@@ -62,6 +62,7 @@ class LabelSpec:
     score_threshold: float | None = None  # per-label threshold (multi-label), from model_score_threshold
     path: tuple[str, ...] = ()  # taxonomy: path from the root, ending with this label
     hint: str | None = None  # a description of the label (the <Choice hint="..."> attribute), for zero-shot
+    hints: tuple[str, ...] = ()  # other names the config gives it: its value when an alias is stored, its hint
 
     @property
     def key(self) -> str:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 
 from labelpilot import __version__
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError, SchemaError
+from labelpilot.jobs.schedule import retrain_due
 from labelpilot.jobs.state import ProjectStore, project_uid
 from labelpilot.jobs.training import model_name
 from labelpilot.models.base import family_for, get_family
@@ -294,15 +295,18 @@ async def webhook(request: Request) -> JSON:
     # its last reference (100,000 dicts to free) dies in the worker thread, not on the event loop
     handed = [body.pop("annotations", None)]
     rest = body
-    since, skipped = await state.lanes.events.run(_store_annotation_event, state.store, uid, action, rest, handed,
-                                                  event)
+    since, skipped, before, after = await state.lanes.events.run(
+        _store_annotation_event, state.store, uid, action, rest, handed, event
+    )
     if skipped:
         out["skipped"] = skipped[:MAX_SKIPPED_NAMED]
         log.warning("webhook %s %s: skipped %d entries: %s", action, uid, len(skipped), skipped[:3])
     out["annotations_since_training"] = since
-    if settings.retrain_every and since >= settings.retrain_every:
+    due = retrain_due(settings.schedule, settings.retrain_every, total_before=before, total_after=after,
+                      since_train=since)
+    if due:
         state.store.reset_counter(uid)
-        job_id, deferred = state.runner.submit(uid, f"{since} annotation events", full_export=False)
+        job_id, deferred = state.runner.submit(uid, due, full_export=False)
         out["training"] = {"job_id": job_id, "state": "coalesced" if deferred else "queued"}
     return JSON(out, status_code=201)
 
@@ -331,20 +335,23 @@ def _take_config(store, uid: str, project: Any, trusted: bool) -> str | None:
 def _store_annotation_event(
     store: ProjectStore, uid: str, action: str, rest: dict[str, Any], handed: list[Any],
     event: AnnotationEvent | None,
-) -> tuple[int, list[str]]:
+) -> tuple[int, list[str], int, int]:
     """Check the ids of a bulk event (a single event's ``event`` was checked on the loop), store the
-    annotations and add the count in ONE transaction; the new counter and the skipped entries. ``handed``
-    holds the event's ``annotations`` list, taken out of the body."""
+    annotations and add the count in ONE transaction. Returns the new counter, the skipped entries and the
+    project's stored annotations before and after. ``handed`` holds the event's ``annotations`` list, taken
+    out of the body."""
     with gc_paused():
         bulk = handed.pop()
         if event is None:
             event = parse_annotation_event(action, {**rest, "annotations": bulk})
+        before = store.count_annotations(uid)
         since = store.record_annotation_event(uid, put=event.items, delete=event.deleted, count=event.count)
+        after = store.count_annotations(uid)
         while event.items:  # freed one by one: one free of 100,000 dicts would hold the interpreter lock
             event.items.pop()
         while isinstance(bulk, list) and bulk:
             bulk.pop()
-        return since, event.skipped
+        return since, event.skipped, before, after
 
 
 @router.get("/versions")
@@ -377,6 +384,7 @@ async def training(request: Request, project: str) -> JSON:
             "model_version": state.predictor.version_tag(project),
             "annotations_since_training": info["since_train"],
             "retrain_every": state.settings.retrain_every,
+            "retrain_schedule": list(state.settings.schedule),
             "jobs": state.store.jobs(project, limit=10),
         }
     )

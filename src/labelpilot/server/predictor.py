@@ -45,7 +45,11 @@ class Predictor:
         cached = self._cache.get(name)
         if cached and cached[0].version == version:
             return cached
-        with self._lock:
+        if cached and not self._lock.acquire(blocking=False):
+            return cached  # a retrain's new version is being loaded (the runner warms it): keep serving this one
+        if not cached:
+            self._lock.acquire()
+        try:
             cached = self._cache.get(name)
             if cached and cached[0].version == version:
                 return cached
@@ -57,6 +61,8 @@ class Predictor:
             freeze_heap()
             log.info("loaded %s v%s (%s)", name, mv.version, mv.tag)
             return mv, bundle
+        finally:
+            self._lock.release()
 
     def untrained(self, schema: LabelSchema) -> tuple[str, Bundle | None]:
         """Before any training: models that can pre-label anyway (zero-shot, keywords), and their version
