@@ -70,6 +70,17 @@ class Settings(BaseSettings):
     http_timeout: float = 30.0
     export_timeout: float = 600.0
 
+    # Request limits (issue 11): bodies are counted while they stream in, so an oversized one is refused
+    # with 413 before it is held in memory.
+    max_body_mb: float = Field(32.0, gt=0)  # /setup, /predict, /v1 (a base64 image of 20 MB fits)
+    max_webhook_body_mb: float = Field(256.0, gt=0)  # /webhook: a bulk ANNOTATIONS_CREATED is large
+    max_tasks: int = Field(1000, ge=1)  # tasks per /predict (Label Studio sends a few hundred at most)
+    max_text_chars: int = Field(200_000, ge=1)  # characters in one text field of a task (~100 pages)
+    predict_timeout: float = Field(90.0, gt=0)  # /predict answers 503 after this (Label Studio waits 100 s)
+    model_threads: int = Field(2, ge=1)  # threads that run model work (predictions) off the event loop
+    max_queued: int = Field(64, ge=1)  # predictions waiting for a thread; more get 503 + Retry-After
+    max_queued_events: int = Field(16, ge=1)  # webhook bodies waiting to be stored; more get 503
+
     log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "LABELPILOT_LOG_LEVEL"))
 
     @field_validator("retrain_schedule")

@@ -12,9 +12,12 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from labelpilot.ids import parse_uint
 from labelpilot.netpolicy import origin
@@ -89,6 +92,13 @@ def ls_project_id(uid: str) -> int | None:
     return parse_uint(uid.split(".", 1)[0])
 
 
+def _annotation_row(uid: str, task: dict[str, Any], ann: dict[str, Any], now: float) -> tuple | None:
+    task_id, ann_id = parse_uint(task.get("id")), parse_uint(ann.get("id"))
+    if task_id is None or ann_id is None:
+        return None
+    return (uid, task_id, ann_id, orjson.dumps(task).decode(), orjson.dumps(ann).decode(), now)
+
+
 class ProjectStore(ThreadLocalSQLite):
     def __init__(self, data_dir: Path | str) -> None:
         self.path = Path(data_dir) / "state.sqlite3"
@@ -143,6 +153,9 @@ class ProjectStore(ThreadLocalSQLite):
         out["extra_params"] = json.loads(out["extra_params"]) if out["extra_params"] else None
         return out
 
+    def project_uids(self) -> list[str]:
+        return [r["uid"] for r in self._db().execute("SELECT uid FROM projects ORDER BY updated DESC")]
+
     def find_by_ls_id(self, ls_id: int) -> list[dict[str, Any]]:
         rows = self._db().execute("SELECT uid FROM projects WHERE uid=? OR uid LIKE ?", (str(ls_id), f"{ls_id}.%"))
         return [p for r in rows if (p := self.project(r["uid"]))]
@@ -151,6 +164,30 @@ class ProjectStore(ThreadLocalSQLite):
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO projects(uid, updated) VALUES (?, ?)", (uid, time.time()))
             db.execute("UPDATE projects SET since_train=since_train+? WHERE uid=?", (n, uid))
+            return db.execute("SELECT since_train FROM projects WHERE uid=?", (uid,)).fetchone()[0]
+
+    def record_annotation_event(
+        self,
+        uid: str,
+        *,
+        put: Sequence[tuple[dict[str, Any], dict[str, Any]]] = (),
+        delete: Sequence[int] = (),
+        count: int = 1,
+    ) -> int:
+        """Store an annotation event's (task, annotation) pairs, delete ``delete`` annotation ids, and add
+        ``count`` to the project's counter, in ONE transaction; returns the new counter. A kill loses either
+        the whole (unacknowledged) event or nothing: never a stored event without its count. Pairs whose ids
+        are not integers are skipped. Runs off the event loop (a bulk event holds 100,000 pairs)."""
+        now = time.time()
+        # a generator: each row is made, written and freed in turn (and other threads run in between)
+        rows = (row for task, ann in put if (row := _annotation_row(uid, task, ann, now)) is not None)
+        with self._tx() as db:
+            if put:
+                db.executemany("INSERT OR REPLACE INTO annotations VALUES (?,?,?,?,?,?)", rows)
+            if delete:
+                db.executemany("DELETE FROM annotations WHERE uid=? AND annotation_id=?", [(uid, i) for i in delete])
+            db.execute("INSERT OR IGNORE INTO projects(uid, updated) VALUES (?, ?)", (uid, now))
+            db.execute("UPDATE projects SET since_train=since_train+? WHERE uid=?", (count, uid))
             return db.execute("SELECT since_train FROM projects WHERE uid=?", (uid,)).fetchone()[0]
 
     def reset_counter(self, uid: str) -> None:

@@ -19,9 +19,11 @@ from labelpilot.jobs.state import ProjectStore
 from labelpilot.jobs.training import media_fetcher
 from labelpilot.models.bundle import Bundle
 from labelpilot.registry import ModelVersion, Registry
-from labelpilot.server import ls_backend, serving
+from labelpilot.server import ls_backend, offload, serving
 from labelpilot.server.errors import install_error_handlers
+from labelpilot.server.limits import BodyLimit
 from labelpilot.server.metrics import Metrics
+from labelpilot.server.offload import Lanes, freeze_heap
 from labelpilot.server.openapi import install_docs
 from labelpilot.server.predictor import Predictor
 
@@ -36,6 +38,7 @@ class RegistryModels:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._cache: dict[tuple[str, int], tuple[ModelVersion, Bundle]] = {}
+        self._lock = threading.Lock()
 
     def resolve(self, name: str, version: int | None) -> tuple[ModelVersion, Bundle]:
         if version is None:
@@ -43,11 +46,16 @@ class RegistryModels:
             if version is None:
                 raise NotFoundError(f"unknown model {name!r}", field="model")
         key = (name, version)
-        if key not in self._cache:
-            if len(self._cache) > 16:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = self.registry.load(name, version)
-        return self._cache[key]
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        with self._lock:  # called from the prediction lane's threads: load each bundle once
+            if key not in self._cache:
+                if len(self._cache) > 16:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[key] = self.registry.load(name, version)
+                freeze_heap()
+            return self._cache[key]
 
     def list(self) -> list[dict[str, Any]]:
         return self.registry.list_models()
@@ -104,7 +112,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             predictor.serving(uid)
 
         runner = make_runner(settings, store, on_done=warm)
-        threading.Thread(target=_load_encoder, name="encoder-warm-up", daemon=True).start()
+        app.state.lanes = Lanes(settings)
+        # one thread: the text encoder first, then the serving models that may use it
+        threading.Thread(target=_warm_start, args=(predictor, store), name="labelpilot-warm-up", daemon=True).start()
         app.state.settings = settings
         app.state.registry = registry
         app.state.store = store
@@ -121,17 +131,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             runner.shutdown()
+            app.state.lanes.shutdown()
 
     app = FastAPI(title="labelpilot", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     install_error_handlers(app)
     install_docs(app, "labelpilot")
+    offload.install(app)
     app.include_router(ls_backend.public)
     app.include_router(ls_backend.router)
     app.include_router(ls_backend.hooks)
     app.include_router(serving.router)
     for r in (ls_backend.public, ls_backend.router, ls_backend.hooks):
         app.include_router(r, prefix="/s/{secret}", include_in_schema=False)
+    app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
@@ -144,6 +157,17 @@ def _load_encoder() -> None:
     problem = encoder_problem()
     if problem:
         log.warning("text encoder: %s", problem)
+
+
+def _warm_start(predictor: Predictor, store: ProjectStore, limit: int = 16) -> None:
+    """At start-up, in the background: the text encoder, then the serving model of the most recently used
+    projects, so the first /predict of each server process (one per uvicorn worker) does not pay for them."""
+    _load_encoder()
+    for uid in store.project_uids()[:limit]:
+        try:
+            predictor.serving(uid)
+        except Exception as exc:  # a broken version must not stop the server; /predict will say what is wrong
+            log.warning("could not preload the model of %s: %s", uid, exc)
 
 
 def warm_up(bundle: Bundle) -> None:
@@ -180,6 +204,7 @@ def create_model_app(export_dir: Path | str, settings: Settings | None = None) -
     )
     metrics = Metrics()
     warm_up(bundle)
+    freeze_heap()
 
     def resolve(name: str, version: int | None) -> tuple[ModelVersion, Bundle]:
         if name != mv.name:
@@ -196,7 +221,9 @@ def create_model_app(export_dir: Path | str, settings: Settings | None = None) -
     app.state.metrics = metrics
     app.state.resolve_model = resolve
     app.state.list_models = lambda: [{"name": mv.name, "serving": mv.version, "versions": 1}]
+    app.state.lanes = Lanes(settings)
     install_error_handlers(app)
+    offload.install(app)
     app.include_router(ls_backend.public)
     app.include_router(serving.router)
 
@@ -207,6 +234,7 @@ def create_model_app(export_dir: Path | str, settings: Settings | None = None) -
         data, content_type = metrics.exposition()
         return Response(data, media_type=content_type)
 
+    app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

@@ -43,7 +43,7 @@ def secret_ok(request: Request, settings: Settings) -> bool:
     return bool(settings.webhook_secret and given and hmac.compare_digest(given, settings.webhook_secret))
 
 
-def require_basic(request: Request) -> None:
+async def require_basic(request: Request) -> None:
     settings: Settings = request.app.state.settings
     if "secret" in request.path_params and not secret_ok(request, settings):
         raise HTTPException(status_code=404, detail="Not Found")
@@ -51,7 +51,7 @@ def require_basic(request: Request) -> None:
         raise HTTPException(status_code=401, detail="Unauthorized", headers=CHALLENGE)
 
 
-def require_secret_path(request: Request) -> None:
+async def require_secret_path(request: Request) -> None:
     settings: Settings = request.app.state.settings
     if "secret" in request.path_params and not secret_ok(request, settings):
         raise HTTPException(status_code=404, detail="Not Found")

@@ -5,11 +5,14 @@ Thin: parse and validate, call the core, format. See ../shared/ls-protocol.md §
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
 from typing import Annotated, Any
 
+import anyio.to_thread
+import ijson
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -18,12 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 from labelpilot import __version__
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError, SchemaError
 from labelpilot.jobs.schedule import retrain_due
-from labelpilot.jobs.state import project_uid
+from labelpilot.jobs.state import ProjectStore, project_uid
 from labelpilot.jobs.training import model_name
 from labelpilot.models.base import family_for, get_family
 from labelpilot.netpolicy import origin
 from labelpilot.schema import LabelSchema, TaskKind, parse_label_config, require_supported
 from labelpilot.server.auth import CHALLENGE, basic_ok, require_basic, require_secret_path, secret_ok
+from labelpilot.server.limits import check_task_count, oversized_texts, text_too_long
+from labelpilot.server.offload import gc_paused
 from labelpilot.server.openapi import EXAMPLE_CONFIG, TASKS_SCHEMA, WebhookEvent, json_body
 from labelpilot.server.responses import JSON
 from labelpilot.server.webhook_events import MAX_SKIPPED_NAMED, AnnotationEvent, parse_annotation_event
@@ -66,14 +71,45 @@ class PredictRequest(BaseModel):
         return [v] if isinstance(v, dict) else v
 
 
+#: bodies above this are parsed in a worker thread, not on the event loop
+_PARSE_INLINE_BYTES = 256_000
+#: ... and above this incrementally (ijson): one orjson call on 27 MB holds the interpreter lock for 0.3-1.3 s
+_PARSE_STREAMING_BYTES = 4_000_000
+
+
 async def read_json(request: Request) -> Any:
+    """The JSON body (its size bounded by :class:`~labelpilot.server.limits.BodyLimit` while it streams)."""
     raw = await request.body()
     if not raw:
         raise InputError("the request body is empty; a JSON object is expected", field="body")
     try:
+        if len(raw) > _PARSE_INLINE_BYTES:
+            return await anyio.to_thread.run_sync(_parse_big, raw)
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InputError(f"the request body is not valid JSON: {exc}", field="body") from exc
+
+
+class _Chunks:
+    """A file whose ``read`` is Python code, so the interpreter can switch threads between 64 kB chunks while
+    ijson's C parser builds one big value (a C-only read would hold the lock for the whole body)."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._buf = io.BytesIO(raw)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._buf.read(n)
+
+
+def _parse_big(raw: bytes) -> Any:
+    with gc_paused():
+        if len(raw) <= _PARSE_STREAMING_BYTES:
+            return orjson.loads(raw)
+        try:
+            (value,) = ijson.items(_Chunks(raw), "", use_float=True)
+        except (ijson.JSONError, ValueError):  # not JSON, or what yajl cannot hold (an integer > 64 bits)
+            return orjson.loads(raw)  # the read_json caller turns a JSONDecodeError into a 422
+        return value
 
 
 def validate(model: type[BaseModel], body: Any) -> Any:
@@ -173,6 +209,7 @@ async def setup(request: Request) -> JSON:
 async def predict(request: Request) -> JSON:
     req: PredictRequest = validate(PredictRequest, await read_json(request))
     state = request.app.state
+    check_task_count(len(req.tasks), state.settings)
     uid = None if req.project is None else str(req.project)
     config = req.label_config
     if not config and uid:
@@ -183,21 +220,35 @@ async def predict(request: Request) -> JSON:
     schema = require_supported(parse_label_config(config))
     t0 = time.perf_counter()
     context = (req.params or {}).get("context")
-    results, problems = await run_cpu(request, state.predictor.predict_tasks, req.tasks, schema, uid, context)
+    refused = oversized_texts(req.tasks, state.settings.max_text_chars)
+    tasks = [t for i, t in enumerate(req.tasks) if i not in refused] if refused else req.tasks
+    if refused and not tasks:  # every task refused: say so (a batch with some good tasks is still served)
+        raise text_too_long(*refused[0], state.settings.max_text_chars)
+    results, problems = await state.lanes.model.run(
+        state.predictor.predict_tasks, tasks, schema, uid, context, timeout=state.settings.predict_timeout
+    )
+    if refused:
+        results = _splice_refused(results, refused, len(req.tasks), state.settings.max_text_chars, problems)
     for p in problems[:20]:
         log.warning("predict %s: %s", uid, p)
     state.metrics.observe_predict(len(req.tasks), time.perf_counter() - t0, len(problems))
     return JSON({"results": results})
 
 
-async def run_cpu(request: Request, fn, *args):
-    """Small batches run inline (a thread hop costs more than the work); large ones off the event loop."""
-    tasks = args[0]
-    if len(tasks) <= 8:
-        return fn(*args)
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(fn, *args)
+def _splice_refused(
+    results: list[dict[str, Any]], refused: dict[int, tuple[str, int]], n: int, max_chars: int, problems: list[str]
+) -> list[dict[str, Any]]:
+    """Empty predictions, in place, for the tasks refused as too long (one bad task never spoils a batch)."""
+    served = iter(results)
+    tag = results[0]["model_version"]
+    out = []
+    for i in range(n):
+        if i in refused:
+            problems.append(f"{refused[i][0]}: longer than {max_chars} characters (LABELPILOT_MAX_TEXT_CHARS)")
+            out.append({"result": [], "score": 0.0, "model_version": tag})
+        else:
+            out.append(next(served))
+    return out
 
 
 @hooks.post("/webhook", openapi_extra=json_body(WebhookEvent, {
@@ -227,7 +278,11 @@ async def webhook(request: Request) -> JSON:
                 status_code=401,
                 headers=CHALLENGE,
             )
-    event = parse_annotation_event(action, body) if action in ANNOTATION_EVENTS else None
+    bulk_action = action in ("ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED")
+    if bulk_action and not isinstance(body.get("annotations"), list | None):
+        raise InputError("annotations must be a list", field="annotations")
+    # a single event's ids are checked here (a 422 before anything changes); a bulk event's in the lane
+    event = parse_annotation_event(action, body) if action in ANNOTATION_EVENTS and not bulk_action else None
     out: dict[str, Any] = {"status": "ok", "project": uid}
     config_note = _take_config(state.store, uid, project, trusted)
     if config_note:
@@ -236,15 +291,19 @@ async def webhook(request: Request) -> JSON:
         job_id, deferred = state.runner.submit(uid, action, full_export=True)
         out["training"] = {"job_id": job_id, "state": "coalesced" if deferred else "queued"}
         return JSON(out, status_code=201)
-    before = state.store.count_annotations(uid)
-    count = _store_annotation_event(state.store, uid, event)
-    if event.skipped:
-        out["skipped"] = event.skipped[:MAX_SKIPPED_NAMED]
-        log.warning("webhook %s %s: skipped %d entries: %s", action, uid, len(event.skipped), event.skipped[:3])
-    since = state.store.count_annotation_event(uid, count)
+    # parsed (bulk), stored and counted in one transaction in the webhook lane; the bulk list is handed over so
+    # its last reference (100,000 dicts to free) dies in the worker thread, not on the event loop
+    handed = [body.pop("annotations", None)]
+    rest = body
+    since, skipped, before, after = await state.lanes.events.run(
+        _store_annotation_event, state.store, uid, action, rest, handed, event
+    )
+    if skipped:
+        out["skipped"] = skipped[:MAX_SKIPPED_NAMED]
+        log.warning("webhook %s %s: skipped %d entries: %s", action, uid, len(skipped), skipped[:3])
     out["annotations_since_training"] = since
-    due = retrain_due(settings.schedule, settings.retrain_every, total_before=before,
-                      total_after=state.store.count_annotations(uid), since_train=since)
+    due = retrain_due(settings.schedule, settings.retrain_every, total_before=before, total_after=after,
+                      since_train=since)
     if due:
         state.store.reset_counter(uid)
         job_id, deferred = state.runner.submit(uid, due, full_export=False)
@@ -273,12 +332,26 @@ def _take_config(store, uid: str, project: Any, trusted: bool) -> str | None:
     return None
 
 
-def _store_annotation_event(store, uid: str, event: AnnotationEvent) -> int:
-    if event.deleted:
-        store.delete_annotations(uid, event.deleted)
-    for task, ann in event.items:
-        store.put_annotation(uid, task, ann)
-    return event.count
+def _store_annotation_event(
+    store: ProjectStore, uid: str, action: str, rest: dict[str, Any], handed: list[Any],
+    event: AnnotationEvent | None,
+) -> tuple[int, list[str], int, int]:
+    """Check the ids of a bulk event (a single event's ``event`` was checked on the loop), store the
+    annotations and add the count in ONE transaction. Returns the new counter, the skipped entries and the
+    project's stored annotations before and after. ``handed`` holds the event's ``annotations`` list, taken
+    out of the body."""
+    with gc_paused():
+        bulk = handed.pop()
+        if event is None:
+            event = parse_annotation_event(action, {**rest, "annotations": bulk})
+        before = store.count_annotations(uid)
+        since = store.record_annotation_event(uid, put=event.items, delete=event.deleted, count=event.count)
+        after = store.count_annotations(uid)
+        while event.items:  # freed one by one: one free of 100,000 dicts would hold the interpreter lock
+            event.items.pop()
+        while isinstance(bulk, list) and bulk:
+            bulk.pop()
+        return since, event.skipped, before, after
 
 
 @router.get("/versions")

@@ -19,6 +19,7 @@ from labelpilot.models.base import Model, can_predict_untrained, family_for
 from labelpilot.models.bundle import Bundle
 from labelpilot.registry import ModelVersion, Registry
 from labelpilot.schema import ControlSpec, LabelSchema, TaskKind
+from labelpilot.server.offload import freeze_heap
 
 log = logging.getLogger("labelpilot.predict")
 
@@ -57,6 +58,7 @@ class Predictor:
 
             warm_up(bundle)
             self._cache[name] = (mv, bundle)
+            freeze_heap()
             log.info("loaded %s v%s (%s)", name, mv.version, mv.tag)
             return mv, bundle
         finally:

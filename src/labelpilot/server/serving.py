@@ -26,10 +26,10 @@ from labelpilot.ids import parse_uint
 from labelpilot.models.bundle import Bundle
 from labelpilot.registry import ModelVersion
 from labelpilot.schema import TaskKind
+from labelpilot.server.limits import check_task_count, text_too_long
 from labelpilot.server.openapi import V1_BODY, V1_EXAMPLE, json_body
 from labelpilot.server.responses import JSON
 
-MAX_BATCH = 1000
 MAX_IMAGE_BYTES = 20_000_000
 
 
@@ -37,7 +37,7 @@ class Unauthorized(LabelpilotError):
     status_code = 401
 
 
-def require_token(request: Request) -> None:
+async def require_token(request: Request) -> None:
     tokens: set[str] = request.app.state.settings.tokens
     if not tokens:
         return
@@ -63,7 +63,7 @@ def _instances(body: Any) -> tuple[list[dict[str, Any]], bool]:
     raise InputError("the body must be an object, a list, or {\"instances\": [...]}", field="body")
 
 
-def _example(item: Any, i: int, kind: TaskKind, tmp: Path) -> Example:
+def _example(item: Any, i: int, kind: TaskKind, tmp: Path, max_chars: int) -> Example:
     if not isinstance(item, dict):
         raise InputError(f"instance {i} is not an object", field=f"instances.{i}")
     ident = item.get("id")
@@ -86,6 +86,9 @@ def _example(item: Any, i: int, kind: TaskKind, tmp: Path) -> Example:
     pair = item.get("text_pair", item.get("second_sequence"))
     if pair is not None and not isinstance(pair, str):
         raise InputError(f"instance {i}: 'second_sequence' must be a string", field=f"instances.{i}.second_sequence")
+    for key, value in (("text", text), ("text_pair", pair)):
+        if value is not None and len(value) > max_chars:
+            raise text_too_long(f"instances.{i}.{key}", len(value), max_chars)
     return Example(text=text, text_pair=pair, id=None if ident is None else str(ident))
 
 
@@ -117,23 +120,18 @@ async def _predict(request: Request, name: str, version: int | None) -> JSON:
     status = "ok"
     labels = ("unknown", "unknown")  # a name from the URL becomes a label only once it names a model
     try:
-        mv, bundle = state.resolve_model(name, version)
+        # loading a bundle (the first time) and predicting run in the prediction lane, never on the event loop
+        mv, bundle = await state.lanes.model.run(state.resolve_model, name, version)
         labels = (name, str(mv.version))
         from labelpilot.server.ls_backend import read_json
 
         items, batched = _instances(await read_json(request))
-        if not items or len(items) > MAX_BATCH:
-            raise InputError(f"give 1 to {MAX_BATCH} instances", field="instances")
-        control_name, model = next(iter(bundle.models.items()))
-        control = bundle.schema.control(control_name)
-        if control.kind in (TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES):
-            with tempfile.TemporaryDirectory(prefix="lp-img-") as tmp:
-                examples = [_example(item, i, control.kind, Path(tmp)) for i, item in enumerate(items)]
-                preds = model.predict(examples)
-        else:  # text: no temporary folder per request
-            examples = [_example(item, i, control.kind, Path()) for i, item in enumerate(items)]
-            preds = model.predict(examples)
-        answers = [_answer(p, ex, control.label_keys, control.kind) for p, ex in zip(preds, examples, strict=True)]
+        if not items:
+            raise InputError("give at least one instance", field="instances")
+        check_task_count(len(items), state.settings, field="instances")
+        answers = await state.lanes.model.run(
+            _predict_items, bundle, items, state.settings.max_text_chars, timeout=state.settings.predict_timeout
+        )
         body: dict[str, Any] = {"model": name, "version": mv.version}
         body |= {"predictions": answers} if batched else answers[0]
         return JSON(body)
@@ -145,6 +143,19 @@ async def _predict(request: Request, name: str, version: int | None) -> JSON:
         raise
     finally:
         state.metrics.observe_model(*labels, status, time.perf_counter() - t0)
+
+
+def _predict_items(bundle: Bundle, items: list[Any], max_chars: int) -> list[dict[str, Any]]:
+    control_name, model = next(iter(bundle.models.items()))
+    control = bundle.schema.control(control_name)
+    if control.kind in (TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES):
+        with tempfile.TemporaryDirectory(prefix="lp-img-") as tmp:
+            examples = [_example(item, i, control.kind, Path(tmp), max_chars) for i, item in enumerate(items)]
+            preds = model.predict(examples)
+    else:  # text: no temporary folder per request
+        examples = [_example(item, i, control.kind, Path(), max_chars) for i, item in enumerate(items)]
+        preds = model.predict(examples)
+    return [_answer(p, ex, control.label_keys, control.kind) for p, ex in zip(preds, examples, strict=True)]
 
 
 @router.post("/models/{name}/predict", openapi_extra=json_body(V1_BODY, V1_EXAMPLE))
