@@ -54,11 +54,26 @@ def full_labels(model: Any, classes: list[str]) -> list[str] | None:
 
 
 def _full_inputs(inputs: dict[str, Any], seen: np.ndarray, k: int) -> dict[str, Any]:
-    """The TF-IDF targets and held-out probabilities in the full label space."""
-    out = dict(inputs, y=seen[np.asarray(inputs["y"])])
+    """The TF-IDF targets and held-out probabilities in the full label space.
+
+    A held-out example that is its label's only example stands for a text of a label not annotated yet: a
+    model trained without it could not have proposed that label, yet TF-IDF's held-out probabilities
+    (calibrated over the labels of all the examples) give it its share. Its TF-IDF probability of that
+    label is set to 0 (the rest renormalised), so the mix weight is judged on how often a new label comes
+    up (the singletons' share, as in Good-Turing) instead of assuming that none ever will."""
+    y = np.asarray(inputs["y"])
+    out = dict(inputs, y=seen[y])
     if inputs.get("probs") is not None:
-        probs = np.zeros((inputs["probs"].shape[0], k))
-        probs[:, seen] = inputs["probs"]
+        held = np.array(inputs["probs"], dtype=np.float64)
+        if inputs.get("val") is None and inputs.get("rows") is not None:
+            rows = np.asarray(inputs["rows"], dtype=np.int64)
+            counts = np.bincount(y, minlength=held.shape[1])
+            for i in np.flatnonzero(counts[y[rows]] == 1):
+                held[i, y[rows[i]]] = 0.0
+                total = held[i].sum()
+                held[i] = held[i] / total if total > 0 else 1.0 / held.shape[1]
+        probs = np.zeros((held.shape[0], k))
+        probs[:, seen] = held
         out["probs"] = probs
     if inputs.get("val_y") is not None:
         out["val_y"] = seen[np.asarray(inputs["val_y"])]
