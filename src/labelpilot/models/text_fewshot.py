@@ -12,6 +12,12 @@ Mix
     ``p = w * p_head + (1 - w) * p_tfidf`` with ``w`` in {0, 0.1, …, 1} chosen by log-loss on held-out
     predictions of both (TF-IDF's out-of-fold or held-out-slice probabilities, the head's leave-one-out
     ones). Small data ends up near the encoder, large data near the TF-IDF model where that is better.
+Every label of the control (when zero-shot is ready)
+    The head then covers all the control's labels, not only the annotated ones (``seen``: where the TF-IDF
+    model's classes sit among them). Ridge targets are centred per label (unseen labels: zero columns), so
+    the ridge says "which of the seen labels" without a bias *for* the seen ones, and the label-name prior
+    lets an unseen label win; TF-IDF probabilities get zeros for unseen labels before the mix. With a
+    single annotated label there is no TF-IDF model (``seen`` only) and the head alone serves.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ def ridge_loo(x: np.ndarray, y1: np.ndarray) -> tuple[np.ndarray, np.ndarray, fl
     return best[2], best[1], best[3]
 
 
-def _fit_ab(r: np.ndarray, zs: np.ndarray | None, y: np.ndarray) -> tuple[float, float]:
+def _fit_ab(r: np.ndarray, zs: np.ndarray | None, y: np.ndarray, b_min: float = 0.0) -> tuple[float, float]:
     """Logit weights (a on the ridge scores, b on the zero-shot logits) by log-loss, with a weak prior."""
     from scipy.optimize import minimize
 
@@ -88,7 +94,7 @@ def _fit_ab(r: np.ndarray, zs: np.ndarray | None, y: np.ndarray) -> tuple[float,
         grad = np.array([(g * r).sum() / m, (g * zsv).sum() / m]) + lam * d
         return float(-logp[rows, y].mean() + 0.5 * lam * d @ d), grad
 
-    bounds = [(0.0, 100.0), (0.0, 5.0 if zs is not None else 0.0)]
+    bounds = [(0.0, 100.0), (b_min if zs is not None else 0.0, 5.0 if zs is not None else 0.0)]
     res = minimize(objective, prior, jac=True, method="L-BFGS-B", bounds=bounds)
     return float(res.x[0]), float(res.x[1])
 
@@ -103,6 +109,7 @@ class FewShotHead:
     b: float
     mix: float  # weight of the head in the mixed probabilities
     prototypes: np.ndarray | None  # (k, dim) label-name prototypes of the model's classes (b > 0)
+    seen: np.ndarray | None = None  # full label space: column of each TF-IDF class among the head's
 
     def __post_init__(self) -> None:
         # (dim, k) C-contiguous: OpenBLAS was ~100x slower on ``vectors @ prototypes.T`` (a transposed operand)
@@ -114,21 +121,37 @@ class FewShotHead:
             z = z + self.b * (np.asarray(vectors, dtype=np.float32) @ self._proto_t) / TEMPERATURE
         return _softmax(z)
 
-    def combine(self, p_tfidf: np.ndarray, examples: Sequence[Example]) -> np.ndarray:
-        """The mixed probabilities; the TF-IDF ones alone when the encoder is unavailable here."""
-        if self.mix <= 0.0:
+    def to_full(self, p_tfidf: np.ndarray) -> np.ndarray:
+        """TF-IDF probabilities in the head's label space (zeros for labels it never saw)."""
+        if self.seen is None:
             return p_tfidf
+        out = np.zeros((p_tfidf.shape[0], self.weights.shape[1]), dtype=np.float64)
+        out[:, self.seen] = p_tfidf
+        return out
+
+    def combine(self, p_tfidf: np.ndarray | None, examples: Sequence[Example]) -> np.ndarray:
+        """The mixed probabilities; the TF-IDF ones alone when the encoder is unavailable here
+        (``p_tfidf`` None: a head-only model, which needs the encoder)."""
+        p = self.to_full(p_tfidf) if p_tfidf is not None else None
+        if p is not None and self.mix <= 0.0:
+            return p
         try:
             enc = get_encoder()
         except EncoderUnavailable:
-            return p_tfidf
+            if p is None:
+                raise
+            return p
         if enc.name != self.encoder:
-            return p_tfidf
-        vectors = enc.encode([ex.text or "" for ex in examples])
-        return self.mix * self.head_probs(vectors) + (1.0 - self.mix) * p_tfidf
+            if p is None:
+                raise EncoderUnavailable(f"the model was trained with encoder {self.encoder}, not {enc.name}")
+            return p
+        head = self.head_probs(enc.encode([ex.text or "" for ex in examples]))
+        return head if p is None else self.mix * head + (1.0 - self.mix) * p
 
     def to_saved(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {"fs_weights": self.weights.astype(np.float32)}
+        if self.seen is not None:
+            arrays["fs_seen"] = self.seen.astype(np.int64)
         if self.prototypes is not None:
             arrays["fs_prototypes"] = self.prototypes.astype(np.float32)
         return arrays, {"encoder": self.encoder, "a": self.a, "b": self.b, "mix": self.mix}
@@ -138,8 +161,9 @@ class FewShotHead:
         if not meta or "fs_weights" not in arrays:
             return None
         protos = arrays.get("fs_prototypes")
+        seen = arrays.get("fs_seen")
         return cls(str(meta["encoder"]), np.asarray(arrays["fs_weights"], np.float32), float(meta["a"]),
-                   float(meta["b"]), float(meta["mix"]), protos)
+                   float(meta["b"]), float(meta["mix"]), protos, seen)
 
 
 def class_prototypes(
@@ -162,21 +186,31 @@ def fit_head(
     y: np.ndarray,
     heldout: dict[str, Any],
     descriptions: dict[str, str] | None = None,
+    full: bool = False,
 ) -> tuple[FewShotHead, dict[str, float]]:
     """Fit the head on ``train`` and choose the mix weight on TF-IDF's held-out predictions.
 
-    ``heldout``: ``probs`` (m, k) of the TF-IDF model and either ``rows`` (indices into ``train``: out-of-fold
-    or held-out-slice rows) or ``val`` examples with ``val_y``."""
+    ``heldout``: ``probs`` (m, k) of the TF-IDF model (None: none, the head alone is mixed in) and either
+    ``rows`` (indices into ``train``: out-of-fold or held-out-slice rows) or ``val`` examples with ``val_y``.
+    ``full``: ``classes`` are all the control's labels, some never annotated (centred targets, the label-name
+    prior always on)."""
     k = len(classes)
     vectors = encoder.encode([ex.text or "" for ex in train], persist=True)  # the next run reads them back
     x = _with_bias(vectors)
     y1 = np.zeros((y.shape[0], k))
     y1[np.arange(y.shape[0]), y] = 1.0
+    if full:
+        y1 -= y1.mean(axis=0, keepdims=True)
     w, loo, lam = ridge_loo(x, y1)
     protos = class_prototypes(control, encoder, classes, descriptions)
     zs = (vectors @ np.ascontiguousarray(protos.T)) / TEMPERATURE if protos is not None else None
-    a, b = _fit_ab(loo, zs, y)
+    a, b = _fit_ab(loo, zs, y, b_min=0.2 if full else 0.0)
     head = FewShotHead(encoder.name, w.astype(np.float32), a, b, 0.0, protos if b > 0 else None)
+    metrics: dict[str, float] = {"encoder_ridge_penalty": lam}
+    if heldout.get("probs") is None:
+        head.mix = 1.0
+        metrics["encoder_mix"] = 1.0
+        return head, metrics
     if heldout.get("val") is not None:
         p_head = head.head_probs(encoder.encode([ex.text or "" for ex in heldout["val"]]))
         y_ho = np.asarray(heldout["val_y"])
@@ -188,12 +222,11 @@ def fit_head(
     losses = {wt: _nll(wt * p_head + (1.0 - wt) * p_tfidf, y_ho) for wt in WEIGHTS}
     head.mix = min(losses, key=lambda wt: (losses[wt], -wt))
     p_mix = head.mix * p_head + (1.0 - head.mix) * p_tfidf
-    metrics = {
+    metrics.update({
         "encoder_mix": head.mix,
-        "encoder_ridge_penalty": lam,
         "encoder_accuracy": float((p_head.argmax(axis=1) == y_ho).mean()),
         "tfidf_accuracy": float((p_tfidf.argmax(axis=1) == y_ho).mean()),
         "mixed_accuracy": float((p_mix.argmax(axis=1) == y_ho).mean()),
         "mixed_log_loss": losses[head.mix],
-    }
+    })
     return head, metrics
