@@ -141,6 +141,13 @@ def test_health_answers_fast_while_training(start_server, fake_ls) -> None:
     assert latencies[-1] < 1.0, f"max /health latency {latencies[-1]:.3f}s"
 
 
+def _fitting(job: dict, after: int) -> bool:
+    """Past fetching the annotations: "training on N annotated tasks", then the model's own steps ("featurizing
+    …", "fitting …"), which a warm trainer reaches within milliseconds."""
+    progress = job.get("progress") or ""
+    return job["id"] > after and job.get("state") == "running" and progress not in ("", "fetching annotations")
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -159,9 +166,10 @@ def test_sigkill_mid_training_keeps_previous_version(tmp_path, fake_ls) -> None:
             v0 = setup(client, fake_ls.url)
             client.post("/webhook", json={"action": "START_TRAINING", "project": PROJECT})
             v1 = wait_for(lambda: (v := setup(client, fake_ls.url)) != v0 and v, what="version 1")
+            first_job = training_state(client)["jobs"][0]["id"]
             fake_ls.tasks[3] = big_tasks(20000, seed=1)
             client.post("/webhook", json={"action": "START_TRAINING", "project": PROJECT})
-            wait_for(lambda: (training_state(client)["jobs"][0]["progress"] or "").startswith("training"),
+            wait_for(lambda: _fitting(training_state(client)["jobs"][0], after=first_job),
                      what="the second job to be fitting")
             time.sleep(0.5)
             trainers = _children(server.proc.pid)
