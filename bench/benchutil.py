@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 
@@ -21,3 +23,46 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> Non
             pass
         time.sleep(0.1)
     raise RuntimeError(f"the server at {url} was not healthy within {timeout:.0f} s")
+
+
+_WRK_LUA = r"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+%(headers)s
+local bodies = {}
+local i = 0
+init = function(args)
+  for line in io.lines("%(bodies)s") do bodies[#bodies + 1] = line end
+end
+request = function()
+  i = i + 1
+  return wrk.format(nil, nil, nil, bodies[(i %% #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%d %%.3f %%.3f %%.3f %%.3f\n", summary.requests, e.status,
+    e.connect + e.read + e.write + e.timeout, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    latency.max / 1000, summary.duration / 1e6))
+end
+"""
+
+
+def wrk_script(path: Path, bodies: Path, headers: dict[str, str] | None = None) -> Path:
+    """Write a wrk Lua script that POSTs the JSON bodies of ``bodies`` (one a line) in turn and prints one
+    RESULT line (requests, non-2xx, socket errors, p50/p99/max ms, seconds)."""
+    extra = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {}).items())
+    path.write_text(_WRK_LUA % {"headers": extra, "bodies": bodies})
+    return path
+
+
+def run_wrk(lua: Path, url: str, threads: int, connections: int, seconds: int) -> dict[str, float]:
+    """One wrk run (127.0.0.1 only: ``url`` is a local server); its figures as a dict."""
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s",
+           "-s", str(lua), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    m = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+)", out)
+    if not m:
+        raise RuntimeError(f"wrk printed no RESULT line: {out}")
+    n, dur = int(m[1]), float(m[7])
+    return {"requests": n, "non_2xx": int(m[2]), "socket_errors": int(m[3]), "rps": round(n / dur, 1),
+            "p50_ms": float(m[4]), "p99_ms": float(m[5]), "max_ms": float(m[6])}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -21,29 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchutil import wait_healthy
+from benchutil import run_wrk, wait_healthy, wrk_script
 
 ROOT = Path(__file__).resolve().parents[1]
 LP = ROOT / ".venv" / "bin" / "labelpilot"
 
-LUA = r"""
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer bench-token"
-local bodies = {}
-local i = 0
-init = function(args)
-  for line in io.lines("%s") do bodies[#bodies + 1] = line end
-end
-request = function()
-  i = i + 1
-  return wrk.format(nil, nil, nil, bodies[(i %% #bodies) + 1])
-end
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT %%d %%d %%.3f %%.3f %%.3f\n", summary.requests, summary.errors.status,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.duration / 1e6))
-end
-"""
 
 
 def main() -> None:
@@ -78,7 +59,7 @@ def main() -> None:
     with bodies.open("w", encoding="utf-8") as fh:
         for i, r in enumerate(rows[:500]):
             fh.write(json.dumps({"id": str(i), "first_sequence": r["text"]}, ensure_ascii=False) + "\n")
-    (work / "bench.lua").write_text(LUA % bodies)
+    lua = wrk_script(work / "bench.lua", bodies, {"Authorization": "Bearer bench-token"})
     port = 9400 + os.getpid() % 400
     env = {**os.environ, "LABELPILOT_API_TOKENS": "bench-token"}
     proc = subprocess.Popen([str(LP), "serve-model", str(work / "exp"), "--port", str(port), "--workers",
@@ -90,14 +71,11 @@ def main() -> None:
         wait_healthy(url, proc)
         for c in (1, 8, 32):
             threads = 1  # the load generator shares the 2 cores with the server: keep it to one thread
-            out = subprocess.run(["wrk", "-t", str(threads), "-c", str(c), "-d", f"{args.duration}s", "--latency",
-                                  "-s", str(work / "bench.lua"), url + "/v1/models/bench/predict"],
-                                 capture_output=True, text=True, check=True).stdout
-            m = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+) ([\d.]+)", out)
-            assert m, out
-            n, errors, p50, p99, dur = int(m[1]), int(m[2]), float(m[3]), float(m[4]), float(m[5])
-            results[c] = {"requests": n, "non_2xx": errors, "qps": round(n / dur, 1), "p50_ms": p50, "p99_ms": p99}
-            print(f"{c:>3} clients: {n / dur:8.1f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  non-2xx {errors}")
+            r = run_wrk(lua, url + "/v1/models/bench/predict", threads, c, args.duration)
+            n, errors, p50, p99 = r["requests"], r["non_2xx"], r["p50_ms"], r["p99_ms"]
+            results[c] = {"requests": n, "non_2xx": errors, "socket_errors": r["socket_errors"], "qps": r["rps"],
+                          "p50_ms": p50, "p99_ms": p99}
+            print(f"{c:>3} clients: {r['rps']:8.1f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  non-2xx {errors}")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)

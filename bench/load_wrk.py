@@ -14,7 +14,6 @@ import argparse
 import http.client
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -23,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchutil import wait_healthy
+from benchutil import run_wrk, wait_healthy, wrk_script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -34,25 +33,6 @@ CONFIG = """<View>
   <Choices name="label" toName="sentence">{choices}</Choices>
 </View>"""
 
-LUA = r"""
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local bodies = {}
-local i = 0
-init = function(args)
-  for line in io.lines("%s") do bodies[#bodies + 1] = line end
-end
-request = function()
-  i = i + 1
-  return wrk.format(nil, nil, nil, bodies[(i %% #bodies) + 1])
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %%d %%d %%d %%.3f %%.3f %%.3f %%.3f\n", summary.requests, e.status,
-    e.connect + e.read + e.write + e.timeout, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    latency.max / 1000, summary.duration / 1e6))
-end
-"""
 
 
 def training_rows(data: Path, limit: int) -> list[tuple[str, str]]:
@@ -96,17 +76,6 @@ def server_processes(pgid: int) -> int:
     return n
 
 
-def run_wrk(lua: Path, url: str, threads: int, connections: int, seconds: int) -> dict[str, float]:
-    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s",
-           "-s", str(lua), url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    m = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+)", out)
-    assert m, out
-    n, dur = int(m[1]), float(m[7])
-    return {"requests": n, "non_2xx": int(m[2]), "socket_errors": int(m[3]), "rps": round(n / dur, 1),
-            "p50_ms": float(m[4]), "p99_ms": float(m[5]), "max_ms": float(m[6])}
-
-
 def warm_up(url: str, body: str, timeout: float = 120) -> None:
     """Until 50 calls in a row, each on a new connection (so every worker process is reached), take < 50 ms:
     each worker has loaded the model."""
@@ -144,7 +113,7 @@ def main() -> None:
             fh.write(json.dumps({"tasks": [{"id": i, "data": {"sentence": text}}], "project": UID,
                                  "label_config": config}, ensure_ascii=False) + "\n")
     lua = work / "predict.lua"
-    lua.write_text(LUA % bodies)
+    wrk_script(lua, bodies)
     port = 9500 + os.getpid() % 400
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
