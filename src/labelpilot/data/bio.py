@@ -88,6 +88,11 @@ def is_cjk(ch: str) -> bool:
     return bool(_CJK_RE.fullmatch(ch))
 
 
+def has_cjk(text: str) -> bool:
+    """True when ``text`` contains a Han / kana / Hangul character."""
+    return _CJK_RE.search(text) is not None
+
+
 def tokenize(text: str) -> Offsets:
     """Character offsets ``(start, end)`` of the tagging tokens of ``text`` (see module doc)."""
     return [m.span() for m in _TOKEN_RE.finditer(text)]

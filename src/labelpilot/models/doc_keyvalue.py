@@ -319,13 +319,14 @@ def _ink(seg: SegmentLike) -> tuple[float, float, float, float]:
     return (x0, y0 + INK_TOP * h, x1, y1 - INK_BOTTOM * h)
 
 
-def _shares(text: str) -> list[float]:
-    return [1.0 if unicodedata.east_asian_width(ch) in ("W", "F") else 0.55 for ch in text]
+def char_weight(ch: str) -> float:
+    """A character's share of a line's width: a wide (CJK, full-width) character counts 1, another 0.55."""
+    return 1.0 if unicodedata.east_asian_width(ch) in ("W", "F") else 0.55
 
 
 def _split_box(box: tuple[float, float, float, float], text: str, value: str) -> tuple[float, float, float, float]:
     """The box of the last ``len(value)`` characters of ``text``, shared out by character width."""
-    w = _shares(text)
+    w = [char_weight(ch) for ch in text]
     total = sum(w) or 1.0
     start = sum(w[: len(text) - len(value)]) / total
     return (box[0] + (box[2] - box[0]) * start, box[1], box[2], box[3])

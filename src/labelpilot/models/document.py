@@ -110,10 +110,6 @@ class Segment:
 # ------------------------------------------------------------------------------------------ segments
 
 
-def _char_weight(ch: str) -> float:
-    return 1.0 if unicodedata.east_asian_width(ch) in ("W", "F") else 0.55
-
-
 def _char_spans(line: OcrLine) -> list[tuple[float, float] | None]:
     """The x extent of each character of ``line.text`` (None for spaces): from rapidocr's word boxes when
     they spell the line, else the line box shared out by character width (CJK full, others ~0.55)."""
@@ -127,10 +123,10 @@ def _char_spans(line: OcrLine) -> list[tuple[float, float] | None]:
     chars = [i for i, ch in enumerate(text) if ch != " "]
     k = 0
     for word, x0, x1 in pieces:
-        total = sum(_char_weight(c) for c in word) or 1.0
+        total = sum(kv.char_weight(c) for c in word) or 1.0
         acc = 0.0
         for c in word:
-            w = _char_weight(c)
+            w = kv.char_weight(c)
             if k < len(chars):
                 out[chars[k]] = (x0 + (x1 - x0) * acc / total, x0 + (x1 - x0) * (acc + w) / total)
             acc += w

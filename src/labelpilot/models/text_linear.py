@@ -47,6 +47,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from labelpilot.data.bio import has_cjk
 from labelpilot.data.types import Example, FitReport, Prediction
 from labelpilot.encoders import EncoderUnavailable
 from labelpilot.errors import InputError, NotFoundError, TrainingError
@@ -71,7 +72,6 @@ _M1 = _U64(0xBF58476D1CE4E5B9)
 _M2 = _U64(0x94D049BB133111EB)
 _S30, _S27, _S31 = _U64(30), _U64(27), _U64(31)
 
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _ALNUM = re.compile(r"[^\W_]")
 _WORDS = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _SEGMENT_SPLIT = re.compile(r"[,，;；|、/\n\t]+")
@@ -303,7 +303,7 @@ def _cjk_words(text: str, hmm: bool) -> tuple[str, ...]:
 def _words(text: str, hmm: bool) -> list[str] | tuple[str, ...]:
     if not text:
         return []
-    if _CJK.search(text):
+    if has_cjk(text):
         return _cjk_words(text, hmm)
     return _WORDS.findall(text)
 

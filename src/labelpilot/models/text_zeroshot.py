@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from labelpilot.data.bio import has_cjk
 from labelpilot.data.types import Example, Prediction
 from labelpilot.encoders import TextEncoder
 from labelpilot.schema.types import TAXONOMY_SEP, ControlSpec, TaskKind
@@ -38,7 +39,6 @@ MAX_MEAN_COSINE = 0.85
 EN_TEMPLATES = ("{}", "This text is about {}.", "A text about {}.")
 ZH_TEMPLATES = ("{}", "这是一条关于{}的内容。", "关于{}")
 
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _ID_LIKE = re.compile(
     r"^(?:(?:label|class|cls|category|cat|type|tag|option|choice|item|group|level|lbl|l|c|t|x|y|id)[\s_.#:-]*)?"
@@ -65,7 +65,7 @@ def meaningful(name: str) -> bool:
     s = name.strip()
     if not s:
         return False
-    if _CJK.search(s):
+    if has_cjk(s):
         return True
     if _ID_LIKE.match(s):
         return False
@@ -100,7 +100,7 @@ def label_texts(control: ControlSpec, descriptions: Mapping[str, str] | None = N
 
 
 def _templates(name: str) -> tuple[str, ...]:
-    return ZH_TEMPLATES if _CJK.search(name) else EN_TEMPLATES
+    return ZH_TEMPLATES if has_cjk(name) else EN_TEMPLATES
 
 
 class ZeroShot:
