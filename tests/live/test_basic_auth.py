@@ -22,7 +22,11 @@ CFG = LabelConfig.parse(SENTIMENT_CONFIG)
 @pytest.fixture(scope="module")
 def backend(labelpilot):
     return labelpilot.start(
-        "basic-auth", BASIC_AUTH_USER=USER, BASIC_AUTH_PASS=PASSWORD, LABELPILOT_RETRAIN_EVERY=RETRAIN_EVERY
+        "basic-auth",
+        BASIC_AUTH_USER=USER,
+        BASIC_AUTH_PASS=PASSWORD,
+        LABELPILOT_RETRAIN_EVERY=RETRAIN_EVERY,
+        LABELPILOT_RETRAIN_SCHEDULE="",  # only the every-N rule: one retrain per 5, no early 1/2 versions
     )
 
 
@@ -99,6 +103,7 @@ def test_secret_webhook_path(ls, labelpilot):
         BASIC_AUTH_PASS=PASSWORD,
         LABELPILOT_WEBHOOK_SECRET=SECRET,
         LABELPILOT_RETRAIN_EVERY=RETRAIN_EVERY,
+        LABELPILOT_RETRAIN_SCHEDULE="",
     )
     project = sentiment_project(ls, "live secret path")
     url = f"{backend.url}/s/{SECRET}"

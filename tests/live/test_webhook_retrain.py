@@ -13,7 +13,7 @@ RETRAIN_EVERY = 5
 
 @pytest.fixture(scope="module")
 def backend(labelpilot):
-    return labelpilot.start("retrain-every-5", LABELPILOT_RETRAIN_EVERY=RETRAIN_EVERY)
+    return labelpilot.start("retrain-every-5", LABELPILOT_RETRAIN_EVERY=RETRAIN_EVERY, LABELPILOT_RETRAIN_SCHEDULE="")
 
 
 @needs_text_model
