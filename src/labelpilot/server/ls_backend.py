@@ -5,6 +5,7 @@ Thin: parse and validate, call the core, format. See ../shared/ls-protocol.md §
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -30,6 +31,7 @@ from labelpilot.server.auth import CHALLENGE, basic_ok, require_basic, require_s
 from labelpilot.server.limits import check_task_count, oversized_texts, text_too_long
 from labelpilot.server.offload import gc_paused
 from labelpilot.server.openapi import EXAMPLE_CONFIG, TASKS_SCHEMA, WebhookEvent, json_body
+from labelpilot.server.predictor import UNTRAINED
 from labelpilot.server.responses import JSON
 from labelpilot.server.webhook_events import MAX_SKIPPED_NAMED, AnnotationEvent, parse_annotation_event
 
@@ -164,6 +166,27 @@ def encoder_problems(schema: LabelSchema) -> list[str]:
 ENCODER_KINDS = frozenset({TaskKind.TEXT_CHOICES, TaskKind.TEXT_TAXONOMY})
 
 
+async def _version_and_encoder(predictor, uid: str, schema: LabelSchema, wait: float) -> tuple[str, list[str]]:
+    """The version string for /setup and the encoder's problems, computed off the event loop.
+
+    Before the first training the version depends on whether zero-shot models can run, which loads the text
+    encoder (0.6 s on an idle machine, several seconds on a busy one, and the start-up warm-up may hold its
+    lock). Label Studio gives /setup 3 s, so this waits at most ``wait`` seconds: after that /setup answers
+    ``untrained`` with a warning and the loading goes on in its thread; the next /setup (Label Studio sends
+    one with every prediction round and training) reports the real version."""
+
+    def compute() -> tuple[str, list[str]]:
+        return predictor.version_tag(uid, schema), encoder_problems(schema)
+
+    work = asyncio.ensure_future(anyio.to_thread.run_sync(compute))
+    try:
+        return await asyncio.wait_for(asyncio.shield(work), timeout=wait)
+    except TimeoutError:
+        work.add_done_callback(lambda f: f.cancelled() or f.exception())  # collect the late result quietly
+        return UNTRAINED, [f"models are still loading (more than {wait:g} s): the version stays "
+                           f"'{UNTRAINED}' until the next /setup"]
+
+
 public = APIRouter()
 router = APIRouter(dependencies=[Depends(require_basic)])
 hooks = APIRouter(dependencies=[Depends(require_secret_path)])
@@ -189,15 +212,15 @@ async def setup(request: Request) -> JSON:
         extra_params=req.extra_params,
         authed=True,
     )
-    from starlette.concurrency import run_in_threadpool
-
-    problems = schema.problems() + family_problems(schema) + await run_in_threadpool(encoder_problems, schema)
+    problems = schema.problems() + family_problems(schema)
+    tag, late = await _version_and_encoder(state.predictor, uid, schema, state.settings.setup_wait)
+    problems += late
     if dropped:
         problems.append(f"hostname changed to {origin(req.hostname or '')} without an access_token: the token "
                         "stored for the previous Label Studio was dropped and is never sent to the new one")
     if problems:
         log.warning("project %s: %s", uid, "; ".join(problems))
-    body: dict[str, Any] = {"model_version": state.predictor.version_tag(uid, schema)}
+    body: dict[str, Any] = {"model_version": tag}
     if problems:
         body["warnings"] = problems
     return JSON(body)
