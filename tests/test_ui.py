@@ -251,7 +251,8 @@ def test_dashboard_pages_training_progress_and_auth(start_server, fake_ls, brows
         page.evaluate("window.__notReloaded = true")
         old_job = page.locator("#jobs tbody tr").first.get_attribute("data-job")
         print(f"[ui] before the live job: {time.perf_counter() - t_start:.1f}s")
-        fake_ls.tasks[3] = _big_tasks(12000)
+        fake_ls.tasks[3] = _big_tasks(8000)
+        fake_ls.export_delay = 1.0  # 'fetching annotations' lasts at least one poll, even on an idle machine
         with httpx.Client(base_url=server.url, auth=auth, timeout=10) as client:
             assert client.post("/webhook", json={"action": "START_TRAINING", "project": PROJECT}).status_code == 201
         first = page.locator("#jobs tbody tr").first
@@ -284,7 +285,7 @@ def test_dashboard_pages_training_progress_and_auth(start_server, fake_ls, brows
         assert page.locator("#versions tbody tr").count() == 2
         curve = page.wait_for_function("() => window.labelpilotCharts.curve"
                                        " && window.labelpilotCharts.curve.data.datasets[0].data.length")
-        assert curve.json_value() == 2  # two points: 20 and 12,000 annotations
+        assert curve.json_value() == 2  # two points: 20 and 8,000 annotations
         tab.clean()
 
         # traffic: the 28 /v1 requests and 3 errors in the charts and the totals

@@ -278,7 +278,7 @@ async def overview(request: Request) -> HTMLResponse:
     return _page("overview.html", page="overview", **overview_context(request.app.state))
 
 
-@router.get("/projects/{uid}")
+@router.get("/projects/{uid:path}")
 async def project_page(request: Request, uid: str) -> HTMLResponse:
     state = request.app.state
     info = state.store.project(uid)
@@ -293,7 +293,7 @@ async def project_page(request: Request, uid: str) -> HTMLResponse:
         schedule=list(state.settings.schedule), **context)
 
 
-@router.get("/models/{name}")
+@router.get("/models/{name:path}")
 async def model_page(request: Request, name: str) -> HTMLResponse:
     registry: Registry = request.app.state.registry
     if not _versions(registry, name):

@@ -148,6 +148,7 @@
     charts.latency = lineChart("chart-latency", [{ label: "p50" }, { label: "p95" }, { label: "p99" }], "ms");
     charts.errors = lineChart("chart-errors", [{ label: "errors" }], "errors");
     charts.errors.data.datasets[0].borderColor = COLORS[3];
+    charts.errors.data.datasets[0].backgroundColor = COLORS[3];
     async function tick() {
       try {
         const resp = await fetch("/ui/api/traffic?last=90", { credentials: "same-origin", cache: "no-store" });
@@ -163,7 +164,8 @@
         for (const c of [charts.rps, charts.latency, charts.errors]) c.update();
         for (const el of document.querySelectorAll("[data-total]")) {
           const v = body.last_5min[el.dataset.total];
-          el.textContent = v === null || v === undefined ? "—" : String(v);
+          const ms = el.dataset.total.endsWith("_ms");
+          el.textContent = v === null || v === undefined ? "—" : ms ? v.toFixed(1) + " ms" : String(v);
         }
         document.body.dataset.trafficPolled = String(Number(document.body.dataset.trafficPolled || 0) + 1);
       } catch (err) {
