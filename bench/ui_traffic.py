@@ -51,7 +51,8 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, load (1 min) {load:.1f}")
     print(f"ring of {ring.slots} buckets: {size / 1024:.0f} KiB (tracemalloc, at creation; it never grows)")
     print(f"observe(): {observe * 1e6:.2f} µs per call; 4 threads at once: {contended * 1e6:.2f} µs per call")
-    print(f"series(last=90) (what /ui/api/traffic reads): {series * 1e3:.2f} ms; totals(last=30): {totals * 1e3:.2f} ms")
+    print(f"series(last=90) (one /ui/api/traffic answer): {series * 1e3:.2f} ms; "
+          f"totals(last=30): {totals * 1e3:.2f} ms")
 
 
 if __name__ == "__main__":

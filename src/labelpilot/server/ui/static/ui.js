@@ -34,7 +34,7 @@
       data: {
         datasets: data.series.map((s, i) => ({
           label: s.metric, data: s.points, borderColor: COLORS[i % COLORS.length],
-          backgroundColor: COLORS[i % COLORS.length], tension: 0, pointRadius: 4,
+          backgroundColor: COLORS[i % COLORS.length], tension: 0, pointRadius: 4, clip: false,
         })),
       },
       options: {
@@ -82,9 +82,9 @@
         e.className = "error";
         e.textContent = j.error;
         last.appendChild(e);
-      } else {
+      } else if (j.version) {
         const c = document.createElement("code");
-        c.textContent = j.version || "";
+        c.textContent = j.version;
         last.appendChild(c);
       }
       tr.appendChild(last);
