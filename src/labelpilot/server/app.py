@@ -19,7 +19,7 @@ from labelpilot.jobs.state import ProjectStore
 from labelpilot.jobs.training import media_fetcher
 from labelpilot.models.bundle import Bundle
 from labelpilot.registry import ModelVersion, Registry
-from labelpilot.server import ls_backend, offload, serving
+from labelpilot.server import ls_backend, offload, serving, ui
 from labelpilot.server.errors import install_error_handlers
 from labelpilot.server.limits import BodyLimit
 from labelpilot.server.metrics import Metrics
@@ -86,7 +86,8 @@ class MetricsMiddleware:
             path = scope.get("path", "")
             if path.startswith("/s/"):
                 path = "/" + path.split("/", 3)[-1] if path.count("/") >= 3 else "/"
-            route = path if path in _KNOWN_ROUTES else ("/v1" if path.startswith("/v1/") else "other")
+            route = path if path in _KNOWN_ROUTES else ("/v1" if path.startswith("/v1/") else
+                                                        "/ui" if path == "/ui" or path.startswith("/ui/") else "other")
             self.metrics.observe_http(route, scope.get("method", ""), status["code"], time.perf_counter() - t0)
 
 
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ls_backend.router)
     app.include_router(ls_backend.hooks)
     app.include_router(serving.router)
+    app.include_router(ui.router)  # the dashboard, behind the same basic auth as the Label Studio routes
     for r in (ls_backend.public, ls_backend.router, ls_backend.hooks):
         app.include_router(r, prefix="/s/{secret}", include_in_schema=False)
     app.add_middleware(BodyLimit, settings=settings)

@@ -3,6 +3,9 @@
 Label values are bounded: routes come from a fixed list (the middleware), methods from the HTTP verbs,
 statuses are numbers, and model names only appear once they name a served model, with at most
 ``MAX_MODEL_SERIES`` (model, version) pairs; later ones are counted as ``other``.
+
+Predict-service (`/v1`) requests are also counted in ``traffic``, a bounded ring of per-10-s buckets
+(``server/traffic.py``) from which the dashboard draws requests/s, latency percentiles and errors over time.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from labelpilot.server.traffic import TrafficRing
 
 MAX_MODEL_SERIES = 200
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -43,6 +48,7 @@ class Metrics:
         )
 
         self._model_series: set[tuple[str, str]] = set()
+        self.traffic = TrafficRing()
 
     def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
         method = method if method in HTTP_METHODS else "OTHER"
@@ -60,6 +66,7 @@ class Metrics:
                 self._model_series.add(key)
         self.model_requests.labels(*key, status).inc()
         self.model_latency.labels(*key).observe(seconds)
+        self.traffic.observe(seconds, error=status != "ok")
 
     def observe_predict(self, n_tasks: int, seconds: float, n_errors: int) -> None:
         self.predicted.inc(n_tasks)
