@@ -98,6 +98,10 @@ def test_choose_threshold_is_the_lowest_score_reaching_the_target() -> None:
     assert choose_threshold(scores, correct, 0.95, min_n=1) == pytest.approx(0.97)  # 0.9's tie brings it to 0.8
     assert choose_threshold(scores, correct, 0.95, min_n=4) is None  # 3 rows are too few
     assert choose_threshold(scores, correct, 0.6, min_n=1) == pytest.approx(0.6)
+    # the lower-bound rule asks more: Wilson lower bounds 3/3 .4385, 4/5 .3755, 5/6 .4365, 5/7 .359
+    assert choose_threshold(scores, correct, 0.43, min_n=1, lower_bound=True) == pytest.approx(0.8)
+    assert choose_threshold(scores, correct, 0.437, min_n=1, lower_bound=True) == pytest.approx(0.97)
+    assert choose_threshold(scores, correct, 0.44, min_n=1, lower_bound=True) is None
 
 
 # -- end to end on the seed-003 protocol --------------------------------------------------------------------
@@ -174,6 +178,17 @@ def test_accept_without_a_reachable_target_accepts_nothing(project, tmp_path: Pa
     assert res.report["threshold"] is None and res.report["counts"]["accepted"] == 0
     assert "nothing is accepted" in res.report["threshold_rule"]
     assert res.report["counts"]["left_for_humans"] == 300
+
+
+
+def test_lower_bound_rule_is_stricter(project, tmp_path: Path) -> None:
+    inp, out, _ = project
+    plain = run_accept(inp, out, target_accuracy=0.85, final_dir=tmp_path / "a").report
+    safe = run_accept(inp, out, target_accuracy=0.85, final_dir=tmp_path / "b", lower_bound=True).report
+    assert safe["lower_bound_rule"] and "Wilson lower bound" in safe["threshold_rule"]
+    assert safe["threshold"] is None or (safe["threshold"] >= plain["threshold"]
+                                         and safe["estimated_accuracy"]["low"] >= 0.85)
+    assert safe["counts"]["accepted"] <= plain["counts"]["accepted"]
 
 
 def test_human_labels_added_after_the_round_win_and_added_rows_are_not_scored(project, tmp_path: Path) -> None:
@@ -308,10 +323,10 @@ def test_sst2_estimated_accuracy_contains_the_true_accuracy(tmp_path: Path) -> N
     lines = (SHARED / "sst2" / "sentiment-train").read_text(encoding="utf-8").splitlines()
     rows = [(t.strip(), y.strip()) for t, _, y in (ln.rpartition("\t") for ln in lines) if t.strip()]
     rng = random.Random(1)
-    sample = rng.sample(rows, 2000)
+    sample = rng.sample(rows, 1600)
     d = tmp_path / "input"
     d.mkdir()
-    n_label = 500
+    n_label = 400
     write(d / "input_label.csv", ["sampleId", "text", "label"],
           [[f"l{i}", t, "pos" if y == "1" else "neg"] for i, (t, y) in enumerate(sample[:n_label])])
     write(d / "input_unlabel.csv", ["sampleId", "text"], [[f"u{i}", t] for i, (t, _) in enumerate(sample[n_label:])])

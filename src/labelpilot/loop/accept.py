@@ -18,8 +18,9 @@ Output (in ``final_dir``, default ``output_dir``), each file written to a tempor
 
 Which model labels are accepted: all (``accept_all``), those with a score at or above a given ``threshold``,
 or (default) those above the lowest threshold at which the **held-out** human labels reach
-``target_accuracy``. Held-out predictions come from :func:`labelpilot.loop.quality.out_of_fold` (the loop's
-own cross-validation, or hold-out above ``CV_MAX_N`` labels) with fresh copies of the round's model. Only
+``target_accuracy`` (``lower_bound``: at which the Wilson lower bound of their accuracy does). Held-out
+predictions come from :func:`labelpilot.loop.quality.out_of_fold` (the loop's own cross-validation, or
+hold-out above ``CV_MAX_N`` labels) with fresh copies of the round's model. Only
 the rows of ``input_label.csv`` are scored: the rows of ``input_added_label.csv`` are the hard examples the
 strategy picked, not a random sample of the pool, so they are trained on in every fold but never scored
 (they would make the estimate pessimistic and the threshold too high). The loop keeps no per-row
@@ -112,16 +113,24 @@ def wilson(k: int, n: int, z: float = Z_95) -> tuple[float, float]:
 
 
 def choose_threshold(
-    scores: np.ndarray, correct: np.ndarray, target: float, min_n: int = MIN_HELD_OUT
+    scores: np.ndarray, correct: np.ndarray, target: float, min_n: int = MIN_HELD_OUT, *, lower_bound: bool = False,
+    z: float = Z_95,
 ) -> float | None:
     """The lowest score ``t`` (one of ``scores``) such that the rows scoring ``>= t`` are right at least
-    ``target`` of the time and are at least ``min_n``; None when no ``t`` reaches the target."""
+    ``target`` of the time and are at least ``min_n``; None when no ``t`` reaches the target. ``lower_bound``:
+    the Wilson lower bound of that share must reach ``target`` (the point estimate at the chosen ``t`` is
+    biased upwards a little, since ``t`` is chosen where it just reaches the target)."""
     if scores.shape[0] == 0:
         return None
     order = np.argsort(-scores, kind="stable")
     s, c = scores[order], correct[order].astype(np.float64)
     cum_n = np.arange(1, s.shape[0] + 1)
     cum_acc = np.cumsum(c) / cum_n
+    if lower_bound:
+        zz = z * z
+        centre = (cum_acc + zz / (2 * cum_n)) / (1 + zz / cum_n)
+        half = z * np.sqrt(cum_acc * (1 - cum_acc) / cum_n + zz / (4 * cum_n * cum_n)) / (1 + zz / cum_n)
+        cum_acc = centre - half
     # only cut between distinct scores: all rows tied at a score are in or out together
     last_of_tie = np.r_[s[1:] != s[:-1], True]
     ok = np.flatnonzero(last_of_tie & (cum_acc >= target - 1e-12) & (cum_n >= min_n))
@@ -327,12 +336,14 @@ def run_accept(
     final_dir: str | Path | None = None,
     random_seed: int | None = None,
     min_held_out: int = MIN_HELD_OUT,
+    lower_bound: bool = False,
 ) -> AcceptResult:
     """Write the final labelled set (see the module docstring). ``registry``: a
     :class:`~labelpilot.registry.Registry` or its root; needed for ``name`` (the final model is registered
     as a new version of ``name``) and to load a loop model that lives in a registry. ``model_id``: the
     round's model when ``report.json`` does not say (a folder or ``NAME@VERSION``). ``random_seed``: of
-    the folds (default: the round's)."""
+    the folds (default: the round's). ``lower_bound``: choose the threshold where the Wilson lower bound,
+    not the estimate, reaches ``target_accuracy`` (fewer labels accepted, a safer claim)."""
     from labelpilot.loop.runner import _jsonable, _load_previous, _open_registry
 
     input_dir, output_dir = Path(input_dir), Path(output_dir)
@@ -423,14 +434,16 @@ def run_accept(
             notes.append(f"accuracy not estimated: {exc.message}")
     if choose:
         assert held is not None
-        t = choose_threshold(held.scores, held.correct, target_accuracy, min_held_out)
+        t = choose_threshold(held.scores, held.correct, target_accuracy, min_held_out, lower_bound=lower_bound)
         if t is None:
             how = (f"no threshold reaches {target_accuracy:.3f} on {held.scores.shape[0]} held-out labels with at "
                    f"least {min_held_out} above it: nothing is accepted (lower --target-accuracy, or --threshold "
                    "/ --all)")
             t_eff = math.inf
         else:
-            how = f"lowest score at which the held-out labels reach {target_accuracy:.3f} ({held.detail})"
+            what = "the Wilson lower bound of the held-out labels' accuracy reaches" if lower_bound else (
+                "the held-out labels reach")
+            how = f"lowest score at which {what} {target_accuracy:.3f} ({held.detail})"
             t_eff = t
     elif accept_all:
         t, t_eff, how = None, -math.inf, "--all: every model label is accepted"
@@ -475,6 +488,7 @@ def run_accept(
         "output_dir": str(output_dir),
         "mode": "all" if accept_all else ("threshold" if threshold is not None else "target"),
         "target_accuracy": None if accept_all or threshold is not None else target_accuracy,
+        "lower_bound_rule": bool(lower_bound and choose),
         "threshold": t,
         "threshold_rule": how,
         "score": "confidence of the label" if not multi else "least sure per-label decision (p or 1-p)",

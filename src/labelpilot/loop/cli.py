@@ -157,6 +157,9 @@ def accept_command(
     ] = 0.95,
     threshold: Annotated[float | None, typer.Option(help="Accept model labels with score >= this (by hand)")] = None,
     accept_all: Annotated[bool, typer.Option("--all", help="Accept every model label (seed 003 step 6.1)")] = False,
+    lower_bound: Annotated[
+        bool, typer.Option("--lower-bound", help="Choose the threshold where the 95% lower bound reaches the target")
+    ] = False,
     name: Annotated[
         str | None, typer.Option("--name", help="Register the final model under this name (the next project's start)")
     ] = None,
@@ -202,6 +205,7 @@ def accept_command(
         res = run_accept(
             input_dir, output_dir, target_accuracy=target_accuracy, threshold=threshold, accept_all=accept_all,
             name=name, registry=reg_root, model_id=model_id, final_dir=final_dir, random_seed=random_seed,
+            lower_bound=lower_bound,
         )
     except LabelpilotError as exc:
         typer.echo(f"error: {exc.message}", err=True)
