@@ -172,6 +172,18 @@ def test_accept_all_threshold_and_registry(project, tmp_path: Path) -> None:
     assert all(float(r["score"]) >= 0.99 for r in final if r["source"] == "model")
 
 
+def test_round_model_in_a_registry(project, tmp_path: Path) -> None:
+    inp, _, _ = project
+    reg = Registry(tmp_path / "reg")
+    run_loop(inp, tmp_path / "out", query_cnt=5, options=FAST, registry=reg, model_name="round")
+    assert not (tmp_path / "out" / "model").exists()
+    with pytest.raises(InputError, match="round@1 in a registry: pass --registry"):
+        run_accept(inp, tmp_path / "out")
+    res = run_accept(inp, tmp_path / "out", target_accuracy=0.9, registry=reg, name="final")
+    assert res.report["model"]["from"] == "round@1" and res.model_ref == "final@1"
+    assert reg.get("final").parent == "round@1" and res.report["held_out"]["n"] == 150
+
+
 def test_accept_without_a_reachable_target_accepts_nothing(project, tmp_path: Path) -> None:
     inp, out, _ = project
     res = run_accept(inp, out, target_accuracy=1.0, final_dir=tmp_path / "f", min_held_out=150)
@@ -323,10 +335,10 @@ def test_sst2_estimated_accuracy_contains_the_true_accuracy(tmp_path: Path) -> N
     lines = (SHARED / "sst2" / "sentiment-train").read_text(encoding="utf-8").splitlines()
     rows = [(t.strip(), y.strip()) for t, _, y in (ln.rpartition("\t") for ln in lines) if t.strip()]
     rng = random.Random(1)
-    sample = rng.sample(rows, 1600)
+    sample = rng.sample(rows, 2000)
     d = tmp_path / "input"
     d.mkdir()
-    n_label = 400
+    n_label = 500
     write(d / "input_label.csv", ["sampleId", "text", "label"],
           [[f"l{i}", t, "pos" if y == "1" else "neg"] for i, (t, y) in enumerate(sample[:n_label])])
     write(d / "input_unlabel.csv", ["sampleId", "text"], [[f"u{i}", t] for i, (t, _) in enumerate(sample[n_label:])])
