@@ -64,7 +64,8 @@ def one(dataset: str, seed: int, args: argparse.Namespace, root: Path) -> list[d
     out = []
     for target in args.targets:
         t0 = time.perf_counter()
-        acc = run_accept(inp, root / "out", target_accuracy=target, final_dir=root / f"final-{target}")
+        acc = run_accept(inp, root / "out", target_accuracy=target, final_dir=root / f"final-{target}",
+                         lower_bound=args.lower_bound)
         t_acc = time.perf_counter() - t0
         with (root / f"final-{target}" / FINAL_LABEL_FILE).open(encoding="utf-8", newline="") as fh:
             model = [r for r in csv.DictReader(fh) if r["source"] == "model"]
@@ -75,7 +76,8 @@ def one(dataset: str, seed: int, args: argparse.Namespace, root: Path) -> list[d
         pool_acc = sum(truth[r["sampleId"]] == r["label"] for r in preds) / len(preds)
         inside = None if true_acc is None or est["low"] is None else est["low"] <= true_acc <= est["high"]
         out.append({
-            "dataset": dataset, "seed": seed, "rounds": args.rounds, "n_label": args.n_label,
+            "dataset": dataset, "seed": seed, "rounds": args.rounds, "lower_bound": args.lower_bound,
+            "n_label": args.n_label,
             "n_added": len(added), "n_pool": len(preds), "target": target,
             "threshold": acc.report["threshold"], "accepted": acc.report["counts"]["accepted"],
             "coverage": acc.report["counts"]["coverage"], "held_out_n": est["n"],
@@ -100,6 +102,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--query-cnt", type=int, default=100)
     ap.add_argument("--options", default='{"encoder": false}', help="model options (JSON) for the loop")
+    ap.add_argument("--lower-bound", action="store_true", help="accept's --lower-bound rule")
+    ap.add_argument("--tag", default="", help="suffix of the results file (e.g. encoder)")
     args = ap.parse_args()
     rows = []
     print("| dataset | seed | rounds | target | threshold | accepted / pool (coverage) | held-out n | estimate "
@@ -118,7 +122,7 @@ def main() -> None:
     print(f"\ntrue accuracy inside the interval: {sum(inside)} of {len(inside)} runs")
     res_dir = Path(__file__).resolve().parent / "results"
     res_dir.mkdir(exist_ok=True)
-    suffix = f"_r{args.rounds}" if args.rounds > 1 else ""
+    suffix = (f"_r{args.rounds}" if args.rounds > 1 else "") + (f"_{args.tag}" if args.tag else "")
     (res_dir / f"accept_{args.dataset}{suffix}.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
 
 
