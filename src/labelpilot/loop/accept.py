@@ -32,6 +32,10 @@ multi-label, the least sure of the per-label decisions (``p`` for a proposed lab
 out), so the whole set is judged, as accuracy is (exact match) for multi-label items.
 The estimate is the share of correct held-out predictions at or above the threshold; the interval is
 Wilson's score interval (it stays inside [0, 1] and is sane for small counts and for accuracies near 1).
+Per class (``per_class``): pool items predicted with the label, accepted / left, and the held-out accuracy
+of the items predicted with it above the threshold (multi-label: exact match of those items' sets).
+With ``--all`` or ``--threshold`` the held-out predictions are still made when the model is there, for the
+estimate; without a model (or with too few labels) the estimate is reported as missing, with the reason.
 
 Spans and boxes: the operator in this tree trains choices only (``labelpilot loop`` builds a ``Choices``
 config), so a model of another kind is refused with a clear message.
