@@ -373,11 +373,9 @@ def _mount_optional_commands(first: str | None) -> None:
     """The loop and bench commands live with their packages. ``loop.cli`` is light (typer only; the runner
     is imported when the command runs), so ``loop`` is always listed; ``bench al`` imports sklearn/scipy at
     module level (~1-5 s on this machine), so it is mounted only when ``bench`` is the command."""
-    from labelpilot.loop.cli import loop_command
+    from labelpilot.loop.cli import loop_app  # `loop` runs a round; `loop accept` writes the final set
 
-    app.command("loop", help="The seed-003 file operator: train, predict the unlabelled pool, mark hard examples.")(
-        loop_command
-    )
+    app.add_typer(loop_app, name="loop")
     if first == "bench":
         from labelpilot.loop.simulate import bench_al_command  # heavy: sklearn, scipy
         from labelpilot.prelabel.command import bench_prelabel_command

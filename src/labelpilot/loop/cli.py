@@ -1,6 +1,8 @@
-"""``labelpilot loop``: one round of the seed-003 operator from the command line.
+"""``labelpilot loop``: one round of the seed-003 operator from the command line, and ``labelpilot loop accept``
+(seed 003's step 6: the final labelled set, :mod:`labelpilot.loop.accept`).
 
-Mounted by the main CLI as ``app.command("loop")(loop_command)``.
+Mounted by the main CLI as ``app.add_typer(loop_app, name="loop")``: a group whose callback runs the round
+when no subcommand is given, so ``labelpilot loop --input-dir ... --output-dir ...`` works as before.
 """
 
 from __future__ import annotations
@@ -42,11 +44,19 @@ def parse_options(values: list[str] | None) -> dict[str, Any]:
     return out
 
 
+loop_app = typer.Typer(
+    add_completion=False,
+    help="The seed-003 file operator: train, predict the unlabelled pool, mark hard examples.",
+)
+
+
+@loop_app.callback(invoke_without_command=True)
 def loop_command(
+    ctx: typer.Context,
     input_dir: Annotated[
-        Path, typer.Option(help="Folder with input_label.csv, input_added_label.csv, input_unlabel.csv")
-    ],
-    output_dir: Annotated[Path, typer.Option(help="Where predictions.csv, report.json (and model/) go")],
+        Path | None, typer.Option(help="Folder with input_label.csv, input_added_label.csv, input_unlabel.csv")
+    ] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="Where predictions.csv, report.json (and model/) go")] = None,
     is_first_train: Annotated[
         bool, typer.Option("--is-first-train/--not-first-train", help="First round: input_added_label.csv is ignored")
     ] = True,
@@ -91,7 +101,15 @@ def loop_command(
     CSV columns: sampleId,path,label (input_unlabel.csv: sampleId,path); a text column may replace path.
     Multi-label rows separate their labels with "|" (sports|finance). Output: OUTPUT_DIR/predictions.csv
     (sortable by the rank column) and report.json; nothing is written when the input is bad.
+    `labelpilot loop accept --help`: the final labelled set once the hard examples' predictions satisfy.
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    if input_dir is None or output_dir is None:
+        missing = " and ".join(n for n, v in (("--input-dir", input_dir), ("--output-dir", output_dir)) if v is None)
+        typer.echo(ctx.get_help())
+        typer.echo(f"error: missing option {missing}", err=True)
+        raise typer.Exit(2)
     from labelpilot.loop.runner import run_loop
 
     try:
@@ -124,3 +142,93 @@ def loop_command(
     typer.echo(
         f"stopping (round {stop['rounds']}): {'suggest stop' if stop['stop'] else 'continue'} ({stop['reason']})"
     )
+
+
+@loop_app.command("accept")
+def accept_command(
+    input_dir: Annotated[
+        Path, typer.Option(help="The loop's input folder: input_label.csv, input_added_label.csv, input_unlabel.csv")
+    ],
+    output_dir: Annotated[
+        Path, typer.Option(help="The last round's output folder: predictions.csv, report.json (and model/)")
+    ],
+    target_accuracy: Annotated[
+        float, typer.Option(help="Accept model labels above the lowest score where held-out labels reach this")
+    ] = 0.95,
+    threshold: Annotated[float | None, typer.Option(help="Accept model labels with score >= this (by hand)")] = None,
+    accept_all: Annotated[bool, typer.Option("--all", help="Accept every model label (seed 003 step 6.1)")] = False,
+    lower_bound: Annotated[
+        bool, typer.Option("--lower-bound", help="Choose the threshold where the 95% lower bound reaches the target")
+    ] = False,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Register the final model under this name (the next project's start)")
+    ] = None,
+    registry: Annotated[
+        Path | None,
+        typer.Option(help="Registry root (the loop's, if it used one); default DATA_DIR/registry",
+                     envvar="LABELPILOT_REGISTRY"),
+    ] = None,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", envvar="LABELPILOT_DATA_DIR", help="Where models and state are kept")
+    ] = Path("./labelpilot-data"),
+    model_id: Annotated[
+        str | None, typer.Option(help="The round's model, if report.json does not say: a folder or NAME@VERSION")
+    ] = None,
+    final_dir: Annotated[
+        Path | None, typer.Option(help="Where final_label.csv, final_unlabel.csv, accept.json go (default OUTPUT_DIR)")
+    ] = None,
+    random_seed: Annotated[int | None, typer.Option(help="Seed of the held-out folds (default: the round's)")] = None,
+) -> None:
+    """Seed 003 step 6: the final labelled set = human labels + the model labels worth accepting.
+
+    Writes FINAL_DIR/final_label.csv (sampleId,path[,text],label,source,score; source human/model),
+    final_unlabel.csv (what is left for humans, input_unlabel.csv's format) and accept.json (threshold,
+    estimated accuracy of the accepted labels with a Wilson 95% interval, counts, per class). The threshold
+    is chosen on held-out predictions of input_label.csv (cross-validated with the round's model), unless
+    --threshold or --all. With --name the round's model becomes a registry version (step 8).
+    """
+    from labelpilot.loop.accept import run_accept
+
+    reg_root = registry
+    if reg_root is None and (name is not None or (model_id and not Path(model_id).is_dir())):
+        reg_root = data_dir / "registry"
+    if reg_root is None:
+        # the loop's registry version, if report.json names one, lives under the default registry
+        report_path = output_dir / "report.json"
+        try:
+            reported = json.loads(report_path.read_text(encoding="utf-8")).get("model", {}).get("registry")
+        except (OSError, ValueError, AttributeError):
+            reported = None
+        if reported:
+            reg_root = data_dir / "registry"
+    try:
+        res = run_accept(
+            input_dir, output_dir, target_accuracy=target_accuracy, threshold=threshold, accept_all=accept_all,
+            name=name, registry=reg_root, model_id=model_id, final_dir=final_dir, random_seed=random_seed,
+            lower_bound=lower_bound,
+        )
+    except LabelpilotError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    rep = res.report
+    c, est = rep["counts"], rep["estimated_accuracy"]
+    thr = "none" if rep["threshold"] is None else f"{rep['threshold']:.4f}"
+    typer.echo(f"threshold {thr}: {rep['threshold_rule']}")
+    cov = "n/a" if c["coverage"] is None else f"{c['coverage']:.1%}"
+    typer.echo(f"accepted {c['accepted']} of {c['predicted']} model labels ({cov}), {c['left_for_humans']} left for "
+               f"humans, {c['human']} human labels")
+    if est["accuracy"] is not None:
+        typer.echo(f"estimated accuracy of the accepted labels: {est['accuracy']:.3f} "
+                   f"[{est['low']:.3f}, {est['high']:.3f}] (Wilson 95%, {est['n']} held-out labels)")
+    else:
+        typer.echo(f"estimated accuracy of the accepted labels: {est.get('note', 'not estimated')}")
+    for label, e in rep["per_class"].items():
+        h = e.get("held_out") or {}
+        acc = "" if h.get("accuracy") is None else f", held-out {h['accuracy']:.3f} (n={h['n']})"
+        typer.echo(f"  {label}: accepted {e['accepted']}, left {e['left_for_humans']}{acc}")
+    for note in res.notes:
+        typer.echo(f"note: {note}")
+    if res.model_ref:
+        typer.echo(f"registered: {res.model_ref}")
+    typer.echo(f"final labels: {res.final_csv}")
+    typer.echo(f"report: {res.report_path}")

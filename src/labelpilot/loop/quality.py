@@ -115,37 +115,59 @@ def _folds(examples: Sequence[Example], k: int, seed: int) -> list[np.ndarray]:
 
 
 def _predict_folds(
-    make: Callable[[], Any], examples: Sequence[Example], parts: list[np.ndarray]
+    make: Callable[[], Any],
+    examples: Sequence[Example],
+    parts: list[np.ndarray],
+    always_train: Sequence[Example] = (),
 ) -> tuple[list[int], list[Prediction]]:
-    """Fit a fresh model without each part and predict that part; (indices, predictions)."""
+    """Fit a fresh model without each part (plus ``always_train``, never held out) and predict that part;
+    (indices, predictions)."""
     done: list[int] = []
     preds: list[Prediction] = []
     for part in parts:
         held = set(part.tolist())
         fold_model = make()
-        fold_model.fit([e for i, e in enumerate(examples) if i not in held], val=None)
+        fold_model.fit([*(e for i, e in enumerate(examples) if i not in held), *always_train], val=None)
         preds.extend(fold_model.predict([examples[i] for i in part]))
         done.extend(part.tolist())
     return done, preds
 
 
-def _loop_estimate(
-    make: Callable[[], Any] | None, examples: Sequence[Example], keys: Sequence[str], multi: bool, seed: int
-) -> dict[str, Any]:
+def out_of_fold(
+    make: Callable[[], Any],
+    examples: Sequence[Example],
+    *,
+    seed: int = 0,
+    always_train: Sequence[Example] = (),
+) -> tuple[list[int], list[Prediction], str, str]:
+    """Predictions of ``examples`` by models that did not train on them: (indices, predictions, method,
+    detail). Stratified :data:`CV_FOLDS`-fold cross-validation up to :data:`CV_MAX_N` examples, above that a
+    stratified hold-out of :data:`HOLDOUT_FRACTION` (at most :data:`HOLDOUT_MAX`). ``always_train`` examples
+    are in every fold's training set and never predicted (``loop accept``: the hard examples added after
+    the start, which are not a random sample). Errors of the folds' fits propagate."""
     n = len(examples)
-    if make is None:
-        return {"method": "none", "detail": "the model cannot be re-created for cross-validation", "n": 0}
+    extra = f" (+{len(always_train)} always trained on)" if always_train else ""
     if n <= CV_MAX_N:
         k = min(CV_FOLDS, n)
         parts = _folds(examples, k, seed)
-        method, detail = "cross-validation", f"{k}-fold cross-validation over all {n} labels (run by the loop)"
+        method, detail = "cross-validation", f"{k}-fold cross-validation over all {n} labels{extra} (run by the loop)"
     else:
         size = min(HOLDOUT_MAX, max(1, round(n * HOLDOUT_FRACTION)))
         parts = [np.sort(_folds(examples, max(2, round(n / size)), seed)[0])]
         method = "hold-out"
-        detail = f"a stratified hold-out of {parts[0].shape[0]} of {n} labels ({HOLDOUT_FRACTION:.0%}, grows with them)"
+        detail = (f"a stratified hold-out of {parts[0].shape[0]} of {n} labels{extra} "
+                  f"({HOLDOUT_FRACTION:.0%}, grows with them)")
+    idx, preds = _predict_folds(make, examples, parts, always_train)
+    return idx, preds, method, detail
+
+
+def _loop_estimate(
+    make: Callable[[], Any] | None, examples: Sequence[Example], keys: Sequence[str], multi: bool, seed: int
+) -> dict[str, Any]:
+    if make is None:
+        return {"method": "none", "detail": "the model cannot be re-created for cross-validation", "n": 0}
     try:
-        idx, preds = _predict_folds(make, examples, parts)
+        idx, preds, method, detail = out_of_fold(make, examples, seed=seed)
     except LabelpilotError as exc:
         return {"method": "none", "detail": f"cross-validation failed: {exc.message}", "n": 0}
     except Exception as exc:  # a fold (fewer classes, tiny data) must not fail the round: the final fit decides
@@ -272,4 +294,4 @@ def describe(fit: RoundFit) -> str:
     return "; ".join(parts + fit.notes)
 
 
-__all__ = ["CV_MAX_N", "RoundFit", "describe", "fit_round", "metrics_of"]
+__all__ = ["CV_MAX_N", "RoundFit", "describe", "fit_round", "metrics_of", "out_of_fold"]

@@ -1,0 +1,582 @@
+"""``labelpilot loop accept``: seed 003's step 6 (take the model's labels as the dataset's) and step 8 (the final
+model to the registry, as the start of the next project).
+
+Input: the loop's folders as seed 003 defines them: ``input_dir`` (``input_label.csv``, optionally
+``input_added_label.csv`` and ``input_unlabel.csv``) and ``output_dir`` of the last round
+(``predictions.csv``, ``report.json`` and ``model/``, or the registry version named in ``report.json``).
+
+Output (in ``final_dir``, default ``output_dir``), each file written to a temporary sibling and renamed:
+
+- ``final_label.csv``: ``sampleId, path[, text], label, source, score``: every human label (``source`` =
+  ``human``, empty ``score``), then the accepted model labels (``source`` = ``model``, ``score`` = the
+  confidence the threshold was applied to), ``|``-separated when multi-label;
+- ``final_unlabel.csv``: what is left for humans, in ``input_unlabel.csv``'s own format (``sampleId,path[,text]``),
+  so it can feed another round;
+- ``accept.json``: the threshold and how it was chosen, the estimated accuracy of the accepted labels with
+  a Wilson interval, counts accepted / left for humans, per class, and the held-out rows the threshold was
+  chosen on (``held_out.rows``: label, predicted, score, correct).
+
+Which model labels are accepted: all (``accept_all``), those with a score at or above a given ``threshold``,
+or (default) those above the lowest threshold at which the **held-out** human labels reach
+``target_accuracy`` (``lower_bound``: at which the Wilson lower bound of their accuracy does). Held-out
+predictions come from :func:`labelpilot.loop.quality.out_of_fold` (the loop's own cross-validation, or
+hold-out above ``CV_MAX_N`` labels) with fresh copies of the round's model. Only
+the rows of ``input_label.csv`` are scored: the rows of ``input_added_label.csv`` are the hard examples the
+strategy picked, not a random sample of the pool, so they are trained on in every fold but never scored
+(they would make the estimate pessimistic and the threshold too high). The loop keeps no per-row
+out-of-fold predictions of its own (``text-linear`` reports only metrics of its internal folds), hence the
+refit here; it costs ``CV_FOLDS`` fits of the model.
+
+Score: single-label, the model's confidence in its label (``predictions.csv``'s ``confidence``);
+multi-label, the least sure of the per-label decisions (``p`` for a proposed label, ``1 - p`` for one left
+out), so the whole set is judged, as accuracy is (exact match) for multi-label items.
+The estimate is the share of correct held-out predictions at or above the threshold; the interval is
+Wilson's score interval (it stays inside [0, 1] and is sane for small counts and for accuracies near 1).
+Per class (``per_class``): pool items predicted with the label, accepted / left, and the held-out accuracy
+of the items predicted with it above the threshold (multi-label: exact match of those items' sets).
+With ``--all`` or ``--threshold`` the held-out predictions are still made when the model is there, for the
+estimate; without a model (or with too few labels) the estimate is reported as missing, with the reason.
+
+Spans and boxes: the operator in this tree trains choices only (``labelpilot loop`` builds a ``Choices``
+config), so a model of another kind is refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labelpilot.data.types import FitReport, Prediction
+from labelpilot.errors import InputError, LabelpilotError, NotFoundError
+from labelpilot.loop import files
+
+FINAL_LABEL_FILE = "final_label.csv"
+FINAL_UNLABEL_FILE = "final_unlabel.csv"
+ACCEPT_REPORT_FILE = "accept.json"
+DEFAULT_TARGET = 0.95
+#: The threshold must leave at least this many held-out rows above it (one right answer is not 100 %).
+MIN_HELD_OUT = 10
+Z_95 = 1.959964
+CHOICE_KINDS = ("text-choices", "text-taxonomy", "image-choices")
+
+
+@dataclass
+class PoolRow:
+    """One row of the loop's ``predictions.csv``."""
+
+    sample_id: str
+    path: str
+    text: str | None
+    labels: tuple[str, ...]
+    score: float
+    line: int
+
+
+@dataclass
+class HeldOut:
+    """Out-of-fold predictions of human-labelled rows: score and whether the model was right."""
+
+    ids: list[str]
+    gold: list[tuple[str, ...]]
+    pred: list[tuple[str, ...]]
+    scores: np.ndarray
+    correct: np.ndarray
+    method: str
+    detail: str
+
+
+@dataclass
+class AcceptResult:
+    final_csv: Path
+    unlabel_csv: Path
+    report_path: Path
+    report: dict[str, Any]
+    model_ref: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# -- statistics ----------------------------------------------------------------------------------------
+def wilson(k: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (``(0, 1)`` when ``n`` is 0)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def choose_threshold(
+    scores: np.ndarray, correct: np.ndarray, target: float, min_n: int = MIN_HELD_OUT, *, lower_bound: bool = False,
+    z: float = Z_95,
+) -> float | None:
+    """The lowest score ``t`` (one of ``scores``) such that the rows scoring ``>= t`` are right at least
+    ``target`` of the time and are at least ``min_n``; None when no ``t`` reaches the target. ``lower_bound``:
+    the Wilson lower bound of that share must reach ``target`` (the point estimate at the chosen ``t`` is
+    biased upwards a little, since ``t`` is chosen where it just reaches the target)."""
+    if scores.shape[0] == 0:
+        return None
+    order = np.argsort(-scores, kind="stable")
+    s, c = scores[order], correct[order].astype(np.float64)
+    cum_n = np.arange(1, s.shape[0] + 1)
+    cum_acc = np.cumsum(c) / cum_n
+    if lower_bound:
+        zz = z * z
+        centre = (cum_acc + zz / (2 * cum_n)) / (1 + zz / cum_n)
+        half = z * np.sqrt(cum_acc * (1 - cum_acc) / cum_n + zz / (4 * cum_n * cum_n)) / (1 + zz / cum_n)
+        cum_acc = centre - half
+    # only cut between distinct scores: all rows tied at a score are in or out together
+    last_of_tie = np.r_[s[1:] != s[:-1], True]
+    ok = np.flatnonzero(last_of_tie & (cum_acc >= target - 1e-12) & (cum_n >= min_n))
+    return float(s[ok[-1]]) if ok.shape[0] else None
+
+
+def _estimate(held: HeldOut | None, threshold: float | None, z: float = Z_95) -> dict[str, Any]:
+    """Accuracy of the held-out rows at or above ``threshold`` (None: all), with its Wilson interval."""
+    if held is None:
+        return {"accuracy": None, "low": None, "high": None, "n": 0, "correct": 0}
+    mask = np.ones(held.scores.shape[0], dtype=bool) if threshold is None else held.scores >= threshold
+    n, k = int(mask.sum()), int(held.correct[mask].sum())
+    if n == 0:
+        return {"accuracy": None, "low": None, "high": None, "n": 0, "correct": 0}
+    lo, hi = wilson(k, n, z)
+    return {"accuracy": k / n, "low": lo, "high": hi, "n": n, "correct": k}
+
+
+# -- reading ---------------------------------------------------------------------------------------------
+def decision_confidence(labels: Sequence[str], probs: dict[str, float] | None, score: float, multi: bool) -> float:
+    """The score thresholds apply to (see the module docstring)."""
+    if not multi or not probs:
+        return float(score)
+    chosen = set(labels)
+    return float(min((p if k in chosen else 1.0 - p) for k, p in probs.items()))
+
+
+def read_predictions(path: Path, keys: Sequence[str], multi: bool) -> list[PoolRow]:
+    """The loop's ``predictions.csv``, checked (columns, known labels, numeric scores)."""
+    name = path.name
+    if not path.is_file():
+        raise InputError(f"{name} not found in {path.parent}: run `labelpilot loop` first", field=name)
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip() for h in next(reader, [])]
+            records = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{name}: cannot read as a UTF-8 CSV: {exc}", field=name) from None
+    need = ["sampleId", "label", "confidence"]
+    missing = [h for h in need if h not in header]
+    if "path" not in header and "text" not in header:
+        missing.append("path")
+    prob_cols = {k: f"prob_{k}" for k in keys}
+    if multi:
+        missing += [c for c in prob_cols.values() if c not in header]
+    if missing:
+        raise InputError(
+            f"{name}: missing column(s) {', '.join(missing)} (expected the loop's predictions: sampleId, path, "
+            f"label, confidence, ..., prob_<label>); header: {','.join(header)}",
+            field=name,
+        )
+    col = {h: i for i, h in enumerate(header)}
+    known = set(keys)
+    out: list[PoolRow] = []
+    seen: set[str] = set()
+    for n, rec in enumerate(records, start=2):
+        if not rec or all(not c.strip() for c in rec):
+            continue
+        if len(rec) != len(header):
+            raise InputError(f"{name} line {n}: {len(rec)} fields, the header has {len(header)}", field=name)
+        sid = rec[col["sampleId"]].strip()
+        if not sid or sid in seen:
+            raise InputError(f"{name} line {n}: {'duplicate' if sid else 'empty'} sampleId {sid!r}", field=name)
+        seen.add(sid)
+        labels = files.parse_labels(rec[col["label"]])
+        bad = [lab for lab in labels if lab not in known]
+        if bad:
+            raise InputError(
+                f"{name} line {n} (sampleId={sid!r}): label(s) {', '.join(map(repr, bad))} unknown to the round "
+                f"(its labels: {', '.join(keys)})",
+                field=name,
+            )
+        try:
+            score = float(rec[col["confidence"]])
+            probs = {k: float(rec[col[c]]) for k, c in prob_cols.items() if c in col} if multi else None
+        except ValueError:
+            raise InputError(f"{name} line {n} (sampleId={sid!r}): confidence/prob_ is not a number",
+                             field=name) from None
+        text = rec[col["text"]] if "text" in col and rec[col["text"]] else None
+        path_cell = rec[col["path"]] if "path" in col else ""
+        out.append(PoolRow(sid, path_cell, text, labels, decision_confidence(labels, probs, score, multi), n))
+    return out
+
+
+def _read_report(output_dir: Path) -> dict[str, Any]:
+    path = output_dir / files.REPORT_FILE
+    if not path.is_file():
+        raise InputError(
+            f"{files.REPORT_FILE} not found in {output_dir}: it must be the output folder of `labelpilot loop`",
+            field="output_dir",
+        )
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: unreadable ({exc})", field="output_dir") from None
+    if not isinstance(report, dict) or not isinstance(report.get("labels"), list):
+        raise InputError(f"{path} is not a loop report (no labels)", field="output_dir")
+    return report
+
+
+def _model_ref(report: dict[str, Any], output_dir: Path, model_id: str | None) -> str | None:
+    if model_id:
+        return model_id
+    model = report.get("model") or {}
+    if model.get("registry"):
+        return f"{model['registry']['name']}@{model['registry']['version']}"
+    folder = output_dir / "model"
+    return str(folder) if folder.is_dir() else None
+
+
+# -- held-out predictions ----------------------------------------------------------------------------------
+def held_out(
+    init_rows: Sequence[files.Row],
+    train_also: Sequence[files.Row],
+    model: Any,
+    control: Any,
+    seed: int,
+) -> HeldOut:
+    """Out-of-fold predictions of ``init_rows`` by fresh copies of ``model`` (the loop's cross-validation),
+    with ``train_also`` in every fold's training set."""
+    from labelpilot.loop.quality import out_of_fold
+    from labelpilot.loop.runner import _check_known_labels, _factory
+
+    make = _factory(model, control, seed)
+    if make is None:
+        raise InputError(
+            "this model (a seed-003 plug-in, or one without get_params) cannot be re-created for held-out "
+            "predictions, so no threshold can be chosen: pass --threshold T or --all",
+            field="model",
+        )
+    _check_known_labels([*init_rows, *train_also], control)
+    examples = [r.example() for r in init_rows]
+    try:
+        idx, preds, method, detail = out_of_fold(make, examples, seed=seed,
+                                                 always_train=[r.example() for r in train_also])
+    except LabelpilotError:
+        raise
+    except Exception as exc:  # a fold with too few classes and the like
+        raise InputError(
+            f"held-out predictions failed ({type(exc).__name__}: {exc}); pass --threshold T or --all", field="model"
+        ) from None
+    multi = bool(control.multiple)
+    gold = [init_rows[i].labels for i in idx]
+    pred = [p.labels if p.error is None else () for p in preds]
+    scores = np.array([_held_score(p, multi) for p in preds], dtype=np.float64)
+    if multi:
+        correct = np.array([set(g) == set(p) for g, p in zip(gold, pred, strict=True)], dtype=bool)
+    else:
+        correct = np.array([p[:1] == g[:1] for g, p in zip(gold, pred, strict=True)], dtype=bool)
+    return HeldOut([init_rows[i].sample_id for i in idx], gold, pred, scores, correct, method, detail)
+
+
+def _held_score(p: Prediction, multi: bool) -> float:
+    if p.error is not None:
+        return -math.inf
+    # the same rounding as predictions.csv, so a threshold taken from here means the same there
+    probs = {k: round(float(v), 6) for k, v in (p.probs or {}).items()}
+    return decision_confidence(p.labels, probs, round(float(p.score), 6), multi)
+
+
+# -- writing -----------------------------------------------------------------------------------------------
+def _tmp_csv(final: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return Path(tmp)
+
+
+def _per_class(
+    keys: Sequence[str], pool: Sequence[PoolRow], accepted: np.ndarray, held: HeldOut | None, t: float | None,
+    z: float,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k in keys:
+        in_k = np.array([k in r.labels for r in pool], dtype=bool)
+        entry: dict[str, Any] = {"predicted": int(in_k.sum()), "accepted": int((in_k & accepted).sum()),
+                                 "left_for_humans": int((in_k & ~accepted).sum())}
+        if held is not None:
+            mask = np.array([k in p for p in held.pred], dtype=bool)
+            if t is not None:
+                mask &= held.scores >= t
+            n, c = int(mask.sum()), int(held.correct[mask].sum())
+            lo, hi = wilson(c, n, z)
+            entry["held_out"] = {"n": n, "accuracy": c / n if n else None, "low": lo if n else None,
+                                 "high": hi if n else None}
+        out[k] = entry
+    return out
+
+
+def run_accept(
+    input_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    target_accuracy: float = DEFAULT_TARGET,
+    threshold: float | None = None,
+    accept_all: bool = False,
+    name: str | None = None,
+    registry: Any = None,
+    model_id: str | None = None,
+    final_dir: str | Path | None = None,
+    random_seed: int | None = None,
+    min_held_out: int = MIN_HELD_OUT,
+    lower_bound: bool = False,
+) -> AcceptResult:
+    """Write the final labelled set (see the module docstring). ``registry``: a
+    :class:`~labelpilot.registry.Registry` or its root; needed for ``name`` (the final model is registered
+    as a new version of ``name``) and to load a loop model that lives in a registry. ``model_id``: the
+    round's model when ``report.json`` does not say (a folder or ``NAME@VERSION``). ``random_seed``: of
+    the folds (default: the round's). ``lower_bound``: choose the threshold where the Wilson lower bound,
+    not the estimate, reaches ``target_accuracy`` (fewer labels accepted, a safer claim)."""
+    from labelpilot.loop.runner import _jsonable, _load_previous, _open_registry
+
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    final_dir = Path(final_dir) if final_dir is not None else output_dir
+    if accept_all and threshold is not None:
+        raise InputError("give either --all or --threshold, not both", field="threshold")
+    if not 0.0 < target_accuracy <= 1.0:
+        raise InputError(f"target_accuracy must be in (0, 1], got {target_accuracy}", field="target_accuracy")
+    if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise InputError(f"threshold must be in [0, 1], got {threshold}", field="threshold")
+    if not input_dir.is_dir():
+        raise InputError(f"input_dir {input_dir} is not a folder", field="input_dir")
+    if not output_dir.is_dir():
+        raise InputError(f"output_dir {output_dir} is not a folder (the output of `labelpilot loop`)",
+                         field="output_dir")
+
+    report = _read_report(output_dir)
+    keys = [str(k) for k in report["labels"]]
+    multi = bool(report.get("multi_label"))
+    seed = int(report.get("random_seed", 0)) if random_seed is None else random_seed
+    init_rows = files.read_rows(input_dir, files.LABEL_FILE, labelled=True)
+    added_rows = files.read_rows(input_dir, files.ADDED_FILE, labelled=True, required=False)
+    unlabel_rows = files.read_rows(input_dir, files.UNLABEL_FILE, labelled=False, required=False)
+    files.check_disjoint([init_rows, added_rows])
+    pool_all = read_predictions(output_dir / files.PREDICTIONS_FILE, keys, multi)
+    human_ids = {r.sample_id for r in [*init_rows, *added_rows]}
+    pool = [r for r in pool_all if r.sample_id not in human_ids]  # labelled since the round: the human wins
+    notes: list[str] = []
+    if len(pool) < len(pool_all):
+        notes.append(f"{len(pool_all) - len(pool)} predicted rows have a human label since the round; "
+                     "the human label is kept")
+
+    reg = _open_registry(registry)
+    ref = _model_ref(report, output_dir, model_id)
+    choose = threshold is None and not accept_all
+    need_model = name is not None or choose
+    model = control = None
+    parent_ref = None
+    model_path: Path | None = None
+    in_other_registry = False
+    if ref is None and need_model:
+        raise InputError(
+            f"no model: {output_dir}/model is missing and report.json names no registry version (pass --model-id)"
+            + ("" if name else "; without a model no threshold can be chosen: pass --threshold T or --all"),
+            field="model_id",
+        )
+    if ref is not None and reg is None and not Path(ref).is_dir():
+        if need_model:
+            raise InputError(f"the round's model is {ref} in a registry: pass --registry (the loop's)",
+                             field="registry")
+        notes.append(f"the round's model {ref} is in a registry that was not given: accuracy not estimated")
+        ref, in_other_registry = None, True
+    if ref is not None:
+        _schema, control, model, parent_ref, _hist = _load_previous(ref, reg)
+        if str(control.kind) not in CHOICE_KINDS:
+            raise InputError(
+                f"the round's model is a {control.kind} model: accept handles choices (single- and multi-label) "
+                "only, as `labelpilot loop` does in this version; spans and boxes are not supported",
+                field="model",
+            )
+        if list(control.label_keys) != keys:
+            raise InputError(f"the model's labels ({', '.join(control.label_keys)}) are not the round's "
+                             f"({', '.join(keys)})", field="model_id")
+        if reg is not None and not Path(ref).is_dir():
+            from labelpilot.registry import parse_model_ref
+
+            model_path = reg.get(*parse_model_ref(ref)).path
+        else:
+            model_path = Path(ref)
+
+    if ref is None and not in_other_registry:
+        notes.append(f"no model in {output_dir} (and no --model-id): accuracy not estimated")
+    # held-out predictions (always when the model is there: they give the estimate) and the threshold
+    held: HeldOut | None = None
+    if model is not None:
+        used_added = added_rows if int((report.get("split") or {}).get("added_used", 0)) else []
+        try:
+            if len(init_rows) < min_held_out:
+                raise InputError(
+                    f"{files.LABEL_FILE} has {len(init_rows)} rows, fewer than {min_held_out}: too few held-out "
+                    "labels to choose a threshold; pass --threshold T or --all",
+                    field=files.LABEL_FILE,
+                )
+            held = held_out(init_rows, used_added, model, control, seed)
+        except InputError as exc:
+            if choose:
+                raise
+            notes.append(f"accuracy not estimated: {exc.message}")
+    if choose:
+        assert held is not None
+        t = choose_threshold(held.scores, held.correct, target_accuracy, min_held_out, lower_bound=lower_bound)
+        if t is None:
+            how = (f"no threshold reaches {target_accuracy:.3f} on {held.scores.shape[0]} held-out labels with at "
+                   f"least {min_held_out} above it: nothing is accepted (lower --target-accuracy, or --threshold "
+                   "/ --all)")
+            t_eff = math.inf
+        else:
+            what = "the Wilson lower bound of the held-out labels' accuracy reaches" if lower_bound else (
+                "the held-out labels reach")
+            how = f"lowest score at which {what} {target_accuracy:.3f} ({held.detail})"
+            t_eff = t
+    elif accept_all:
+        t, t_eff, how = None, -math.inf, "--all: every model label is accepted"
+    else:
+        t, t_eff, how = threshold, float(threshold), "--threshold, set by hand"
+
+    scores = np.array([r.score for r in pool], dtype=np.float64)
+    has_label = np.array([bool(r.labels) for r in pool], dtype=bool)
+    accepted = has_label & (scores >= t_eff)
+    est = _estimate(held, None if accept_all else t_eff)
+    if held is None:
+        est["note"] = "not estimated: no held-out predictions (see notes)"
+    n_acc, n_human = int(accepted.sum()), len(human_ids)
+    final_est = None
+    if est["accuracy"] is not None and n_acc + n_human:
+        final_est = (n_human + est["accuracy"] * n_acc) / (n_human + n_acc)
+
+    # the files
+    inline = any(r.inline for r in [*init_rows, *added_rows, *unlabel_rows]) or any(r.text for r in pool)
+    header = ["sampleId", "path", *(["text"] if inline else []), "label", "source", "score"]
+    rows_out: list[list[object]] = []
+    for r in [*init_rows, *added_rows]:
+        rows_out.append([r.sample_id, r.path, *([r.text if r.inline else ""] if inline else []),
+                         files.MULTI_SEP.join(r.labels), "human", ""])
+    for r, ok in zip(pool, accepted, strict=True):
+        if ok:
+            rows_out.append([r.sample_id, r.path, *([r.text or ""] if inline else []),
+                             files.MULTI_SEP.join(r.labels), "model", f"{r.score:.6f}"])
+    left = [r for r, ok in zip(pool, accepted, strict=True) if not ok]
+    predicted_ids = {r.sample_id for r in pool_all}
+    unpredicted = [r for r in unlabel_rows if r.sample_id not in predicted_ids and r.sample_id not in human_ids]
+    if unpredicted:
+        notes.append(f"{len(unpredicted)} rows of {files.UNLABEL_FILE} were not predicted by the round: left for "
+                     "humans")
+    left_header = ["sampleId", "path", *(["text"] if inline else [])]
+    left_rows = [[r.sample_id, r.path, *([r.text or ""] if inline else [])] for r in left]
+    left_rows += [[r.sample_id, r.path, *([r.text if r.inline else ""] if inline else [])] for r in unpredicted]
+
+    per_class = _per_class(keys, pool, accepted, held, None if accept_all else t_eff, Z_95)
+    out = {
+        "input_dir": str(input_dir),
+        "output_dir": str(output_dir),
+        "mode": "all" if accept_all else ("threshold" if threshold is not None else "target"),
+        "target_accuracy": None if accept_all or threshold is not None else target_accuracy,
+        "lower_bound_rule": bool(lower_bound and choose),
+        "threshold": t,
+        "threshold_rule": how,
+        "score": "confidence of the label" if not multi else "least sure per-label decision (p or 1-p)",
+        "multi_label": multi,
+        "labels": keys,
+        "estimated_accuracy": {**est, "interval": "Wilson 95%",
+                               "on": "held-out human labels of input_label.csv at or above the threshold"},
+        "estimated_accuracy_final_set": final_est,
+        "counts": {
+            "human": n_human,
+            "predicted": len(pool),
+            "accepted": n_acc,
+            "left_for_humans": len(left_rows),
+            "no_label_predicted": int((~has_label).sum()),
+            "coverage": n_acc / len(pool) if pool else None,
+            "final_labelled": n_human + n_acc,
+        },
+        "per_class": per_class,
+        "held_out": None if held is None else {
+            "method": held.method, "detail": held.detail, "n": int(held.scores.shape[0]),
+            "accuracy": float(held.correct.mean()) if held.correct.shape[0] else None,
+            "rows": [{"sampleId": sid, "label": files.MULTI_SEP.join(g), "predicted": files.MULTI_SEP.join(pr),
+                      "score": None if not math.isfinite(sc) else round(float(sc), 6), "correct": bool(ok)}
+                     for sid, g, pr, sc, ok in zip(held.ids, held.gold, held.pred, held.scores, held.correct,
+                                                   strict=True)],
+        },
+        "model": {"from": ref, "registered": None},
+        "files": {"final_label": str(final_dir / FINAL_LABEL_FILE),
+                  "final_unlabel": str(final_dir / FINAL_UNLABEL_FILE)},
+        "notes": notes,
+    }
+
+    final_dir.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        staged.append((_tmp_csv(final_dir / FINAL_LABEL_FILE, header, rows_out), final_dir / FINAL_LABEL_FILE))
+        staged.append((_tmp_csv(final_dir / FINAL_UNLABEL_FILE, left_header, left_rows),
+                       final_dir / FINAL_UNLABEL_FILE))
+        mv = None
+        if name is not None:
+            mv = _register(reg, name, model_path, parent_ref, report, out)
+            out["model"]["registered"] = {"name": mv.name, "version": mv.version, "tag": mv.tag}
+        fd, tmp = tempfile.mkstemp(prefix=f".{ACCEPT_REPORT_FILE}.", suffix=".tmp", dir=final_dir)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(_jsonable(out), fh, ensure_ascii=False, indent=1)
+        staged.append((Path(tmp), final_dir / ACCEPT_REPORT_FILE))
+        for src, dst in staged:
+            os.replace(src, dst)
+    finally:
+        for src, _dst in staged:
+            if src.exists():
+                src.unlink()
+    return AcceptResult(final_dir / FINAL_LABEL_FILE, final_dir / FINAL_UNLABEL_FILE, final_dir / ACCEPT_REPORT_FILE,
+                        out, None if mv is None else f"{mv.name}@{mv.version}", notes)
+
+
+def _register(reg: Any, name: str, model_path: Path | None, parent: str | None, report: dict[str, Any],
+              out: dict[str, Any]) -> Any:
+    """The round's model as a new version of ``name`` (as ``labelpilot train`` stores its models), with the
+    loop's training report and the accept figures in its metrics."""
+    from labelpilot.models.bundle import Bundle
+
+    if reg is None:
+        raise InputError("--name needs a registry: pass --registry or --data-dir", field="registry")
+    if model_path is None:
+        raise NotFoundError("no model to register", field="model_id")
+    fit = FitReport.from_dict(report.get("fit") or {})
+    est = out["estimated_accuracy"]
+    extra = {"accept_accepted": out["counts"]["accepted"], "accept_human": out["counts"]["human"],
+             "accept_coverage": out["counts"]["coverage"], "accept_threshold": out["threshold"],
+             "accept_est_accuracy": est["accuracy"], "accept_est_low": est["low"], "accept_est_high": est["high"]}
+    fit.metrics = {**fit.metrics, **{k: v for k, v in extra.items() if v is not None}}
+    fit.notes = [*fit.notes, f"loop accept: {out['counts']['final_labelled']} final labels "
+                 f"({out['counts']['human']} human, {out['counts']['accepted']} model)"]
+    return reg.register(name, Bundle.load(model_path), report=fit, parent=parent)
+
+
+__all__ = [
+    "ACCEPT_REPORT_FILE",
+    "FINAL_LABEL_FILE",
+    "FINAL_UNLABEL_FILE",
+    "AcceptResult",
+    "choose_threshold",
+    "decision_confidence",
+    "run_accept",
+    "wilson",
+]
