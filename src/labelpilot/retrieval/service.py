@@ -237,14 +237,17 @@ class IndexStore:
         try:
             mv = self.registry.register(name, _Saved(index), report=report)  # type: ignore[arg-type]
         except BaseException:
-            with self._lock:
-                self._cache.pop(name, None)  # the in-memory change was not stored: reload what is on disk
+            self.forget(name)  # the in-memory change was not stored: reload what is on disk
             raise
         with self._lock:
             self._cache[name] = (mv.version, index)
         for old in self.registry.list_versions(name)[:-KEEP_VERSIONS]:
             self.registry.delete_version(name, old.version)
         return mv.version
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._cache.pop(name, None)
 
     def describe(self, name: str) -> dict[str, Any]:
         version, index = self.get(name)

@@ -81,9 +81,6 @@ def _k(body: dict[str, Any]) -> int:
 
 
 def change_items(r: Retrieval, name: str, body: Any) -> dict[str, Any]:
-    from labelpilot.retrieval.index import check_id
-    from labelpilot.retrieval.service import parse_item, payload, vectorise
-
     if not isinstance(body, dict):
         raise InputError("the body must be an object with 'items' and/or 'remove'", field="body")
     items, remove = body.get("items", []), body.get("remove", [])
@@ -95,15 +92,27 @@ def change_items(r: Retrieval, name: str, body: Any) -> dict[str, Any]:
         raise InputError("give 'items' to add and/or 'remove' (ids)", field="items")
     check_task_count(len(items) + len(remove), r.settings, field="items")
     store = r.indexes
-    with _create_lock:
+    if store.exists(name):
+        return _change(r, name, store.get(name)[1], items, remove)
+    if body.get("kind") is None:
+        raise NotFoundError(f"unknown index {name!r} (give 'kind' to create it)", field="index")
+    with _create_lock:  # two requests creating one index: the second adds to the first's
         if store.exists(name):
-            version, index = store.get(name)
-        elif body.get("kind") is not None:
-            version, index = 0, store.create(name, body["kind"], body.get("dim"))
-        else:
-            raise NotFoundError(f"unknown index {name!r} (give 'kind' to create it)", field="index")
+            return _change(r, name, store.get(name)[1], items, remove)
+        return _change(r, name, store.create(name, body["kind"], body.get("dim")), items, remove)
+
+
+def _change(r: Retrieval, name: str, index: Any, items: list[Any], remove: list[Any]) -> dict[str, Any]:
+    from labelpilot.retrieval.index import check_id
+    from labelpilot.retrieval.service import parse_item, payload, vectorise
+
+    store = r.indexes
     removed_ids = [check_id(v, f"remove.{i}") for i, v in enumerate(remove)]
     parsed = [parse_item(raw, f"items.{i}", index, need_id=True) for i, raw in enumerate(items)]
+    first: dict[str, int] = {}
+    for i, it in enumerate(parsed):
+        if first.setdefault(str(it.id), i) != i:
+            raise InputError(f"items.{i}.id: {it.id!r} is also item {first[str(it.id)]}", field=f"items.{i}.id")
     vectors, errors = vectorise(parsed, index.dim, r.fetch)
     good = [i for i, e in enumerate(errors) if e is None]
     failed = [{"id": parsed[i].id, **e} for i, e in enumerate(errors) if e is not None]
@@ -111,8 +120,12 @@ def change_items(r: Retrieval, name: str, body: Any) -> dict[str, Any]:
         first = failed[0]
         raise _ItemErrors(first["detail"], field=first.get("field"), errors=failed)
     with index.lock:
-        not_found = index.remove(removed_ids)
-        index.add([parsed[i].id for i in good], vectors[good], [payload(parsed[i]) for i in good])
+        try:
+            not_found = index.remove(removed_ids)
+            index.add([parsed[i].id for i in good], vectors[good], [payload(parsed[i]) for i in good])
+        except BaseException:
+            store.forget(name)  # the next request reloads the stored version
+            raise
         version = store.save(name, index, note=f"+{len(good)} -{len(removed_ids) - len(not_found)}")
     return {"index": name, "version": version, "added": len(good), "removed": len(removed_ids) - len(not_found),
             "not_found": not_found, "errors": failed, "count": len(index)}
