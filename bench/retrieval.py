@@ -250,8 +250,12 @@ def bench_faq() -> dict[str, object]:
             "heldout_tuning": {k: v for k, v in model.metrics.items() if k.startswith("heldout_")}}
 
 
-def main(n: int, n_queries: int) -> dict[str, object]:
+def main(n: int, n_queries: int, only: str | None = None) -> dict[str, object]:
     results: dict[str, object] = {}
+    if only == "faq":
+        results["faq_tnews_keywords"] = bench_faq()
+        print(json.dumps(results["faq_tnews_keywords"], indent=1, ensure_ascii=False), flush=True)
+        return results
     if TNEWS.is_dir():
         text = bench_text(n, n_queries)
         index = text.pop("_index")
@@ -277,8 +281,11 @@ if __name__ == "__main__":
     ap.add_argument("--n", type=int, default=50_000)
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "retrieval.json")
+    ap.add_argument("--only", choices=["faq"], default=None, help="Run one part (merged into --out).")
     args = ap.parse_args()
-    res = main(args.n, args.queries)
+    res = main(args.n, args.queries, args.only)
+    if args.only and args.out.is_file():  # one part again: merged into the last full results
+        res = {**json.loads(args.out.read_text(encoding="utf-8")), **res}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"-> {args.out}")

@@ -229,6 +229,13 @@ def test_text_index_and_faq_over_http(server, tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     metrics = json.loads(out.output)
     assert metrics["questions"] == 6 and 0.0 <= metrics["threshold"] <= 1.0
+    assert metrics["heldout_unanswerable"] == 6  # one of the 6 questions was left out to tune the threshold
+    from labelpilot.retrieval.faq import FaqStore
+
+    _, model = FaqStore(server.data_dir / "faq").get("cars")
+    model.threshold = 1.01  # nothing is that sure: "no answer", with the candidates
+    refused = model.answer(["价格是多少"])[0]
+    assert not refused["answered"] and refused["answer"] is None and refused["candidates"][0]["question_id"] == "price"
     with server.client(headers=AUTH, timeout=60) as c:
         r = c.post("/v1/faq/cars/answer", json={"query": "这辆车的价格是多少钱"})
         body = r.json()
@@ -237,6 +244,8 @@ def test_text_index_and_faq_over_http(server, tmp_path: Path) -> None:
         assert body["question"] == "这款车多少钱？" and body["confidence"] >= body["threshold"]
         r = c.post("/v1/faq/cars/answer", json={"queries": ["保修期是几年", "what colours can I choose"]})
         assert [a["question_id"] for a in r.json()["answers"]] == ["warranty", "colour"]
+        far = c.post("/v1/faq/cars/answer", json={"query": "明天北京会下雪吗"}).json()
+        assert far["confidence"] < body["confidence"]
         assert c.post("/v1/faq/nope/answer", json={"query": "x"}).status_code == 404
         r = c.post("/v1/faq/cars/answer", json={"query": 3})
         assert r.status_code == 422 and r.json()["field"] == "query"

@@ -177,13 +177,16 @@ def faq_train(
     id_col: str = "question_id",
     answer_col: str = "answer",
     question_col: str = "question",
+    no_answer_share: Annotated[float | None, typer.Option(
+        min=0.0, max=0.99, help="Expected share of queries with no answer (default: the CSV's rows without a "
+                                "question id, else 0.2); sets the no-answer threshold's trade-off.")] = None,
     data_dir: DataDir = Path("./labelpilot-data"),
 ) -> None:
     """Train a FAQ matcher (retrieval + classifier, "no answer" threshold tuned on held-out data)."""
     from labelpilot.retrieval.faq import FaqModel, FaqStore, read_faq_csv
 
     rows = read_faq_csv(csv, query_col=query_col, id_col=id_col, answer_col=answer_col, question_col=question_col)
-    model = FaqModel.fit(rows)
+    model = FaqModel.fit(rows, no_answer_share=no_answer_share)
     version = FaqStore(data_dir / "faq").register(name, model)
     console.print_json(json.dumps({"faq": name, "version": version, **model.metrics}))
 

@@ -15,8 +15,9 @@ confidence threshold, and the chosen question's answer. Here:
 ``alpha`` and ``threshold`` are tuned on held-out data: 20 % of the phrasings of the answerable questions,
 plus every phrasing of 15 % of the questions, which are left out of training so that they play queries with
 no answer (rows with an empty question id, if the CSV has any, are such queries too). ``threshold`` maximises
-held-out accuracy counting a right answer and a "no answer" to an unanswerable query as correct. The final
-model is then refit on all rows with the tuned values.
+``(1 - s) * P(right answer | answerable) + s * P(no answer | unanswerable)`` on held-out data, where ``s`` is
+the expected share of unanswerable queries (``no_answer_share``: given, else the CSV's share of rows without
+a question id, else 0.2). The final model is then refit on all rows with the tuned values.
 
 Beyond an annotation product, and not here: the knowledge graph behind answers (entities, attributes,
 answers computed from them) and the dialogue state machine (multi-turn slot filling, clarifying questions,
@@ -84,6 +85,7 @@ class FaqModel:
         self.answers: dict[str, str] = {}
         self.alpha = 0.5
         self.threshold = 0.0
+        self.no_answer_share = 0.2
         self.metrics: dict[str, float] = {}
         self.encoder = ""
         self.index: VectorIndex | None = None
@@ -123,7 +125,9 @@ class FaqModel:
         return p_clf, p_ret
 
     @classmethod
-    def fit(cls, rows: Sequence[FaqRow], *, seed: int = 0) -> FaqModel:
+    def fit(cls, rows: Sequence[FaqRow], *, seed: int = 0, no_answer_share: float | None = None) -> FaqModel:
+        """``no_answer_share``: the expected share of queries that have no answer (the threshold's trade-off);
+        default: the share of rows without a question id when the CSV has such rows, else 0.2."""
         from labelpilot.encoders import get_encoder
 
         answerable = [r for r in rows if r.question_id]
@@ -148,6 +152,12 @@ class FaqModel:
         held.extend(np.flatnonzero(ids == "").tolist())
         model = cls()
         model.encoder = enc.name
+        if no_answer_share is None:
+            n_none = sum(1 for r in rows if not r.question_id)
+            no_answer_share = n_none / len(rows) if n_none else 0.2
+        if not 0.0 <= no_answer_share < 1.0:
+            raise InputError("the no-answer share is from 0 to below 1", field="no_answer_share")
+        model.no_answer_share = float(no_answer_share)
         metrics: dict[str, float] = {"questions": float(len(qids)), "phrasings": float(len(answerable))}
         if held and len({ids[i] for i in train}) >= 2:
             model._fit_parts(X[train], [ids[i] for i in train])
@@ -179,16 +189,21 @@ class FaqModel:
         mixed = best_alpha * p_clf + (1 - best_alpha) * p_ret
         top, conf = qs[np.argmax(mixed, axis=1)], mixed.max(axis=1)
         right = top == truth_arr
+        # held-out holds every phrasing of the left-out questions but a fifth of the others', so the
+        # unanswerable share there is ~50 %; the objective weighs the two groups by ``no_answer_share`` instead
+        share = self.no_answer_share if (~inscope).any() and inscope.any() else float((~inscope).mean())
         best_t, best_score = 0.0, -1.0
         for t in np.unique(np.concatenate([[0.0], conf])):
             answered = conf >= t
-            score = float(np.mean(np.where(answered, right, ~inscope)))
+            gain_in = float((answered & right)[inscope].mean()) if inscope.any() else 0.0
+            gain_out = float((~answered)[~inscope].mean()) if (~inscope).any() else 0.0
+            score = (1 - share) * gain_in + share * gain_out
             if score > best_score + 1e-9:
                 best_t, best_score = float(t), score
         self.alpha, self.threshold = best_alpha, best_t
         abstain = conf < best_t
         metrics |= {"alpha": best_alpha, "threshold": round(best_t, 4), "heldout_top1": round(best_acc, 4),
-                    "heldout_accuracy_with_no_answer": round(best_score, 4),
+                    "heldout_weighted_accuracy": round(best_score, 4), "no_answer_share": share,
                     "heldout_no_answer_precision": round(float((~inscope[abstain]).mean()), 4) if abstain.any()
                     else float("nan"),
                     "heldout_queries": float(len(truth)), "heldout_unanswerable": float((~inscope).sum())}

@@ -37,8 +37,10 @@ FORMAT_VERSION = 1
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.json"
 META_FILE = "meta.json"
-#: an index of at least this many items is HNSW (``$LABELPILOT_INDEX_HNSW_MIN``); below it, exact search
-HNSW_MIN = int(os.environ.get("LABELPILOT_INDEX_HNSW_MIN", "20000") or 20000)
+#: an index of at least this many items is HNSW (``$LABELPILOT_INDEX_HNSW_MIN``); below it, exact search.
+#: Exact search reads every vector: at 50k 512-d items p50 96 ms on the busy 2-core machine, HNSW 4 ms
+#: (bench/RESULTS.md "Similarity search"), so ~10k items (~20 ms) is where exact stops being cheap.
+HNSW_MIN = int(os.environ.get("LABELPILOT_INDEX_HNSW_MIN", "10000") or 10000)
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 96
