@@ -106,6 +106,17 @@ def test_index_rejects_bad_vectors() -> None:
             normalise(bad, 3)
 
 
+@needs_encoder
+def test_texts_are_refused_by_an_index_of_another_encoder() -> None:
+    from labelpilot.errors import InputError
+    from labelpilot.retrieval.service import parse_item
+
+    index = VectorIndex("text", 512, encoder="some-other-encoder")
+    with pytest.raises(InputError) as err:
+        parse_item({"id": "a", "text": "hello"}, "items.0", index, need_id=True)
+    assert err.value.field == "items.0.text" and "rebuild" in err.value.message
+
+
 # -------------------------------------------------------------------------------------------- HTTP
 
 
@@ -279,6 +290,7 @@ def test_cli_build_search_and_dups(tmp_path: Path) -> None:
         got = list(csv.DictReader(fh))
     assert {(r["id_a"], r["id_b"]) for r in got} == {("a", "b"), ("a", "c"), ("b", "c")}
     assert all(float(r["score"]) >= 0.85 and r["cluster"] == "1" for r in got)
+    assert {(r["label_a"], r["label_b"]) for r in got} == {("finance", "finance"), ("finance", "stock")}
     out = runner.invoke(app, ["index", "dups", "proj", "--threshold", "2", "--data-dir", data])
     assert out.exit_code != 0
 

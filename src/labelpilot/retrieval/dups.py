@@ -3,7 +3,8 @@
 Every item is searched against the index (its ``k`` nearest neighbours, itself left out); a pair whose score
 reaches ``threshold`` is a near-duplicate pair, and pairs are joined into clusters (union-find: a ~ b and
 b ~ c put a, b, c in one cluster). For a labelling project this finds tasks that would be labelled twice
-(and, after labelling, duplicates with different labels). The CSV is written atomically (``RowWriter``).
+(and, with ``--label-col`` at build time, duplicates that carry different labels: ``label_a`` != ``label_b``).
+The CSV is written atomically (``RowWriter``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from labelpilot.errors import InputError
 from labelpilot.retrieval.index import VectorIndex
 
-COLUMNS = ["cluster", "id_a", "id_b", "score", "item_a", "item_b"]
+COLUMNS = ["cluster", "id_a", "id_b", "score", "item_a", "item_b", "label_a", "label_b"]
 
 
 @dataclass(slots=True)
@@ -74,7 +75,9 @@ def near_duplicates(index: VectorIndex, threshold: float, *, k: int = 10,
         c = number[_find(parent, x)]
         sizes[c] = sizes.get(c, 0) + 1
     out = [{"cluster": number[_find(parent, a)], "id_a": a, "id_b": b, "score": round(s, 6),
-            "item_a": _label(info.get(a, {})), "item_b": _label(info.get(b, {}))} for (a, b), s in pairs.items()]
+            "item_a": _label(info.get(a, {})), "item_b": _label(info.get(b, {})),
+            "label_a": info.get(a, {}).get("label", ""), "label_b": info.get(b, {}).get("label", "")}
+           for (a, b), s in pairs.items()]
     out.sort(key=lambda r: (r["cluster"], -r["score"], r["id_a"], r["id_b"]))
     report = DupReport(items=len(ids), pairs=len(pairs), clusters=len(roots), items_in_clusters=len(parent),
                        largest_cluster=max(sizes.values(), default=0), threshold=threshold)

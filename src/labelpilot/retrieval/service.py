@@ -107,6 +107,12 @@ def parse_item(raw: Any, where: str, index: VectorIndex, *, need_id: bool) -> It
                              "it takes no texts", field=f"{where}.text")
         if not isinstance(value, str):
             raise InputError(f"{where}.text: must be a string", field=f"{where}.text")
+        from labelpilot.encoders import get_encoder
+
+        current = get_encoder().name
+        if index.encoder and index.encoder != current:
+            raise InputError(f"{where}.text: the index holds vectors of the encoder {index.encoder!r}, this server "
+                             f"encodes with {current!r}; rebuild the index", field=f"{where}.text")
         item.text = value
     else:
         if index.kind != "image":
