@@ -106,6 +106,20 @@ def test_index_rejects_bad_vectors() -> None:
             normalise(bad, 3)
 
 
+def test_a_kind_without_its_encoder_is_a_422_naming_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labelpilot.errors import InputError
+    from labelpilot.retrieval.service import kind_dim
+
+    monkeypatch.setenv("LABELPILOT_ENCODER", "none")
+    with pytest.raises(InputError) as err:
+        kind_dim("text", None)
+    assert err.value.field == "kind" and "LABELPILOT_ENCODER=none" in err.value.message
+    for kind, dim in (("vector", 0), ("vector", True), ("sound", 3)):
+        with pytest.raises(InputError):
+            kind_dim(kind, dim)
+    assert kind_dim("vector", 7) == (7, None)
+
+
 @needs_encoder
 def test_texts_are_refused_by_an_index_of_another_encoder() -> None:
     from labelpilot.errors import InputError

@@ -55,15 +55,21 @@ def text_vectors(texts: Sequence[str]) -> tuple[np.ndarray, str]:
 
 
 def kind_dim(kind: str, dim: int | None) -> tuple[int, str | None]:
-    """The vector size and encoder name of a new index of ``kind``."""
+    """The vector size and encoder name of a new index of ``kind``. A kind this installation cannot make
+    vectors for is a 422 naming ``kind`` (the client may choose another; e.g. ``vector`` with its own)."""
     if kind == "text":
-        from labelpilot.encoders import get_encoder
+        from labelpilot.encoders import EncoderUnavailable, get_encoder
 
-        enc = get_encoder()
+        try:
+            enc = get_encoder()
+        except EncoderUnavailable as exc:
+            raise InputError(f"this server cannot make text vectors: {exc.message}", field="kind") from exc
         return enc.dim, enc.name
     if kind == "image":
-        from labelpilot.models.vision.backbone import FEATURE_DIM
+        from labelpilot.models.vision.backbone import FEATURE_DIM, INSTALL_HINT, torch_available
 
+        if not torch_available():
+            raise InputError(f"this server cannot make image vectors: {INSTALL_HINT}", field="kind")
         return FEATURE_DIM, IMAGE_ENCODER
     if kind == "vector":
         if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= 8192:

@@ -24,10 +24,27 @@ from fastapi import APIRouter, Depends, Request
 
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError
 from labelpilot.server.limits import check_task_count
+from labelpilot.server.openapi import json_body
 from labelpilot.server.responses import JSON
 from labelpilot.server.serving import require_token
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
+
+_QUERY = {"text": {"type": "string"}, "image": {"type": "string", "description": "base64 (a data: URL too)"},
+          "image_url": {"type": "string"}, "vector": {"type": "array", "items": {"type": "number"}}}
+ITEMS_BODY = {"type": "object", "properties": {
+    "kind": {"type": "string", "enum": ["text", "image", "vector"], "description": "creates a missing index"},
+    "dim": {"type": "integer", "description": "vector size of a new 'vector' index"},
+    "items": {"type": "array", "items": {"type": "object", "required": ["id"], "properties": {
+        "id": {"type": "string"}, **_QUERY, "meta": {"type": "object"}}}},
+    "remove": {"type": "array", "items": {"type": "string"}}}}
+ITEMS_EXAMPLE = {"kind": "text", "items": [{"id": "t1", "text": "北京今天下大雨", "meta": {"task": 1}}]}
+SEARCH_BODY = {"type": "object", "properties": {**_QUERY, "id": {"type": "string"},
+                                                "k": {"type": "integer", "minimum": 1, "maximum": 1000}}}
+SEARCH_EXAMPLE = {"text": "暴雨天气预报", "k": 5}
+FAQ_BODY = {"type": "object", "properties": {"query": {"type": "string"},
+                                             "queries": {"type": "array", "items": {"type": "string"}}}}
+FAQ_EXAMPLE = {"query": "这车多少钱"}
 _create_lock = threading.Lock()
 
 
@@ -186,7 +203,7 @@ async def show_index(request: Request, name: str) -> JSON:
     return JSON(await request.app.state.lanes.model.run(r.indexes.describe, name))
 
 
-@router.post("/indexes/{name}/items")
+@router.post("/indexes/{name}/items", openapi_extra=json_body(ITEMS_BODY, ITEMS_EXAMPLE))
 async def index_items(request: Request, name: str) -> JSON:
     from labelpilot.server.ls_backend import read_json
 
@@ -197,7 +214,7 @@ async def index_items(request: Request, name: str) -> JSON:
     return JSON(out)
 
 
-@router.post("/indexes/{name}/search")
+@router.post("/indexes/{name}/search", openapi_extra=json_body(SEARCH_BODY, SEARCH_EXAMPLE))
 async def index_search(request: Request, name: str) -> JSON:
     from labelpilot.server.ls_backend import read_json
 
@@ -207,7 +224,7 @@ async def index_search(request: Request, name: str) -> JSON:
                                             timeout=state.settings.predict_timeout))
 
 
-@router.post("/faq/{name}/answer")
+@router.post("/faq/{name}/answer", openapi_extra=json_body(FAQ_BODY, FAQ_EXAMPLE))
 async def faq_answer(request: Request, name: str) -> JSON:
     from labelpilot.server.ls_backend import read_json
 
