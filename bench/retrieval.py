@@ -130,7 +130,6 @@ def bench_text(n: int, n_queries: int, k: int = 10) -> dict[str, object]:
 
 def bench_http(index, n_queries: int = 200) -> dict[str, object]:
     """Save the 50k HNSW index into a data dir, start ``labelpilot serve`` and time /v1/indexes/.../search."""
-    import os
     import subprocess
     import tempfile
 
@@ -144,7 +143,11 @@ def bench_http(index, n_queries: int = 200) -> dict[str, object]:
         t = time.perf_counter()
         IndexStore(Path(tmp) / "indexes").save("tnews", index)
         save_s = time.perf_counter() - t
-        port = 9400 + os.getpid() % 500
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
         exe = Path(sys.executable).parent / "labelpilot"
         proc = subprocess.Popen([str(exe), "serve", "--port", str(port), "--data-dir", tmp, "--log-level", "warning"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

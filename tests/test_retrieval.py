@@ -307,6 +307,14 @@ def test_cli_build_search_and_dups(tmp_path: Path) -> None:
     assert {(r["label_a"], r["label_b"]) for r in got} == {("finance", "finance"), ("finance", "stock")}
     out = runner.invoke(app, ["index", "dups", "proj", "--threshold", "2", "--data-dir", data])
     assert out.exit_code != 0
+    # a Label Studio export: columns are looked up in each task's data, ids are the task ids
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps([{"id": 41, "data": {"text": rows[3][1]}, "annotations": []},
+                                  {"id": 42, "data": {"text": rows[4][1]}, "annotations": []}], ensure_ascii=False))
+    out = runner.invoke(app, ["index", "build", "ls", str(export), "--data-dir", data])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(app, ["index", "search", "ls", "--text", "湖人 勇士 篮球", "--k", "1", "--data-dir", data])
+    assert json.loads(out.output)[0]["id"] == "41"
 
 
 def test_index_survives_a_restart(server) -> None:
