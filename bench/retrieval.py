@@ -242,6 +242,9 @@ def bench_faq() -> dict[str, object]:
     top = np.array([a["candidates"][0]["question_id"] for a in answers], dtype=object)
     answered = np.array([a["answered"] for a in answers])
     right = top == truth
+    from sklearn.metrics import roc_auc_score
+
+    conf = np.array([a["confidence"] for a in answers])
     return {"questions": len({r.question_id for r in train}), "train_phrasings": len(train),
             "test_queries": int(inscope.sum()), "test_unanswerable": int((~inscope).sum()), "fit_s": round(fit_s, 1),
             "alpha": model.alpha, "threshold": round(model.threshold, 4),
@@ -250,6 +253,9 @@ def bench_faq() -> dict[str, object]:
             "no_answer_precision": round(float((~inscope[~answered]).mean()), 4) if (~answered).any() else None,
             "no_answer_recall": round(float((~answered[~inscope]).mean()), 4),
             "accuracy_with_no_answer": round(float(np.where(answered, right, ~inscope).mean()), 4),
+            "always_answer_accuracy": round(float(right.mean()), 4),
+            "auc_confidence_right_vs_rest": round(float(roc_auc_score(right, conf)), 4),
+            "auc_confidence_answerable_vs_not": round(float(roc_auc_score(inscope, conf)), 4),
             "heldout_tuning": {k: v for k, v in model.metrics.items() if k.startswith("heldout_")}}
 
 
