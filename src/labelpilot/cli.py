@@ -352,6 +352,12 @@ def encoder_status() -> None:
     console.print(f"{enc.name}: {enc.dim}-d, loaded from {getattr(enc, 'path', '?')}")
 
 
+from labelpilot.retrieval.cli import faq_app, index_app  # noqa: E402  (typer only; faiss loads in the commands)
+
+app.add_typer(index_app, name="index")
+app.add_typer(faq_app, name="faq")
+
+
 @app.command()
 def keywords(
     input: Annotated[Path, typer.Argument(help="CSV/TSV (with header), JSONL or TXT (one text a line).")],

@@ -19,7 +19,7 @@ from labelpilot.jobs.state import ProjectStore
 from labelpilot.jobs.training import media_fetcher
 from labelpilot.models.bundle import Bundle
 from labelpilot.registry import ModelVersion, Registry
-from labelpilot.server import ls_backend, offload, serving, ui
+from labelpilot.server import ls_backend, offload, retrieval_api, serving, ui
 from labelpilot.server.errors import install_error_handlers
 from labelpilot.server.limits import BodyLimit
 from labelpilot.server.metrics import Metrics
@@ -144,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ls_backend.hooks)
     app.include_router(serving.router)
     app.include_router(ui.router)  # the dashboard, behind the same basic auth as the Label Studio routes
+    app.include_router(retrieval_api.router)  # /v1/indexes, /v1/faq (issue 15)
     for r in (ls_backend.public, ls_backend.router, ls_backend.hooks):
         app.include_router(r, prefix="/s/{secret}", include_in_schema=False)
     app.add_middleware(BodyLimit, settings=settings)
