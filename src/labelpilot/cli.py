@@ -324,7 +324,7 @@ def models_import(
     console.print(f"{mv.name}: v{mv.version} ({mv.tag})")
 
 
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (active-learning simulation, pre-labels).")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (pre-labels against a real server).")
 app.add_typer(bench_app, name="bench")
 
 encoder_app = typer.Typer(no_args_is_help=True, help="The text encoder (zero-shot and few-shot text classification).")
@@ -371,20 +371,16 @@ def keywords(
 
 def _mount_optional_commands(first: str | None) -> None:
     """The loop and bench commands live with their packages. ``loop.cli`` is light (typer only; the runner
-    is imported when the command runs), so ``loop`` is always listed; ``bench al`` imports sklearn/scipy at
-    module level (~1-5 s on this machine), so it is mounted only when ``bench`` is the command."""
+    is imported when the command runs), so ``loop`` is always listed; ``bench prelabel`` is mounted only when
+    ``bench`` is the command. (The active-learning simulation, once ``bench al``, is ``bench/al/simulate.py``.)"""
     from labelpilot.loop.cli import loop_command
 
     app.command("loop", help="The seed-003 file operator: train, predict the unlabelled pool, mark hard examples.")(
         loop_command
     )
     if first == "bench":
-        from labelpilot.loop.simulate import bench_al_command  # heavy: sklearn, scipy
         from labelpilot.prelabel.command import bench_prelabel_command
 
-        bench_app.command("al", help="Active-learning simulation: learning curves and labels saved vs random.")(
-            bench_al_command
-        )
         bench_app.command("prelabel", help="Pre-labels from the first task: plays Label Studio against the server.")(
             bench_prelabel_command
         )

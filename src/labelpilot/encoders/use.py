@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labelpilot.config import cache_dir
+from labelpilot.config import cache_dir, ort_threads
 from labelpilot.encoders.base import CachingEncoder, EncoderUnavailable, VectorCache
 
 log = logging.getLogger("labelpilot.encoders")
@@ -67,14 +67,6 @@ def find_model() -> Path:
         f"the {NAME} text encoder model is not installed (looked in {', '.join(map(str, tried))}); {FETCH_HINT}",
         field="encoder",
     )
-
-
-def ort_threads() -> int:
-    """``$LABELPILOT_ORT_THREADS``, else min(2, cores): the machine this is sized for has 2 cores."""
-    env = os.environ.get("LABELPILOT_ORT_THREADS")
-    if env and env.isdigit() and int(env) > 0:
-        return int(env)
-    return max(1, min(2, os.cpu_count() or 1))
 
 
 def extensions_library() -> Path:

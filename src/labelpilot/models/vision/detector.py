@@ -85,9 +85,9 @@ from PIL import Image, ImageEnhance
 
 from labelpilot.data.types import Box, Example, FitReport, Prediction
 from labelpilot.errors import InputError, LabelpilotError, TrainingError
+from labelpilot.imaging import open_image, to_array
 from labelpilot.models.base import Progress, merge_options, read_meta, saved_options, write_meta
 from labelpilot.models.vision import backbone
-from labelpilot.models.vision.imageio import open_image, to_array
 from labelpilot.schema.types import ControlSpec, TaskKind
 
 log = logging.getLogger(__name__)
