@@ -92,7 +92,7 @@ def loop_command(
     Multi-label rows separate their labels with "|" (sports|finance). Output: OUTPUT_DIR/predictions.csv
     (sortable by the rank column) and report.json; nothing is written when the input is bad.
     """
-    from labelpilot.loop.runner import run_loop
+    from labelpilot.loop.runner import run_loop  # lazy: CLI start-up: the runner loads sklearn, scipy and pandas
 
     try:
         result = run_loop(

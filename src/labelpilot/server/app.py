@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from labelpilot import __version__
+from labelpilot.batch import read_export
 from labelpilot.config import Settings
 from labelpilot.encoders import encoder_problem
 from labelpilot.errors import NotFoundError
@@ -171,8 +172,6 @@ def _warm_start(predictor: Predictor, store: ProjectStore, limit: int = 16) -> N
 
 def create_model_app(export_dir: Path | str, settings: Settings | None = None) -> FastAPI:
     """An app that serves one exported model (``labelpilot export``) on /v1, with /health and /metrics."""
-    from labelpilot.batch import read_export
-
     settings = settings or Settings()
     manifest, bundle = read_export(Path(export_dir))
     mv = ModelVersion(

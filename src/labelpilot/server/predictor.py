@@ -14,6 +14,7 @@ from typing import Any
 
 from labelpilot.data.labelstudio import IMAGE_KINDS, prediction_regions, refine_drawn_boxes, task_example
 from labelpilot.data.types import Example, Prediction
+from labelpilot.data.vision_formats import image_size
 from labelpilot.jobs.training import model_name
 from labelpilot.media import MediaFetcher, resolve_media
 from labelpilot.models.base import Model, can_predict_untrained, family_for
@@ -215,7 +216,6 @@ def _image_size(path: str | None) -> tuple[int, int] | None:
     if not path:
         return None
     try:
-        from labelpilot.data.vision_formats import image_size
 
         return image_size(path)
     except Exception:  # the size is optional in Label Studio's format

@@ -197,7 +197,7 @@ class PooledFeatures:
         self._build()
 
     def _torch_module(self) -> Any:
-        from labelpilot.models.vision.nets import Pooled
+        from labelpilot.models.vision.nets import Pooled  # lazy: nets defines torch modules (torch, the vision extra)
 
         return Pooled(efficientnet()).eval()
 
