@@ -11,7 +11,10 @@ against the importing module, and ``from labelpilot.pkg import name`` points at 
 ``labelpilot.pkg.name`` when there is one (else at ``labelpilot.pkg``). Imports under ``if TYPE_CHECKING:``
 are left out: they never run, so they can neither close a circle nor cost start-up time. An import of
 ``labelpilot.a.b`` does not add edges to its parent packages (Python runs their ``__init__`` first, but that
-is the package structure, not a dependency the importing module chose).
+is the package structure, not a dependency the importing module chose). Modules loaded by name at run time
+(``importlib.import_module``, the ``module:Class`` strings of the model-family table and entry points) are
+not edges either: they are plug-in points, and today each stays inside its own layer (``loop/__init__``'s
+PEP 562 names, ``models/base``'s families).
 
 Three findings are reported:
 
