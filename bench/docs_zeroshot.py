@@ -5,7 +5,7 @@
     .venv/bin/python bench/docs_zeroshot.py --write     # ... and write its section of bench/RESULTS.md
     .venv/bin/python bench/docs_zeroshot.py --compare 1 # ... and try OCR confidence over 4 turns on 1 page
 
-Pages come from :mod:`labelpilot.data.synthdocs` (zh + en, the four layouts, seed 31: never used while writing
+Pages come from :mod:`labelpilot.testing.synthdocs` (zh + en, the four layouts, seed 31: never used while writing
 the rules). Each page is also saved turned clockwise by 90, 180 and 270 degrees (the gold boxes turned with
 it). Labels are the generator's 日期 编号 姓名 单位 结论; the English pages have keys such as ``Report Date``,
 ``Sample ID``, ``Facility``, ``Findings``, so English keys are found through the synonym table. A box is right
@@ -52,8 +52,8 @@ def turned_pages(directory: Path, n_per: int, seed: int, langs: tuple[str, ...])
     """Pages and their turned copies: dicts with path, lang, layout, turn, size and gold boxes (pixels)."""
     from PIL import Image
 
-    from labelpilot.data.synthdocs import LAYOUTS, make_pages
     from labelpilot.orientation import box_to_original
+    from labelpilot.testing.synthdocs import LAYOUTS, make_pages
 
     ops = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_90}
     pages = make_pages(directory, n_per * len(LAYOUTS) * len(langs), langs=langs, seed=seed)
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
     os.environ.setdefault("LABELPILOT_CACHE_DIR", str(OUT / "cache"))
-    from labelpilot.data.synthdocs import available_fonts
+    from labelpilot.testing.synthdocs import available_fonts
 
     langs = tuple(lang for lang in ("zh", "en") if available_fonts(lang))
     start = load()

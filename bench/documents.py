@@ -3,7 +3,7 @@
     .venv/bin/python bench/documents.py                 # print only
     .venv/bin/python bench/documents.py --write         # ... and write bench/RESULTS.md "## Documents" + a plot
 
-Pages come from :mod:`labelpilot.data.synthdocs`: A4 at 150 dpi, Chinese and English, four layouts (form,
+Pages come from :mod:`labelpilot.testing.synthdocs`: A4 at 150 dpi, Chinese and English, four layouts (form,
 two-column, grid, letter), random fonts, sizes, margins, field order, distractor fields and a second
 "printed on" date, speckle / blur / JPEG noise. Five fields are labelled: 日期 编号 姓名 单位 结论.
 
@@ -164,8 +164,8 @@ def _pick(preds: list[Any], examples: list[Any], key: str, value: str) -> tuple[
 
 
 def held_out_layouts(out: dict[str, Any]) -> None:
-    from labelpilot.data.synthdocs import LAYOUTS, make_pages
     from labelpilot.models.document import DocumentFieldModel, field_scores
+    from labelpilot.testing.synthdocs import LAYOUTS, make_pages
 
     control = _control()
     res = {}
@@ -312,7 +312,7 @@ def write_section(out: dict[str, Any]) -> None:
         SECTION,
         "",
         f"`.venv/bin/python bench/documents.py --write` ({out['date']}, {out['load']} at the start). "
-        "Synthetic A4 report pages drawn here (`labelpilot.data.synthdocs`: zh + en, 4 layouts, random fonts, "
+        "Synthetic A4 report pages drawn here (`labelpilot.testing.synthdocs`: zh + en, 4 layouts, random fonts, "
         "field order, distractors, noise); fields 日期 编号 姓名 单位 结论; a box is right when its label "
         "matches and IoU >= 0.5. Options were tuned on other seeds than the ones measured here.",
         "",
@@ -391,7 +391,7 @@ def main() -> None:
     if args.probe:
         print(json.dumps(speed_probe(Path(args.probe[0]), args.probe[1:])))
         return
-    from labelpilot.data.synthdocs import FONT_HINT, available_fonts, make_pages
+    from labelpilot.testing.synthdocs import FONT_HINT, available_fonts, make_pages
 
     for lang in ("zh", "en"):
         if not available_fonts(lang):

@@ -22,8 +22,8 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fonts-ocr-"))
     os.environ["LABELPILOT_CACHE_DIR"] = str(work / "cache")
-    from labelpilot.data import synthdocs
     from labelpilot.ocr import OcrEngine
+    from labelpilot.testing import synthdocs
 
     engine = OcrEngine.get()
     print(f"load {os.getloadavg()[0]:.1f}")

@@ -173,7 +173,7 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.data is None:
-        from labelpilot.loop.simulate import default_data_root
+        from labelpilot.testing.corpora import default_data_root
 
         args.data = default_data_root()
     if args.in_process:

@@ -130,14 +130,14 @@ def _turned(page, angle: int, d: Path) -> Example:
 @pytest.fixture(scope="module")
 def form_page(tmp_path_factory: pytest.TempPathFactory):
     _needs_ocr()
-    from labelpilot.data.synthdocs import make_page
+    from labelpilot.testing.synthdocs import make_page
 
     return make_page(tmp_path_factory.mktemp("kv") / "form.png", lang="en", layout="form", seed=5)
 
 
 def test_key_value_fields_on_a_page_before_any_annotation(form_page, tmp_path: Path) -> None:
-    from labelpilot.data.synthdocs import make_page
     from labelpilot.models.document import DocumentFieldModel, field_scores
+    from labelpilot.testing.synthdocs import make_page
 
     model = DocumentFieldModel(parse_label_config(OCR_CONFIG).controls[0])
     assert not model.is_fitted and model.zero_shot_ready()
@@ -203,8 +203,8 @@ def test_blank_and_photo_pages_give_empty_predictions(tmp_path: Path) -> None:
 
 
 def test_trained_model_keeps_key_value_proposals_for_labels_it_never_saw(form_page, tmp_path: Path) -> None:
-    from labelpilot.data.synthdocs import make_pages
     from labelpilot.models.document import DocumentFieldModel
+    from labelpilot.testing.synthdocs import make_pages
 
     model = DocumentFieldModel(parse_label_config(OCR_CONFIG).controls[0])
     pages = make_pages(tmp_path / "train", 3, langs=("en",), layouts=("form",), seed=9)

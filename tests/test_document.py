@@ -125,7 +125,7 @@ def _ocr_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 def _needs_ocr() -> None:
     pytest.importorskip("rapidocr", reason="document models need rapidocr (the 'ocr' extra)")
-    from labelpilot.data.synthdocs import FONT_HINT, available_fonts
+    from labelpilot.testing.synthdocs import FONT_HINT, available_fonts
 
     for lang in _langs():
         if not available_fonts(lang):
@@ -146,7 +146,7 @@ def _example(page) -> Example:
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Example], list[Example]]:
     _needs_ocr()
-    from labelpilot.data.synthdocs import make_pages
+    from labelpilot.testing.synthdocs import make_pages
 
     d = tmp_path_factory.mktemp("pages")
     langs = _langs()

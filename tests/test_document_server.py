@@ -31,8 +31,8 @@ def test_ocr_project_learns_field_boxes(start_server, fake_ls, tmp_path: Path, r
     _needs_ocr()
     from PIL import Image
 
-    from labelpilot.data.synthdocs import make_pages
     from labelpilot.models.document import field_scores
+    from labelpilot.testing.synthdocs import make_pages
 
     langs = _langs()
     layouts = ("form", "two-column")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from labelpilot.data import synthdocs
+from labelpilot.testing import synthdocs
 from tests.conftest import cache_folder
 
 SYSTEM_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", str(Path.home() / ".fonts"),
@@ -69,7 +69,7 @@ def test_system_fonts_change_nothing_unless_asked_for(tmp_path: Path, monkeypatc
 def test_pages_are_the_same_in_a_process_that_cannot_see_any_system_font(tmp_path: Path) -> None:
     """A child process in its own mount namespace with an empty tmpfs over every system font folder."""
     hide = " && ".join(f"mount -t tmpfs none {d}" for d in SYSTEM_DIRS if Path(d).is_dir())
-    draw = ("import sys; from labelpilot.data.synthdocs import make_page; "
+    draw = ("import sys; from labelpilot.testing.synthdocs import make_page; "
             "[print(make_page(f'{sys.argv[1]}/{lang}.png', lang=lang, layout='grid', seed=9).path) "
             "for lang in ('zh', 'en')]")
     script = f'{hide or "true"} && echo hidden && ls -A /usr/share/fonts 2>/dev/null | wc -l && exec "$0" -c "$1" "$2"'

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from labelpilot.data.types import Box, Example, Target
 from labelpilot.errors import MediaError
-from labelpilot.models.vision.imageio import load_array, open_image, resize_image, to_array
+from labelpilot.imaging import load_array, open_image, resize_image, to_array
 from labelpilot.schema.types import ControlSpec, LabelSpec, TaskKind
 from tests.conftest import cache_folder
 
@@ -122,7 +122,7 @@ def test_draft_mode_keeps_full_size_and_resize_modes(tmp_path: Path) -> None:
 def test_importing_vision_does_not_import_torch() -> None:
     code = (
         "import sys; import labelpilot.models.vision, labelpilot.models.vision.classifier, "
-        "labelpilot.models.vision.detector, labelpilot.models.vision.imageio; "
+        "labelpilot.models.vision.detector, labelpilot.imaging; "
         "assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)

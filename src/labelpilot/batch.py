@@ -21,10 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from labelpilot import __version__
+from labelpilot import evaluate as ev
+from labelpilot.data import bio
 from labelpilot.data.labelstudio import pick_annotation, task_training_example
 from labelpilot.data.types import Example, FitReport, Prediction, Span, Target
+from labelpilot.data.vision_formats import parse_coco, read_voc_dir
 from labelpilot.errors import InputError, TrainingError
 from labelpilot.files import LABEL_SEP, Row, RowWriter, read_rows, split_labels
+from labelpilot.loop.plugin import PluginModel  # the seed-003 plug-in adapter lives with the operator
 from labelpilot.models.base import family_for, get_family
 from labelpilot.models.bundle import MANIFEST, Bundle
 from labelpilot.registry import ModelVersion, Registry, parse_model_ref
@@ -140,16 +144,12 @@ def ls_export(path: Path, cols: Columns) -> Loaded:
 def load_labelled(path: Path, kind: str, cols: Columns, fmt: str | None = None) -> Loaded:
     """Labelled examples from a file (or an image folder). Bad rows are collected with their line."""
     if path.is_dir() and any(path.glob("*.xml")):  # Pascal VOC annotations (images beside or in ../images)
-        from labelpilot.data.vision_formats import read_voc_dir
-
         images = path.parent / "images" if (path.parent / "images").is_dir() else path
         return Loaded(read_voc_dir(path, images))
     if path.is_dir():
         return image_folder(path)
     if (fmt or "").lower() == "coco" or (path.suffix.lower() == ".json" and '"categories"' in path.read_text(
             encoding="utf-8", errors="replace")[:200000]):
-        from labelpilot.data.vision_formats import parse_coco
-
         return Loaded(parse_coco(path.read_text(encoding="utf-8"), image_root=path.parent))
     if (fmt or "").lower() in ("ls", "label-studio") or (
         path.suffix.lower() == ".json" and path.read_text(encoding="utf-8", errors="replace")[:4096].find(
@@ -157,8 +157,6 @@ def load_labelled(path: Path, kind: str, cols: Columns, fmt: str | None = None) 
     ):
         return ls_export(path, cols)
     if (fmt or "").lower() in ("conll", "bio", "iob1", "bmes") or path.suffix.lower() in (".conll", ".bio"):
-        from labelpilot.data import bio  # written with the NER family
-
         return Loaded(list(bio.read_conll(path)))
     loaded = Loaded([])
     for row in read_rows(path, fmt):
@@ -295,8 +293,6 @@ def load_folder(folder: Path) -> Bundle:
     manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     if not any(e.get("family") == "plugin" for e in manifest.get("controls", {}).values()):
         return Bundle.load(folder)
-    from labelpilot.loop.plugin import PluginModel  # the plug-in adapter lives with the operator
-
     schema = parse_label_config(manifest["label_config"])
     models = {}
     for name, entry in manifest["controls"].items():
@@ -311,8 +307,6 @@ def evaluate_file(
 ) -> dict[str, Any]:
     """Evaluate a registry model (``NAME[@VERSION]``) or a model folder (see :func:`model_folder`; its
     result is written to ``<folder>/evaluations/`` instead of the registry)."""
-    from labelpilot import evaluate as ev
-
     folder = model_folder(ref)
     if folder is not None:
         bundle = load_folder(folder)
@@ -339,7 +333,7 @@ def evaluate_file(
     if control.kind is TaskKind.TEXT_SPANS:
         result["metrics"] = ev.span_report(loaded.examples, preds)
     elif control.kind is TaskKind.IMAGE_BOXES:
-        from labelpilot.models.vision.detector import average_precision
+        from labelpilot.models.vision.detector import average_precision  # lazy: Pillow (the vision extra)
 
         truths = [ex.target.boxes if ex.target else () for ex in loaded.examples]
         boxes = [p.boxes for p in preds]

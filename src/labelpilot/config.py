@@ -108,6 +108,24 @@ class Settings(BaseSettings):
         return {t.strip() for t in (self.api_tokens or "").split(",") if t.strip()}
 
 
+def _thread_count(var: str) -> int:
+    env = os.environ.get(var)
+    if env and env.isascii() and env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def ort_threads() -> int:
+    """onnxruntime's intra-op threads (vision backbone, OCR, page orientation, text encoder):
+    ``$LABELPILOT_ORT_THREADS``, else min(2, cores) — the machine this is sized for has 2 cores."""
+    return _thread_count("LABELPILOT_ORT_THREADS")
+
+
+def torch_threads() -> int:
+    """torch's threads for eager vision models: ``$LABELPILOT_TORCH_THREADS``, else min(2, cores)."""
+    return _thread_count("LABELPILOT_TORCH_THREADS")
+
+
 def cache_dir(kind: str) -> Path:
     """Where files labelpilot can rebuild are kept (exported ONNX graphs, OCR results): ``$LABELPILOT_CACHE_DIR/
     <kind>``, else ``$XDG_CACHE_HOME/labelpilot/<kind>``, else ``~/.cache/labelpilot/<kind>``."""

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 
+from labelpilot.data.labelstudio import IMAGE_KINDS
 from labelpilot.errors import ForbiddenError, MediaError
 from labelpilot.ids import parse_uint
 from labelpilot.lsclient import LabelStudioClient
@@ -161,8 +162,6 @@ def resolve_media(examples: list, control, fetcher: MediaFetcher | None) -> list
     """Replace media references in examples by what models read: a local file path for images, the text
     for ``valueType="url"`` text. Returns one error message (or None) per example; a failed example keeps
     going nowhere, the others are unaffected."""
-    from labelpilot.data.labelstudio import IMAGE_KINDS
-
     errors: list[str | None] = [None] * len(examples)
     is_image = control.kind in IMAGE_KINDS
     if not is_image and not control.text_is_url:

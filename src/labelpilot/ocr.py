@@ -37,7 +37,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from labelpilot import config
+from labelpilot.config import ort_threads
 from labelpilot.errors import MediaError, TrainingError
+from labelpilot.orientation import box_from_original, box_to_original, detect, upright
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +80,10 @@ class OcrPage:
 
     def to_original(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
         """A box in pixels of the upright page mapped onto the image as stored."""
-        from labelpilot.orientation import box_to_original
-
         return box_to_original(box, self.rotation, self.width, self.height)
 
     def from_original(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
         """A box in pixels of the image as stored mapped onto the upright page."""
-        from labelpilot.orientation import box_from_original
-
         return box_from_original(box, self.rotation, self.width, self.height)
 
     @property
@@ -179,8 +177,6 @@ class OcrEngine:
                 from rapidocr import RapidOCR
             except ImportError as exc:
                 raise TrainingError(INSTALL_HINT) from exc
-            from labelpilot.models.vision.backbone import ort_threads
-
             s = self.settings
             logging.getLogger("RapidOCR").setLevel(logging.ERROR)
             self._engine = RapidOCR(
@@ -211,8 +207,6 @@ class OcrEngine:
         for i in range(8):
             draw.text((100 + 40 * (i % 3), 120 + 110 * i), f"Field {i}: value 2024-03-0{i} warm-up", font=font, fill=0)
         if self.settings.orient:
-            from labelpilot.orientation import detect
-
             detect(img)
         with self._run_lock:
             engine = self._rapid()
@@ -266,15 +260,13 @@ class OcrEngine:
     def _run(self, path: Path) -> OcrPage:
         import time
 
-        from labelpilot.models.vision.imageio import open_image
+        from labelpilot.imaging import open_image  # lazy: Pillow (ocr/vision extras), not needed to import ocr
 
         loaded = open_image(path)
         img = loaded.image
         t0 = time.perf_counter()
         rotation = 0
         if self.settings.orient:
-            from labelpilot.orientation import detect, upright
-
             rotation = detect(img).angle
             img = upright(img, rotation)
         width, height = img.size

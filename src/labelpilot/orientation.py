@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from labelpilot.config import ort_threads
+
 log = logging.getLogger(__name__)
 
 ANGLES = (0, 90, 180, 270)
@@ -73,8 +75,6 @@ def _session() -> tuple[Any, list[int]] | None:
             os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
             try:
                 import onnxruntime as ort
-
-                from labelpilot.models.vision.backbone import ort_threads
 
                 opts = ort.SessionOptions()
                 opts.intra_op_num_threads = ort_threads()

@@ -40,8 +40,8 @@ def _gold(page) -> Example:
 
 
 def test_ocr_template_project(ls, backend, tmp_path):
-    from labelpilot.data.synthdocs import make_pages
     from labelpilot.models.document import field_scores
+    from labelpilot.testing.synthdocs import make_pages
 
     _needs_ocr()
     langs = _langs()

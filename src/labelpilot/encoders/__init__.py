@@ -15,6 +15,7 @@ import os
 import threading
 
 from labelpilot.encoders.base import EncoderUnavailable, TextEncoder, VectorCache, text_key
+from labelpilot.encoders.use import UseMultilingualEncoder
 
 __all__ = ["EncoderUnavailable", "TextEncoder", "VectorCache", "encoder_problem", "get_encoder", "text_key"]
 
@@ -40,8 +41,6 @@ def _build(name: str) -> TextEncoder:
     if name in _OFF:
         raise EncoderUnavailable("the text encoder is switched off (LABELPILOT_ENCODER=none)", field="encoder")
     if name in {DEFAULT, "use", "use-multilingual-v3-int8"}:
-        from labelpilot.encoders.use import UseMultilingualEncoder
-
         return UseMultilingualEncoder(cache=_cache())
     raise EncoderUnavailable(f"unknown text encoder LABELPILOT_ENCODER={name!r}; known: {DEFAULT}, none",
                              field="encoder")

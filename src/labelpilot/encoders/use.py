@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from labelpilot.config import cache_dir
+from labelpilot.config import cache_dir, ort_threads
 from labelpilot.encoders.base import CachingEncoder, EncoderUnavailable, VectorCache
+from labelpilot.encoders.store import VectorStore
 
 log = logging.getLogger("labelpilot.encoders")
 
@@ -67,14 +68,6 @@ def find_model() -> Path:
         f"the {NAME} text encoder model is not installed (looked in {', '.join(map(str, tried))}); {FETCH_HINT}",
         field="encoder",
     )
-
-
-def ort_threads() -> int:
-    """``$LABELPILOT_ORT_THREADS``, else min(2, cores): the machine this is sized for has 2 cores."""
-    env = os.environ.get("LABELPILOT_ORT_THREADS")
-    if env and env.isdigit() and int(env) > 0:
-        return int(env)
-    return max(1, min(2, os.cpu_count() or 1))
 
 
 def extensions_library() -> Path:
@@ -131,8 +124,6 @@ class UseMultilingualEncoder(CachingEncoder):
         if out.shape != (1, DIM):
             raise EncoderUnavailable(f"{self.path} is not the {NAME} model (output {out.shape})", field="encoder")
         if os.environ.get("LABELPILOT_ENCODER_STORE", "1") not in {"0", "false", "off"}:
-            from labelpilot.encoders.store import VectorStore
-
             self.store = VectorStore(cache_dir("encoders") / f"{NAME}-vectors.sqlite", DIM)
         self.load_seconds = time.perf_counter() - t0
         log.info("text encoder %s loaded from %s in %.1fs", NAME, self.path, self.load_seconds)

@@ -27,6 +27,7 @@ OnDone = Callable[[str], None]
 
 def _child_main(settings_values: dict[str, Any], uid: str, job_id: int, full_export: bool, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
+    # lazy: after PR_SET_PDEATHSIG, so a server killed while this child imports takes it along
     from labelpilot.jobs.training import run_job  # imported here: the server process never needs it
 
     logging.basicConfig(level=settings_values.get("log_level", "INFO"))
@@ -123,6 +124,7 @@ class InProcessRunner:
 
 def rq_train(settings_values: dict[str, Any], uid: str, job_id: int, full_export: bool) -> str | None:
     """The RQ job function: runs the training and queues the coalesced follow-up, if any."""
+    # lazy: jobs.runner stays light for the spawned training children (see _child_main)
     from labelpilot.jobs.training import run_job
 
     settings = Settings(**settings_values)

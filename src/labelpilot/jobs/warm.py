@@ -97,6 +97,7 @@ def preload(interrupted: Callable[[], bool] = lambda: False) -> None:
     """Import the training code and the text families, and fit a throw-away model of each, so that lazy
     imports and jieba's dictionary are loaded before the first real job. Best effort; stops early when
     ``interrupted()`` says a job is waiting (the job then loads what it needs itself)."""
+    # lazy: only in the trainer child, after PR_SET_PDEATHSIG (see child_main)
     from labelpilot.jobs.training import train_bundle
 
     texts = ["很好 good", "太差 bad", "不错 nice", "失望 awful"]
@@ -122,6 +123,7 @@ def child_main(conn: Connection, settings_values: dict[str, Any], parent_pid: in
     closes. Answers ``("ready", seconds)`` once and ``("done", job_id, seconds)`` after each job."""
     die_with_parent(parent_pid)
     logging.basicConfig(level=settings_values.get("log_level", "INFO"))
+    # lazy: after PR_SET_PDEATHSIG, so a server killed while this child imports takes it along
     from labelpilot.jobs.training import run_job
 
     t0 = time.perf_counter()

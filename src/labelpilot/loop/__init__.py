@@ -1,8 +1,8 @@
 """The seed-003 operator: split, train with early stop, predict, query hard examples, save, in rounds.
 
 ``run_loop`` is one round over the files in ``input_dir``; ``loop_command`` (in :mod:`labelpilot.loop.cli`)
-is the same as the ``labelpilot loop`` CLI command; ``bench_al_command`` (:mod:`labelpilot.loop.simulate`)
-is the pool-based simulation behind ``labelpilot bench al``.
+is the same as the ``labelpilot loop`` CLI command. (The pool-based active-learning simulation that was
+``labelpilot bench al`` is a benchmark script now: ``bench/al/simulate.py``.)
 
 The names below are resolved on first use (PEP 562): importing :mod:`labelpilot.loop.cli` (which the
 ``labelpilot`` command does for every call, to list ``loop`` in its help) must not pull in the runner and,

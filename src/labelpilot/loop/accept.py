@@ -58,6 +58,10 @@ import numpy as np
 from labelpilot.data.types import FitReport, Prediction
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError
 from labelpilot.loop import files
+from labelpilot.loop.quality import out_of_fold
+from labelpilot.loop.runner import _check_known_labels, _factory, _jsonable, _load_previous, _open_registry
+from labelpilot.models.bundle import Bundle
+from labelpilot.registry import parse_model_ref
 
 FINAL_LABEL_FILE = "final_label.csv"
 FINAL_UNLABEL_FILE = "final_unlabel.csv"
@@ -256,8 +260,6 @@ def held_out(
 ) -> HeldOut:
     """Out-of-fold predictions of ``init_rows`` by fresh copies of ``model`` (the loop's cross-validation),
     with ``train_also`` in every fold's training set."""
-    from labelpilot.loop.quality import out_of_fold
-    from labelpilot.loop.runner import _check_known_labels, _factory
 
     make = _factory(model, control, seed)
     if make is None:
@@ -348,7 +350,6 @@ def run_accept(
     round's model when ``report.json`` does not say (a folder or ``NAME@VERSION``). ``random_seed``: of
     the folds (default: the round's). ``lower_bound``: choose the threshold where the Wilson lower bound,
     not the estimate, reaches ``target_accuracy`` (fewer labels accepted, a safer claim)."""
-    from labelpilot.loop.runner import _jsonable, _load_previous, _open_registry
 
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     final_dir = Path(final_dir) if final_dir is not None else output_dir
@@ -411,12 +412,8 @@ def run_accept(
         if list(control.label_keys) != keys:
             raise InputError(f"the model's labels ({', '.join(control.label_keys)}) are not the round's "
                              f"({', '.join(keys)})", field="model_id")
-        if reg is not None and not Path(ref).is_dir():
-            from labelpilot.registry import parse_model_ref
-
-            model_path = reg.get(*parse_model_ref(ref)).path
-        else:
-            model_path = Path(ref)
+        in_registry = reg is not None and not Path(ref).is_dir()
+        model_path = reg.get(*parse_model_ref(ref)).path if in_registry else Path(ref)
 
     if ref is None and not in_other_registry:
         notes.append(f"no model in {output_dir} (and no --model-id): accuracy not estimated")
@@ -553,7 +550,6 @@ def _register(reg: Any, name: str, model_path: Path | None, parent: str | None, 
               out: dict[str, Any]) -> Any:
     """The round's model as a new version of ``name`` (as ``labelpilot train`` stores its models), with the
     loop's training report and the accept figures in its metrics."""
-    from labelpilot.models.bundle import Bundle
 
     if reg is None:
         raise InputError("--name needs a registry: pass --registry or --data-dir", field="registry")

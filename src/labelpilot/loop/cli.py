@@ -110,7 +110,7 @@ def loop_command(
         typer.echo(ctx.get_help())
         typer.echo(f"error: missing option {missing}", err=True)
         raise typer.Exit(2)
-    from labelpilot.loop.runner import run_loop
+    from labelpilot.loop.runner import run_loop  # lazy: CLI start-up: the runner loads sklearn, scipy and pandas
 
     try:
         result = run_loop(
@@ -187,7 +187,7 @@ def accept_command(
     is chosen on held-out predictions of input_label.csv (cross-validated with the round's model), unless
     --threshold or --all. With --name the round's model becomes a registry version (step 8).
     """
-    from labelpilot.loop.accept import run_accept
+    from labelpilot.loop.accept import run_accept  # lazy: CLI start-up
 
     reg_root = registry
     if reg_root is None and (name is not None or (model_id and not Path(model_id).is_dir())):

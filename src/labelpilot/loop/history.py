@@ -26,6 +26,7 @@ from typing import Any
 
 from labelpilot.errors import InputError, NotFoundError
 from labelpilot.loop import files
+from labelpilot.registry import parse_model_ref
 from labelpilot.strategies import StopAdvice, agreement, stop_advice
 
 HISTORY_FILE = "loop_history.json"
@@ -38,8 +39,6 @@ def _num(x: Any) -> float | None:
 
 def from_registry(reg: Any, mv: Any) -> list[dict[str, Any]]:
     """Entries from a registry version and its parents (oldest first)."""
-    from labelpilot.registry import parse_model_ref
-
     out = []
     cur = mv
     for _ in range(MAX_ROUNDS):

@@ -27,7 +27,7 @@ from typing import Any
 
 from labelpilot.data.bio import is_cjk
 from labelpilot.data.types import Span
-from labelpilot.models.span_rules import find_rule_spans
+from labelpilot.models.span_rules import RECOGNISERS, find_rule_spans
 from labelpilot.models.span_synonyms import SOURCE_TAGS, ConceptRouter
 from labelpilot.schema.types import ControlSpec
 
@@ -96,8 +96,6 @@ class ZeroShotSpans:
         self.use_spacy = bool(use_spacy and latin and wanted & SPACY_CONCEPTS and spacy_available())
         if self.use_spacy and not _SPACY:  # load in the background: /setup answers now, /predict waits for it
             threading.Thread(target=spacy_nlp, name="spacy-load", daemon=True).start()
-        from labelpilot.models.span_rules import RECOGNISERS
-
         self.rule_concepts = wanted & {r.concept for r in RECOGNISERS}
 
     def __bool__(self) -> bool:

@@ -12,6 +12,7 @@ import typer
 from labelpilot.prelabel import datasets as dsets
 from labelpilot.prelabel.harness import WAITS, run_dataset
 from labelpilot.prelabel.report import summarize_run, write
+from labelpilot.testing.corpora import default_data_root
 
 
 def _env(pairs: list[str]) -> dict[str, str]:
@@ -41,8 +42,6 @@ def bench_prelabel_command(
 ) -> None:
     """Play Label Studio and an annotator against a real server: pre-label quality and effort saved per window
     of tasks, retrain seconds and predict latency. Writes JSON, a markdown table and a PNG."""
-    from labelpilot.loop.simulate import default_data_root
-
     root = data_root or default_data_root()
     names = list(dsets.ALL) if datasets.strip() == "all" else [d.strip() for d in datasets.split(",") if d.strip()]
     server_env = _env(env or [])

@@ -13,7 +13,10 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
+from labelpilot.data.bio import read_conll, read_weibo
+from labelpilot.data.cluener import read_cluener
 from labelpilot.data.types import Example
+from labelpilot.testing.corpora import SIZES, load_text_dataset
 
 TEXT = ("tnews", "sst2", "trec", "goemotions", "bdci")
 SPANS = ("cluener", "weibo", "conll2003")
@@ -83,8 +86,6 @@ def _choice_result(labels: list[str]) -> list[dict[str, Any]]:
 
 
 def _load_text(name: str, root: Path, n_tasks: int, seed: int) -> BenchDataset:
-    from labelpilot.loop.simulate import SIZES, load_text_dataset
-
     data = load_text_dataset(name, root, SIZES[name])
     order = np.random.default_rng(seed).permutation(len(data.texts))[:n_tasks]
     rename = NAMES.get(name, {})
@@ -98,9 +99,6 @@ def _load_text(name: str, root: Path, n_tasks: int, seed: int) -> BenchDataset:
 
 
 def read_span_examples(name: str, root: Path) -> list[Example]:
-    from labelpilot.data.bio import read_conll, read_weibo
-    from labelpilot.data.cluener import read_cluener
-
     if name == "cluener":
         return read_cluener(root / NEEDS[name])
     if name == "weibo":

@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from labelpilot.jobs.state import ProjectStore
+
 CREATED = "2023-11-14T22:13:20Z"  # a project's created_at: its uid is "<id>.1700000000"
 
 
@@ -127,8 +129,6 @@ class ServedBackend:
 
     def jobs(self, uid: str) -> list[dict[str, Any]]:
         """Every training job of the project (read from the data dir: /training shows only the last 10)."""
-        from labelpilot.jobs.state import ProjectStore
-
         return ProjectStore(self.data_dir / "data").jobs(uid, limit=100_000)
 
     def pending(self, uid: str) -> bool:

@@ -28,7 +28,7 @@ CHUNK = 2000
 
 
 def _store(data_dir: Path) -> Any:
-    from labelpilot.retrieval.service import IndexStore
+    from labelpilot.retrieval.service import IndexStore  # lazy: CLI start-up
 
     return IndexStore(data_dir / "indexes")
 
@@ -36,7 +36,7 @@ def _store(data_dir: Path) -> Any:
 def _file_items(source: Path, text_col: str, id_col: str, image_col: str | None,
                 label_col: str | None) -> tuple[str, list[dict[str, Any]]]:
     """(kind, raw items) from a table file; Label Studio exports: the columns are looked up in ``data``."""
-    from labelpilot.files import read_rows
+    from labelpilot.files import read_rows  # lazy: CLI start-up
 
     items: list[dict[str, Any]] = []
     col = image_col or text_col
@@ -87,8 +87,8 @@ def build(
 
     import numpy as np
 
-    from labelpilot.retrieval.index import VectorIndex
-    from labelpilot.retrieval.service import Item, kind_dim, payload, vectorise
+    from labelpilot.retrieval.index import VectorIndex  # lazy: CLI start-up
+    from labelpilot.retrieval.service import Item, kind_dim, payload, vectorise  # lazy: CLI start-up
 
     t0 = time.perf_counter()
     if source.is_dir():
@@ -142,7 +142,7 @@ def search(
     data_dir: DataDir = Path("./labelpilot-data"),
 ) -> None:
     """Top-k items like a text or an item of the index."""
-    from labelpilot.retrieval.service import text_vectors
+    from labelpilot.retrieval.service import text_vectors  # lazy: CLI start-up
 
     store = _store(data_dir)
     _, index = store.get(name)
@@ -162,7 +162,7 @@ def dups(
     data_dir: DataDir = Path("./labelpilot-data"),
 ) -> None:
     """Near-duplicate report: pairs above the threshold, in clusters, as CSV; prints the counts."""
-    from labelpilot.retrieval.dups import write_report
+    from labelpilot.retrieval.dups import write_report  # lazy: CLI start-up
 
     _, index = _store(data_dir).get(name)
     report = write_report(index, threshold, output, k=k)
@@ -183,7 +183,7 @@ def faq_train(
     data_dir: DataDir = Path("./labelpilot-data"),
 ) -> None:
     """Train a FAQ matcher (retrieval + classifier, "no answer" threshold tuned on held-out data)."""
-    from labelpilot.retrieval.faq import FaqModel, FaqStore, read_faq_csv
+    from labelpilot.retrieval.faq import FaqModel, FaqStore, read_faq_csv  # lazy: CLI start-up
 
     rows = read_faq_csv(csv, query_col=query_col, id_col=id_col, answer_col=answer_col, question_col=question_col)
     model = FaqModel.fit(rows, no_answer_share=no_answer_share)
@@ -198,7 +198,7 @@ def faq_answer(
     data_dir: DataDir = Path("./labelpilot-data"),
 ) -> None:
     """Answer one query with a trained FAQ."""
-    from labelpilot.retrieval.faq import FaqStore
+    from labelpilot.retrieval.faq import FaqStore  # lazy: CLI start-up
 
     _, model = FaqStore(data_dir / "faq").get(name)
     console.print_json(json.dumps(model.answer([query])[0], ensure_ascii=False))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from labelpilot.errors import InputError
+from labelpilot.files import RowWriter
 from labelpilot.retrieval.index import VectorIndex
 
 COLUMNS = ["cluster", "id_a", "id_b", "score", "item_a", "item_b", "label_a", "label_b"]
@@ -85,7 +86,6 @@ def near_duplicates(index: VectorIndex, threshold: float, *, k: int = 10,
 
 
 def write_report(index: VectorIndex, threshold: float, output: Path, *, k: int = 10) -> DupReport:
-    from labelpilot.files import RowWriter
 
     rows, report = near_duplicates(index, threshold, k=k)
     writer = RowWriter(output, COLUMNS)

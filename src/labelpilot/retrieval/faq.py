@@ -36,7 +36,9 @@ from typing import Any
 import numpy as np
 
 from labelpilot.data.types import FitReport
+from labelpilot.encoders import get_encoder
 from labelpilot.errors import InputError, NotFoundError, TrainingError
+from labelpilot.files import read_rows
 from labelpilot.registry import Registry
 from labelpilot.retrieval.index import VectorIndex
 
@@ -56,7 +58,6 @@ class FaqRow:
 
 def read_faq_csv(path: Path, *, query_col: str = "query", id_col: str = "question_id",
                  answer_col: str = "answer", question_col: str = "question") -> list[FaqRow]:
-    from labelpilot.files import read_rows
 
     rows: list[FaqRow] = []
     for row in read_rows(path):
@@ -128,7 +129,6 @@ class FaqModel:
     def fit(cls, rows: Sequence[FaqRow], *, seed: int = 0, no_answer_share: float | None = None) -> FaqModel:
         """``no_answer_share``: the expected share of queries that have no answer (the threshold's trade-off);
         default: the share of rows without a question id when the CSV has such rows, else 0.2."""
-        from labelpilot.encoders import get_encoder
 
         answerable = [r for r in rows if r.question_id]
         if len({r.question_id for r in answerable}) < 2:
@@ -214,7 +214,6 @@ class FaqModel:
         return self.alpha * p_clf + (1 - self.alpha) * p_ret
 
     def answer(self, queries: Sequence[str], top: int = 3) -> list[dict[str, Any]]:
-        from labelpilot.encoders import get_encoder
 
         X = get_encoder().encode(list(queries))
         with self._lock:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from labelpilot.errors import InputError, LabelpilotError
+from labelpilot.errors import InputError, LabelpilotError, NotFoundError
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.faiss"
@@ -203,7 +203,6 @@ class VectorIndex:
         with self.lock:
             lab = self._labels.get(item_id)
             if lab is None:
-                from labelpilot.errors import NotFoundError
 
                 raise NotFoundError(f"no item {item_id!r} in this index", field="id")
             return self._index.reconstruct(lab).reshape(1, -1)

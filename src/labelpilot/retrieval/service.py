@@ -27,7 +27,10 @@ from typing import Any
 import numpy as np
 
 from labelpilot.data.types import FitReport
+from labelpilot.encoders import EncoderUnavailable, get_encoder
 from labelpilot.errors import InputError, LabelpilotError, MediaError, NotFoundError
+from labelpilot.models.vision.backbone import FEATURE_DIM, INSTALL_HINT, torch_available
+from labelpilot.models.vision.classifier import _Features
 from labelpilot.registry import Registry
 from labelpilot.retrieval.index import Hit, VectorIndex, check_id, normalise
 
@@ -42,13 +45,11 @@ IMAGE_ENCODER = "efficientnet-lite0-pooled-224-center_crop"
 
 def image_features(paths: Sequence[str]) -> tuple[np.ndarray, list[str | None]]:
     """(n, 1280) L2-normalised backbone features and a per-path error (None when fine)."""
-    from labelpilot.models.vision.classifier import _Features
 
     return _Features(IMAGE_OPTIONS).compute(list(paths))
 
 
 def text_vectors(texts: Sequence[str]) -> tuple[np.ndarray, str]:
-    from labelpilot.encoders import get_encoder
 
     enc = get_encoder()
     return enc.encode(list(texts)), enc.name
@@ -58,7 +59,6 @@ def kind_dim(kind: str, dim: int | None) -> tuple[int, str | None]:
     """The vector size and encoder name of a new index of ``kind``. A kind this installation cannot make
     vectors for is a 422 naming ``kind`` (the client may choose another; e.g. ``vector`` with its own)."""
     if kind == "text":
-        from labelpilot.encoders import EncoderUnavailable, get_encoder
 
         try:
             enc = get_encoder()
@@ -66,7 +66,6 @@ def kind_dim(kind: str, dim: int | None) -> tuple[int, str | None]:
             raise InputError(f"this server cannot make text vectors: {exc.message}", field="kind") from exc
         return enc.dim, enc.name
     if kind == "image":
-        from labelpilot.models.vision.backbone import FEATURE_DIM, INSTALL_HINT, torch_available
 
         if not torch_available():
             raise InputError(f"this server cannot make image vectors: {INSTALL_HINT}", field="kind")
@@ -113,7 +112,6 @@ def parse_item(raw: Any, where: str, index: VectorIndex, *, need_id: bool) -> It
                              "it takes no texts", field=f"{where}.text")
         if not isinstance(value, str):
             raise InputError(f"{where}.text: must be a string", field=f"{where}.text")
-        from labelpilot.encoders import get_encoder
 
         current = get_encoder().name
         if index.encoder and index.encoder != current:

@@ -12,7 +12,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from labelpilot import __version__
+from labelpilot.batch import read_export
 from labelpilot.config import Settings
+from labelpilot.encoders import encoder_problem
 from labelpilot.errors import NotFoundError
 from labelpilot.jobs.runner import make_runner
 from labelpilot.jobs.state import ProjectStore
@@ -25,7 +27,7 @@ from labelpilot.server.limits import BodyLimit
 from labelpilot.server.metrics import Metrics
 from labelpilot.server.offload import Lanes, freeze_heap
 from labelpilot.server.openapi import install_docs
-from labelpilot.server.predictor import Predictor
+from labelpilot.server.predictor import Predictor, warm_up
 
 log = logging.getLogger("labelpilot.server")
 
@@ -155,8 +157,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _load_encoder() -> None:
     """Load the text encoder in the background at start-up, so the first /setup or /predict need not wait
     for it (a failure is remembered and reported at /setup)."""
-    from labelpilot.encoders import encoder_problem
-
     problem = encoder_problem()
     if problem:
         log.warning("text encoder: %s", problem)
@@ -173,30 +173,8 @@ def _warm_start(predictor: Predictor, store: ProjectStore, limit: int = 16) -> N
             log.warning("could not preload the model of %s: %s", uid, exc)
 
 
-def warm_up(bundle: Bundle) -> None:
-    """One throw-away prediction, so lazy resources (jieba's dictionary, ONNX sessions) load at start-up
-    and not in the first user's request."""
-    from labelpilot.data.types import Example
-
-    for name, model in bundle.models.items():
-        control = bundle.schema.control(name)
-        warm = getattr(model, "warm_up", None)
-        if callable(warm):  # e.g. the OCR engine of a document model
-            try:
-                warm()
-            except Exception as exc:
-                log.warning("warm-up of %s failed: %s", name, exc)
-        if control.kind.value.startswith("text"):
-            try:
-                model.predict([Example(text="预热 warm-up 文本", text_pair="预热")])
-            except Exception as exc:  # warming is best effort
-                log.warning("warm-up of %s failed: %s", name, exc)
-
-
 def create_model_app(export_dir: Path | str, settings: Settings | None = None) -> FastAPI:
     """An app that serves one exported model (``labelpilot export``) on /v1, with /health and /metrics."""
-    from labelpilot.batch import read_export
-
     settings = settings or Settings()
     manifest, bundle = read_export(Path(export_dir))
     mv = ModelVersion(

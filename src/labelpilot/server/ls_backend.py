@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
 from labelpilot import __version__
+from labelpilot.encoders import encoder_problem
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError, SchemaError
 from labelpilot.jobs.schedule import retrain_due
 from labelpilot.jobs.state import ProjectStore, project_uid
@@ -154,8 +155,6 @@ def family_problems(schema: LabelSchema) -> list[str]:
 def encoder_problems(schema: LabelSchema) -> list[str]:
     """The text encoder cannot load for a config whose text classification would use it: say so at /setup
     (those controls get no zero-shot pre-labels, and the TF-IDF model alone after training)."""
-    from labelpilot.encoders import encoder_problem
-
     users = [c.name for c in schema.controls if c.kind in ENCODER_KINDS]
     problem = encoder_problem() if users else None
     if not problem:

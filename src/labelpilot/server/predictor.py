@@ -1,7 +1,8 @@
 """Turn Label Studio tasks into Label Studio predictions with the project's serving model version.
 
 Bundles are loaded once per process and kept until a newer version is served (no model is rebuilt per
-request). One bad task gets an empty prediction; the others still get theirs.
+request), and warmed with one throw-away prediction (:func:`warm_up`, also used by the single-model app of
+``serve-model``). One bad task gets an empty prediction; the others still get theirs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from labelpilot.data.labelstudio import IMAGE_KINDS, prediction_regions, refine_drawn_boxes, task_example
 from labelpilot.data.types import Example, Prediction
+from labelpilot.data.vision_formats import image_size
 from labelpilot.jobs.training import model_name
 from labelpilot.media import MediaFetcher, resolve_media
 from labelpilot.models.base import Model, can_predict_untrained, family_for
@@ -24,6 +26,24 @@ from labelpilot.server.offload import freeze_heap
 log = logging.getLogger("labelpilot.predict")
 
 UNTRAINED = "untrained"
+
+
+def warm_up(bundle: Bundle) -> None:
+    """One throw-away prediction, so lazy resources (jieba's dictionary, ONNX sessions) load at start-up
+    and not in the first user's request."""
+    for name, model in bundle.models.items():
+        control = bundle.schema.control(name)
+        warm = getattr(model, "warm_up", None)
+        if callable(warm):  # e.g. the OCR engine of a document model
+            try:
+                warm()
+            except Exception as exc:
+                log.warning("warm-up of %s failed: %s", name, exc)
+        if control.kind.value.startswith("text"):
+            try:
+                model.predict([Example(text="预热 warm-up 文本", text_pair="预热")])
+            except Exception as exc:  # warming is best effort
+                log.warning("warm-up of %s failed: %s", name, exc)
 
 
 class Predictor:
@@ -54,8 +74,6 @@ class Predictor:
             if cached and cached[0].version == version:
                 return cached
             mv, bundle = self.registry.load(name, version)
-            from labelpilot.server.app import warm_up
-
             warm_up(bundle)
             self._cache[name] = (mv, bundle)
             freeze_heap()
@@ -198,7 +216,6 @@ def _image_size(path: str | None) -> tuple[int, int] | None:
     if not path:
         return None
     try:
-        from labelpilot.data.vision_formats import image_size
 
         return image_size(path)
     except Exception:  # the size is optional in Label Studio's format

@@ -23,7 +23,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError
+from labelpilot.jobs.training import media_fetcher
+from labelpilot.retrieval.faq import FaqStore
+from labelpilot.retrieval.index import check_id
+from labelpilot.retrieval.service import IndexStore, parse_item, payload, vectorise
 from labelpilot.server.limits import check_task_count
+from labelpilot.server.ls_backend import read_json
 from labelpilot.server.openapi import json_body
 from labelpilot.server.responses import JSON
 from labelpilot.server.serving import require_token
@@ -62,7 +67,6 @@ class Retrieval:
     def indexes(self) -> Any:
         with self._lock:
             if self._indexes is None:
-                from labelpilot.retrieval.service import IndexStore
 
                 self._indexes = IndexStore(self.data_dir / "indexes")
             return self._indexes
@@ -71,13 +75,11 @@ class Retrieval:
     def faq(self) -> Any:
         with self._lock:
             if self._faq is None:
-                from labelpilot.retrieval.faq import FaqStore
 
                 self._faq = FaqStore(self.data_dir / "faq")
             return self._faq
 
     def fetch(self, url: str) -> Path:
-        from labelpilot.jobs.training import media_fetcher
 
         return media_fetcher(None, self.settings).fetch(url)
 
@@ -120,8 +122,6 @@ def change_items(r: Retrieval, name: str, body: Any) -> dict[str, Any]:
 
 
 def _change(r: Retrieval, name: str, index: Any, items: list[Any], remove: list[Any]) -> dict[str, Any]:
-    from labelpilot.retrieval.index import check_id
-    from labelpilot.retrieval.service import parse_item, payload, vectorise
 
     store = r.indexes
     removed_ids = [check_id(v, f"remove.{i}") for i, v in enumerate(remove)]
@@ -160,8 +160,6 @@ class _ItemErrors(InputError):
 
 
 def search(r: Retrieval, name: str, body: Any) -> dict[str, Any]:
-    from labelpilot.retrieval.index import check_id
-    from labelpilot.retrieval.service import parse_item, vectorise
 
     if not isinstance(body, dict):
         raise InputError("the body must be an object", field="body")
@@ -205,7 +203,6 @@ async def show_index(request: Request, name: str) -> JSON:
 
 @router.post("/indexes/{name}/items", openapi_extra=json_body(ITEMS_BODY, ITEMS_EXAMPLE))
 async def index_items(request: Request, name: str) -> JSON:
-    from labelpilot.server.ls_backend import read_json
 
     state = request.app.state
     body = await read_json(request)
@@ -216,7 +213,6 @@ async def index_items(request: Request, name: str) -> JSON:
 
 @router.post("/indexes/{name}/search", openapi_extra=json_body(SEARCH_BODY, SEARCH_EXAMPLE))
 async def index_search(request: Request, name: str) -> JSON:
-    from labelpilot.server.ls_backend import read_json
 
     state = request.app.state
     body = await read_json(request)
@@ -226,7 +222,6 @@ async def index_search(request: Request, name: str) -> JSON:
 
 @router.post("/faq/{name}/answer", openapi_extra=json_body(FAQ_BODY, FAQ_EXAMPLE))
 async def faq_answer(request: Request, name: str) -> JSON:
-    from labelpilot.server.ls_backend import read_json
 
     state = request.app.state
     body = await read_json(request)

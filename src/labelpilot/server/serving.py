@@ -27,6 +27,7 @@ from labelpilot.models.bundle import Bundle
 from labelpilot.registry import ModelVersion
 from labelpilot.schema import TaskKind
 from labelpilot.server.limits import check_task_count, text_too_long
+from labelpilot.server.ls_backend import read_json
 from labelpilot.server.openapi import V1_BODY, V1_EXAMPLE, json_body
 from labelpilot.server.responses import JSON
 
@@ -123,8 +124,6 @@ async def _predict(request: Request, name: str, version: int | None) -> JSON:
         # loading a bundle (the first time) and predicting run in the prediction lane, never on the event loop
         mv, bundle = await state.lanes.model.run(state.resolve_model, name, version)
         labels = (name, str(mv.version))
-        from labelpilot.server.ls_backend import read_json
-
         items, batched = _instances(await read_json(request))
         if not items:
             raise InputError("give at least one instance", field="instances")

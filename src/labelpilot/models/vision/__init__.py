@@ -18,10 +18,12 @@ __all__ = ["FAMILIES", "ImageClassifier", "ImageDetector"]
 
 def __getattr__(name: str) -> Any:
     if name == "ImageClassifier":
+        # lazy: PEP 562: Pillow and the families' code only when a vision family is used
         from labelpilot.models.vision.classifier import ImageClassifier
 
         return ImageClassifier
     if name == "ImageDetector":
+        # lazy: PEP 562: Pillow and the families' code only when a vision family is used
         from labelpilot.models.vision.detector import ImageDetector
 
         return ImageDetector

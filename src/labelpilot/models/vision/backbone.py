@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from labelpilot import config
+from labelpilot.config import ort_threads, torch_threads
 from labelpilot.errors import TrainingError
 
 log = logging.getLogger(__name__)
@@ -48,20 +49,6 @@ INSTALL_HINT = (
 FEATURE_DIM = 1280
 _lock = threading.RLock()
 _state: dict[str, Any] = {}
-
-
-def torch_threads() -> int:
-    env = os.environ.get("LABELPILOT_TORCH_THREADS")
-    if env and env.isascii() and env.isdigit() and int(env) > 0:
-        return int(env)
-    return max(1, min(2, os.cpu_count() or 1))
-
-
-def ort_threads() -> int:
-    env = os.environ.get("LABELPILOT_ORT_THREADS")
-    if env and env.isascii() and env.isdigit() and int(env) > 0:
-        return int(env)
-    return max(1, min(2, os.cpu_count() or 1))
 
 
 def require_torch() -> Any:
@@ -210,7 +197,7 @@ class PooledFeatures:
         self._build()
 
     def _torch_module(self) -> Any:
-        from labelpilot.models.vision.nets import Pooled
+        from labelpilot.models.vision.nets import Pooled  # lazy: nets defines torch modules (torch, the vision extra)
 
         return Pooled(efficientnet()).eval()
 

@@ -3,7 +3,7 @@
 
 Features
     The backbone (ImageNet-1k EfficientNet-Lite0, frozen) turns each image into its global-average-pooled
-    1280-d penultimate activation, L2-normalised. Images are opened by :func:`imageio.open_image`
+    1280-d penultimate activation, L2-normalised. Images are opened by :func:`labelpilot.imaging.open_image`
     (size limits, EXIF orientation, any mode -> RGB), resized (option ``resize``: ``center_crop`` -- the
     ImageNet evaluation crop, default -- or ``squash`` / ``letterbox``) to ``image_size`` (224), and run in
     batches of ``batch_size`` through onnxruntime (or torch, see :mod:`.backbone`). Features are cached per
@@ -53,9 +53,9 @@ import numpy as np
 
 from labelpilot.data.types import Example, FitReport, Prediction
 from labelpilot.errors import InputError, LabelpilotError, TrainingError
+from labelpilot.imaging import load_array, open_image, resize_image, to_array
 from labelpilot.models.base import Progress, merge_options, read_meta, saved_options, write_meta
 from labelpilot.models.vision import backbone
-from labelpilot.models.vision.imageio import load_array, open_image, resize_image, to_array
 from labelpilot.schema.types import ControlSpec, TaskKind
 
 log = logging.getLogger(__name__)

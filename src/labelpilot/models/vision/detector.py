@@ -85,9 +85,9 @@ from PIL import Image, ImageEnhance
 
 from labelpilot.data.types import Box, Example, FitReport, Prediction
 from labelpilot.errors import InputError, LabelpilotError, TrainingError
+from labelpilot.imaging import open_image, to_array
 from labelpilot.models.base import Progress, merge_options, read_meta, saved_options, write_meta
 from labelpilot.models.vision import backbone
-from labelpilot.models.vision.imageio import open_image, to_array
 from labelpilot.schema.types import ControlSpec, TaskKind
 
 log = logging.getLogger(__name__)
@@ -318,7 +318,7 @@ class _Taps:
     @staticmethod
     def _torch_module() -> Any:
         backbone.require_torch()
-        from labelpilot.models.vision.nets import TapsNet
+        from labelpilot.models.vision.nets import TapsNet  # lazy: nets defines torch modules (torch, the vision extra)
 
         return TapsNet(backbone.efficientnet()).eval()
 
@@ -409,6 +409,7 @@ class ImageDetector:
 
     def _new_head(self, n_classes: int) -> Any:
         backbone.require_torch()
+        # lazy: nets defines torch modules (torch, the vision extra)
         from labelpilot.models.vision.nets import CenterHead
 
         return CenterHead(n_classes, channels=int(self.options["channels"]), stride=STRIDE)
@@ -678,6 +679,7 @@ class ImageDetector:
             head.load_state_dict(torch.load(io.BytesIO(self.head_state_), map_location="cpu", weights_only=True))
             head.eval()
             self.head_ = head
+        # lazy: nets defines torch modules (torch, the vision extra)
         from labelpilot.models.vision.nets import DecodedHead
 
         return DecodedHead(self.head_, int(self.options["image_size"])).eval()

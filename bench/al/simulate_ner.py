@@ -1,5 +1,6 @@
-"""NER part of ``labelpilot bench al``: the same protocol as the text datasets, through the ``ner-crf``
-family (CRFsuite), with span strategies (token → sentence aggregation) and cost counted in tokens too.
+"""NER part of the active-learning simulation (``bench/al/simulate.py``): the same protocol as the text
+datasets, through the ``ner-crf`` family (CRFsuite), with span strategies (token → sentence aggregation) and
+cost counted in tokens too.
 
 Batches are fixed in sentences; curves are reported against labelled sentences, and the labelled-token
 count of every round is kept so the table can say how many *tokens* each strategy needed (uncertainty
@@ -15,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from curves import Curve, summarise
 
-from labelpilot.loop.simulate import SIZES, Curve, Sizes, summarise
+from labelpilot.data.bio import read_conll, tokenize
+from labelpilot.data.cluener import read_cluener
+from labelpilot.schema import make_label_config, parse_label_config
 from labelpilot.strategies import Pool, get_strategy
+from labelpilot.testing.corpora import SIZES, Sizes
 
 #: ner-crf options for the simulation: one fit per round (no held-out refit), no LAC, fewer iterations.
 CRF_OPTIONS: dict[str, Any] = {"holdout": 0.0, "max_iterations": 60, "lac": False, "zero_shot": False}
@@ -29,9 +34,6 @@ NER_STRATEGIES: dict[str, dict[str, Any]] = {
 
 
 def load_ner(name: str, root: Path, sizes: Sizes) -> tuple[list[Any], list[Any], list[str]]:
-    from labelpilot.data.bio import read_conll
-    from labelpilot.data.cluener import read_cluener
-
     if name == "conll2003":
         train = read_conll(root / "conll2003" / "eng.train")
         test = read_conll(root / "conll2003" / "eng.testb")
@@ -65,9 +67,7 @@ def bench_ner(
     strategies: Sequence[str] = ("random", "span-mnlp"),
 ) -> dict[str, Any] | None:
     try:
-        from labelpilot.data.bio import tokenize
-        from labelpilot.models.ner_crf import NerCrfModel
-        from labelpilot.schema import make_label_config, parse_label_config
+        from labelpilot.models.ner_crf import NerCrfModel  # optional family (sklearn-crfsuite)
     except ImportError as exc:
         log(f"[{name}] skipped: the ner-crf family is not available ({exc})")
         return None

@@ -1,4 +1,7 @@
-"""``labelpilot bench al``: pool-based active-learning simulation with gold labels as the oracle.
+"""Pool-based active-learning simulation with gold labels as the oracle (formerly ``labelpilot bench al``).
+
+    .venv/bin/python bench/al/simulate.py --datasets trec,sst2,tnews,goemotions [--seeds 3] [--out bench/results/al]
+
 
 For every dataset the pool and the test set are fixed subsamples (data seed 0); for every seed the initial
 labelled set is a random draw shared by all strategies; every strategy then runs the same rounds with the
@@ -12,7 +15,9 @@ on features computed once per dataset so that a whole run fits a 2-core machine.
 TREC, SST-2, TNEWS, GoEmotions (multi-label, micro-F1). NER (CoNLL-2003, CLUENER) runs through the
 ``ner-crf`` family when it is installed, with token-level strategies (MNLP) and a token count as cost.
 A peer library (small-text) can run in a separate interpreter (``--peer-python``) on the very same features,
-classifier and initial sets (see :mod:`labelpilot.loop.peer_smalltext`).
+classifier and initial sets (see ``peer_smalltext.py`` here). The corpora and their subsample sizes are
+:mod:`labelpilot.testing.corpora` (``labelpilot bench prelabel`` uses the same pools); the NER part is
+``simulate_ner.py``, the curves and their summary ``curves.py``.
 """
 
 from __future__ import annotations
@@ -24,167 +29,32 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
+from curves import Curve, summarise
 from scipy import sparse
+from simulate_ner import bench_ner
 
-from labelpilot.models.base import families
+from labelpilot.data.types import Example, Target
+from labelpilot.loop.runner import run_loop
+from labelpilot.models.base import families, get_family
+from labelpilot.schema import make_label_config, parse_label_config
 from labelpilot.strategies import Pool, get_strategy
+from labelpilot.testing.corpora import (
+    NER_DATASETS,
+    SIZES,
+    TEXT_DATASETS,
+    Sizes,
+    TextData,
+    UnknownDataset,
+    default_data_root,
+    load_text_dataset,
+)
 
-TEXT_DATASETS = ("trec", "sst2", "tnews", "goemotions", "bdci")
-NER_DATASETS = ("conll2003", "cluener")
 DEFAULT_STRATEGIES = ("random", "least_confidence", "margin", "entropy", "diverse")
-
-
-@dataclass
-class Sizes:
-    pool: int
-    test: int
-    init: int
-    batch: int
-    budget: int
-
-
-#: Pool/test subsample sizes, initial set, batch and label budget per dataset (the "scale 1" setup).
-SIZES: dict[str, Sizes] = {
-    "trec": Sizes(pool=5452, test=500, init=50, batch=50, budget=2500),
-    "sst2": Sizes(pool=10000, test=1821, init=100, batch=100, budget=5000),
-    "tnews": Sizes(pool=10000, test=3000, init=100, batch=100, budget=6000),
-    "goemotions": Sizes(pool=6000, test=2000, init=100, batch=100, budget=3000),
-    "bdci": Sizes(pool=7000, test=3000, init=100, batch=100, budget=3000),
-    "conll2003": Sizes(pool=4000, test=1000, init=100, batch=100, budget=2000),
-    "cluener": Sizes(pool=4000, test=1000, init=100, batch=100, budget=2000),
-}
-
-
-@dataclass
-class TextData:
-    name: str
-    texts: list[str]
-    y: np.ndarray  # (n,) int class ids, or (n, L) 0/1 for multi-label
-    test_texts: list[str]
-    y_test: np.ndarray
-    labels: list[str]
-    multi_label: bool = False
-    analyzer: str = "word"
-    metric: str = "accuracy"
-
-
-def default_data_root() -> Path:
-    env = os.environ.get("LABELPILOT_SHARED_DATA")
-    if env:
-        return Path(env)
-    for cand in (Path.cwd().parent / "shared" / "data", Path("/work/shared/data")):
-        if cand.is_dir():
-            return cand
-    return Path.cwd().parent / "shared" / "data"
-
-
-def _subsample(n: int, k: int, seed: int = 0) -> np.ndarray:
-    if k >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
-
-
-def load_text_dataset(name: str, root: Path, sizes: Sizes) -> TextData:
-    """Read one of the shared text datasets and subsample pool and test (data seed 0)."""
-    if name == "trec":
-
-        def read(p: Path) -> tuple[list[str], list[str]]:
-            texts, labels = [], []
-            for line in p.read_text(encoding="latin-1").splitlines():
-                if line.strip():
-                    head, _, text = line.partition(" ")
-                    labels.append(head.split(":")[0])
-                    texts.append(text.strip())
-            return texts, labels
-
-        tr, ytr = read(root / "trec" / "train_5500.label")
-        te, yte = read(root / "trec" / "TREC_10.label")
-        analyzer = "word"
-    elif name == "sst2":
-
-        def read(p: Path) -> tuple[list[str], list[str]]:
-            texts, labels = [], []
-            for line in p.read_text(encoding="utf-8").splitlines():
-                text, _, lab = line.rpartition("\t")
-                if text.strip():
-                    texts.append(text.strip())
-                    labels.append(lab.strip())
-            return texts, labels
-
-        tr, ytr = read(root / "sst2" / "sentiment-train")
-        te, yte = read(root / "sst2" / "sentiment-test")
-        analyzer = "word"
-    elif name == "tnews":
-
-        def read(p: Path) -> tuple[list[str], list[str]]:
-            rows = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-            return [r["sentence"] for r in rows], [r["label_desc"] for r in rows]
-
-        tr, ytr = read(root / "tnews" / "train.json")
-        te, yte = read(root / "tnews" / "dev.json")
-        analyzer = "char"
-    elif name == "goemotions":
-        names = (root / "goemotions" / "labels.txt").read_text(encoding="utf-8").split()
-
-        def read(p: Path) -> tuple[list[str], np.ndarray]:
-            texts, rows = [], []
-            for line in p.read_text(encoding="utf-8").splitlines():
-                parts = line.split("\t")
-                if len(parts) >= 2:
-                    texts.append(parts[0])
-                    v = np.zeros(len(names), dtype=np.int8)
-                    v[[int(x) for x in parts[1].split(",")]] = 1
-                    rows.append(v)
-            return texts, np.vstack(rows)
-
-        tr, Ytr = read(root / "goemotions" / "train.tsv")
-        te, Yte = read(root / "goemotions" / "test.tsv")
-        pi, ti = _subsample(len(tr), sizes.pool), _subsample(len(te), sizes.test)
-        return TextData(
-            name, [tr[i] for i in pi], Ytr[pi], [te[i] for i in ti], Yte[ti], names, True, "word", "micro_f1"
-        )
-    elif name == "bdci":
-        # CCF BDCI 2018 car reviews (zh): one CSV row per (content, topic); only train_2.csv is labelled, so
-        # its contents are split into pool and test (data seed 0). Multi-label over the 10 topics.
-        import csv
-
-        topics: dict[str, set[str]] = {}
-        text_of: dict[str, str] = {}
-        with (root / "bdci2018_car_multilabel" / "train_2.csv").open(encoding="utf-8", newline="") as fh:
-            for row in csv.DictReader(fh):
-                text_of[row["content_id"]] = row["content"]
-                topics.setdefault(row["content_id"], set()).add(row["subject"])
-        names = sorted({t for ts in topics.values() for t in ts})
-        ids = sorted(text_of)
-        order = np.random.default_rng(0).permutation(len(ids))
-        Y = np.zeros((len(ids), len(names)), dtype=np.int8)
-        for i, cid in enumerate(ids):
-            Y[i, [names.index(t) for t in topics[cid]]] = 1
-        pi, ti = order[: sizes.pool], order[sizes.pool : sizes.pool + sizes.test]
-        return TextData(name, [text_of[ids[i]] for i in pi], Y[pi], [text_of[ids[i]] for i in ti], Y[ti], names, True,
-                        "char", "micro_f1")
-    else:
-        raise typer.BadParameter(f"unknown text dataset {name!r}; known: {', '.join(TEXT_DATASETS)}")
-    labels = sorted(set(ytr) | set(yte))
-    col = {k: j for j, k in enumerate(labels)}
-    pi, ti = _subsample(len(tr), sizes.pool), _subsample(len(te), sizes.test)
-    return TextData(
-        name,
-        [tr[i] for i in pi],
-        np.array([col[ytr[i]] for i in pi]),
-        [te[i] for i in ti],
-        np.array([col[yte[i]] for i in ti]),
-        labels,
-        False,
-        analyzer,
-    )
-
 
 def featurize(data: TextData) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
     """TF-IDF fitted on the pool texts (unsupervised): char 1-2-grams for Chinese, word 1-2-grams else."""
@@ -264,17 +134,12 @@ class ContractLearner:
     """A labelpilot model family (e.g. ``text-linear``) through the model contract, for the simulation."""
 
     def __init__(self, family: str, labels: Sequence[str], multi_label: bool) -> None:
-        from labelpilot.models.base import get_family
-        from labelpilot.schema import make_label_config, parse_label_config
-
         self.control = parse_label_config(make_label_config(list(labels), multiple=multi_label)).controls[0]
         self.cls = get_family(family)
         self.labels = list(labels)
         self.multi_label = multi_label
 
     def fit(self, rows: ExampleRows, y: np.ndarray) -> ContractLearner:
-        from labelpilot.data.types import Example, Target
-
         def target(v: Any) -> Target:
             if self.multi_label:
                 return Target(labels=tuple(self.labels[j] for j in np.flatnonzero(v)))
@@ -285,8 +150,6 @@ class ContractLearner:
         return self
 
     def predict_proba(self, rows: ExampleRows) -> np.ndarray:
-        from labelpilot.data.types import Example
-
         preds = self.model_.predict([Example(text=t) for t in rows.texts])
         col = {k: j for j, k in enumerate(self.control.label_keys)}
         P = np.zeros((len(preds), len(self.labels)))
@@ -306,16 +169,6 @@ def score(P: np.ndarray, y: np.ndarray, multi_label: bool) -> float:
     fp = float(np.sum(pred & (y == 0)))
     fn = float(np.sum(~pred & (y == 1)))
     return 2 * tp / max(2 * tp + fp + fn, 1.0)
-
-
-@dataclass
-class Curve:
-    strategy: str
-    seed: int
-    labels: list[int] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
-    round_seconds: list[float] = field(default_factory=list)
-    select_seconds: list[float] = field(default_factory=list)
 
 
 def run_curve(
@@ -378,49 +231,6 @@ def run_curve(
         curve.round_seconds.append(t_fit + (t3 - t1))
         curve.select_seconds.append(t3 - t2)
     return curve
-
-
-def summarise(curves: dict[str, list[Curve]], full: float, target_frac: float = 0.95) -> dict[str, dict[str, Any]]:
-    """Per strategy: mean curve, labels to reach ``target_frac * full``, normalised area, deficiency vs random,
-    worst relative gap below random, mean seconds per round."""
-    out: dict[str, dict[str, Any]] = {}
-    target = target_frac * full
-    means = {}
-    for name, cs in curves.items():
-        L = min(len(c.scores) for c in cs)
-        M = np.array([c.scores[:L] for c in cs])
-        means[name] = (np.array(cs[0].labels[:L]), M.mean(axis=0), M.std(axis=0))
-    base = means.get("random")
-    for name, (x, m, s) in means.items():
-        hit = np.flatnonzero(m >= target)
-        need = int(x[hit[0]]) if len(hit) else None
-        area = float(np.trapezoid(m, x) / (x[-1] - x[0])) if len(x) > 1 else float(m[0])
-        row: dict[str, Any] = {
-            "labels_to_target": need,
-            "budget": int(x[-1]),
-            "auc": area,
-            "final": float(m[-1]),
-            "seconds_per_round": float(np.mean([np.mean(c.round_seconds) for c in curves[name] if c.round_seconds])),
-            "select_seconds": float(np.mean([np.mean(c.select_seconds) for c in curves[name] if c.select_seconds])),
-            "x": x.tolist(),
-            "mean": m.tolist(),
-            "std": s.tolist(),
-        }
-        if base is not None:
-            bm = base[1]
-            L = min(len(bm), len(m))
-            denom = float(np.sum(np.maximum(full - bm[:L], 0)))
-            row["deficiency"] = float(np.sum(np.maximum(full - m[:L], 0)) / denom) if denom > 0 else None
-            row["worst_gap_vs_random"] = float(np.max((bm[:L] - m[:L]) / np.maximum(bm[:L], 1e-9)))
-        out[name] = row
-    rneed = out.get("random", {}).get("labels_to_target")
-    for row in out.values():
-        need = row["labels_to_target"]
-        if rneed and need:
-            row["saving_vs_random"] = 1.0 - need / rneed
-        elif need and rneed is None and "random" in out:
-            row["saving_vs_random_at_least"] = 1.0 - need / out["random"]["budget"]
-    return out
 
 
 def plot(name: str, summary: dict[str, dict[str, Any]], full: float, metric: str, path: Path, xlabel: str) -> None:
@@ -529,7 +339,10 @@ def bench_text(
         batch=batch or base.batch,
         budget=int(base.budget * scale),
     )
-    data = load_text_dataset(name, root, sizes)
+    try:
+        data = load_text_dataset(name, root, sizes)
+    except UnknownDataset as exc:
+        raise typer.BadParameter(str(exc)) from exc
     X, Xt = featurize(data)
     n_classes = len(data.labels)
     t0 = time.perf_counter()
@@ -603,10 +416,6 @@ def bench_text(
 def time_round(root: Path, n: int, strategy: str, log: Callable[[str], None]) -> dict[str, Any]:
     """Seconds for one loop round's predict + select on an ``n``-item TNEWS pool, through the model contract
     with the text-linear family when available (else the bench learner on precomputed features)."""
-    from labelpilot.data.types import Example, Target
-    from labelpilot.models.base import families, get_family
-    from labelpilot.schema import make_label_config, parse_label_config
-
     rows = [json.loads(line) for line in (root / "tnews" / "train.json").read_text(encoding="utf-8").splitlines()]
     texts = [r["sentence"] for r in rows]
     while len(texts) < n:  # TNEWS has 53k; repeat only if asked for more
@@ -669,8 +478,6 @@ def time_loop_round(root: Path, n: int, strategy: str, log: Callable[[str], None
     """One real ``run_loop`` round on seed-003 CSVs: 2,000 labelled TNEWS titles, ``n`` unlabelled ones
     (inline ``text`` column), default model family, ``query_cnt=100``. Returns the report's timings."""
     import csv
-
-    from labelpilot.loop.runner import run_loop
 
     rows = [json.loads(line) for line in (root / "tnews" / "train.json").read_text(encoding="utf-8").splitlines()]
     with tempfile.TemporaryDirectory(prefix="al-timing-") as tmp:
@@ -786,8 +593,6 @@ def bench_al_command(
     with threadpool_limits(1):
         for name in [d.strip() for d in datasets.split(",") if d.strip()]:
             if name in NER_DATASETS:
-                from labelpilot.loop.simulate_ner import bench_ner
-
                 res = bench_ner(name, root, seeds=list(range(seeds)), scale=scale, log=log)
                 if res is None:
                     continue
@@ -816,3 +621,7 @@ def bench_al_command(
     if timing:
         (out / "timing.json").write_text(json.dumps(timing, indent=1), encoding="utf-8")
     typer.echo(table)
+
+
+if __name__ == "__main__":
+    typer.run(bench_al_command)

@@ -1,4 +1,5 @@
-"""Peer run for ``labelpilot bench al``: the same simulation with small-text's PoolBasedActiveLearner.
+"""Peer run for the active-learning simulation (``bench/al/simulate.py``): the same simulation with
+small-text's PoolBasedActiveLearner.
 
 Run by path with the Python of a separate venv that has small-text (it is not a labelpilot dependency and
 this file imports nothing from labelpilot)::

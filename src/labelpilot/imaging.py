@@ -1,5 +1,8 @@
 """Opening task images safely, and turning them into model input arrays. Pillow + numpy only (no torch).
 
+It sits below the models (it was ``models/vision/imageio.py``) because OCR (:mod:`labelpilot.ocr`) opens page
+images through it too, and the OCR layer must not import from the model families.
+
 :func:`open_image` is the one door every vision model goes through:
 
 - the pixel count is checked from the header, **before** any pixel is decoded: more than ``max_pixels``
