@@ -126,6 +126,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _closest(name: str, valid: Sequence[str]) -> str | None:
+    """The valid option ``name`` was probably meant to be: same letters in another case, the longest valid name
+    it starts with (``Cee`` -> ``C``), or the closest spelling."""
+    lower = {v.lower(): v for v in valid}
+    key = name.lower()
+    if key in lower:
+        return lower[key]
+    prefixes = [v for v in valid if key.startswith(v.lower())]
+    if prefixes:
+        return max(prefixes, key=len)
+    close = difflib.get_close_matches(key, list(lower), 1, cutoff=0.6)
+    return lower[close[0]] if close else None
+
+
 class ModelBase:
     """What every model family shares: construction from declared options, ``get_options``, metadata.
 
@@ -180,8 +194,8 @@ class ModelBase:
         valid = sorted(cls.DEFAULTS)
         unknown = sorted(set(options) - set(cls.DEFAULTS), key=str)
         if unknown:
-            hints = [f"{u!r} -> {m[0]!r}" for u in unknown if (m := difflib.get_close_matches(str(u), valid, 1))]
-            hint = f"; did you mean {', '.join(hints)}" if hints else ""
+            hints = [f"{m!r} for {u!r}" for u in unknown if (m := _closest(str(u), valid))]
+            hint = f"; did you mean {', '.join(hints)}?" if hints else ""
             raise ModelOptionsError(
                 f"unknown {cls.name} options: {unknown}; known: {valid} "
                 f"(an unknown option is refused, never ignored{hint})",

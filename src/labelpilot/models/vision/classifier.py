@@ -116,6 +116,9 @@ class _Features:
             self._net = backbone.pooled_features(self.size, self.engine)
         return self._net
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_net": None}  # the backbone session is per process (rebuilt on first use)
+
     def key(self, flip: bool) -> str:
         return f"cls|{self.size}|{self.resize}|{'flip' if flip else 'orig'}"
 
