@@ -97,7 +97,7 @@ class TokenMarginals(Protocol):
         ...
 
 
-#: what a value of each inferred option type may be (bool is never an int here, though Python says it is)
+#: how an error names each expected type (``_is``: a bool is never accepted as an int or a number)
 _TYPE_NAMES: dict[type, str] = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
                                  list: "a list", tuple: "a list", dict: "an object", type(None): "null"}
 
