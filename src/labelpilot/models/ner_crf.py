@@ -556,7 +556,8 @@ class NerCrfModel(ModelBase):
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.TEXT_SPANS})
     DEFAULTS: ClassVar[dict[str, Any]] = DEFAULTS
     OPTION_TYPES: ClassVar[dict[str, tuple[type, ...]]] = {
-        "c2": (float, type(None)), "max_iterations": (int, type(None)), "lac": (bool, str)}
+        "c2": (float, type(None)), "max_iterations": (int, type(None)), "lac": (bool, str),
+        "min_freq": (float,)}  # CRFsuite's feature.minfreq is a float (bench/ner.py --min-freq 0.5)
     META_FILE: ClassVar[str] = META_FILE
     FORMAT_VERSION: ClassVar[int] = FORMAT_VERSION
 
