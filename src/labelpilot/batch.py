@@ -29,7 +29,7 @@ from labelpilot.data.vision_formats import parse_coco, read_voc_dir
 from labelpilot.errors import InputError, TrainingError
 from labelpilot.files import LABEL_SEP, Row, RowWriter, read_rows, split_labels
 from labelpilot.loop.plugin import PluginModel  # the seed-003 plug-in adapter lives with the operator
-from labelpilot.models.base import family_for, get_family
+from labelpilot.models.base import build_model, family_for, get_family
 from labelpilot.models.bundle import MANIFEST, Bundle
 from labelpilot.registry import ModelVersion, Registry, parse_model_ref
 from labelpilot.schema import ControlSpec, LabelSchema, TaskKind, make_label_config, parse_label_config
@@ -234,12 +234,12 @@ def train_file(
         raise TrainingError(f"no model family for {control.kind} yet")
     train, val = split_val(examples, val_size, seed)
     options = dict(options or {})
-    model = cls(control, **options)
+    model = build_model(cls, control, options)
     params = model.get_params() if callable(getattr(model, "get_params", None)) else {}
     if val is None and "time_budget" in params and "time_budget" not in options:
         # no validation split asked for: every row goes into the model. text-linear would otherwise skip its
         # refit on all rows (after scoring a held-out slice) when the refit does not fit its time budget
-        model = cls(control, **options, time_budget=float("inf"))
+        model = build_model(cls, control, {**options, "time_budget": float("inf")})
     report = model.fit(train, val=val, progress=progress)
     counts = fit_counts(report, n_given=len(train), n_val_split=len(val or ()))
     report.notes = [f"counts: {counts}", *report.notes]

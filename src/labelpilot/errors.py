@@ -64,3 +64,20 @@ class TrainingError(LabelpilotError):
     """Training could not run (no usable examples, a single class, ...)."""
 
     status_code = 422
+
+
+class ModelOptionsError(InputError):
+    """A model option the family does not know, or a value of the wrong type (``models.base.ModelBase``).
+
+    Raised wherever options come in (``/setup``'s ``extra_params.model_options``, ``labelpilot train --options``,
+    the seed-003 loop, the Python API), so every door answers the same 422 naming the option and the valid ones.
+    """
+
+    def __init__(self, message: str, *, option: str | None, valid: list[str], family: str) -> None:
+        super().__init__(message, field="options" if option is None else f"options.{option}")
+        self.option = option
+        self.valid = valid
+        self.family = family
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "family": self.family, "valid_options": self.valid}

@@ -13,15 +13,15 @@ from typing import Any
 from labelpilot.config import Settings
 from labelpilot.data.labelstudio import pick_annotation, task_training_example
 from labelpilot.data.types import Example, FitReport
-from labelpilot.errors import LabelpilotError, TrainingError
+from labelpilot.errors import InputError, LabelpilotError, ModelOptionsError, TrainingError
 from labelpilot.jobs.state import ProjectStore, ls_project_id
 from labelpilot.lsclient import LabelStudioClient
 from labelpilot.media import MediaFetcher, resolve_media
-from labelpilot.models.base import Model, family_for
+from labelpilot.models.base import Model, build_model, family_for, validate_options
 from labelpilot.models.bundle import Bundle
 from labelpilot.netpolicy import FetchPolicy
 from labelpilot.registry import ModelVersion, Registry
-from labelpilot.schema import parse_label_config, require_supported
+from labelpilot.schema import LabelSchema, parse_label_config, require_supported
 
 log = logging.getLogger("labelpilot.training")
 
@@ -114,6 +114,33 @@ def options_for(options: dict[str, Any] | None, control: str, family: str) -> di
     return dict(options)
 
 
+def check_model_options(schema: LabelSchema, options: Any, families: Any = None) -> None:
+    """Refuse, before anything is stored or trained, ``extra_params.model_options`` that a control's family does
+    not take: a :class:`ModelOptionsError` whose field is ``extra_params.model_options[.<option>]`` and whose
+    message names the control, the family, the option and the valid ones (``/setup`` answers it as a 422)."""
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise InputError("extra_params.model_options must be an object of model options",
+                         field="extra_params.model_options")
+    wanted = families if isinstance(families, dict) else {}
+    for control in schema.controls:
+        try:
+            family = family_for(control, wanted.get(control.name))
+        except LabelpilotError:
+            continue  # an unknown or unloadable family is /setup's warning (ls_backend.family_problems)
+        if family is None:
+            continue
+        try:
+            validate_options(family, control, options_for(options, control.name, family.name))
+        except ModelOptionsError as exc:
+            field = "extra_params.model_options" + (f".{exc.option}" if exc.option else "")
+            err = ModelOptionsError(f"control {control.name!r}: {exc.message}", option=exc.option, valid=exc.valid,
+                                    family=exc.family)
+            err.field = field
+            raise err from None
+
+
 def train_bundle(
     label_config: str,
     tasks: list[dict[str, Any]],
@@ -146,7 +173,7 @@ def train_bundle(
         if len(examples) < min_examples:
             total.notes.append(f"{control.name}: {len(examples)} annotated tasks, {min_examples} needed")
             continue
-        model = family(control, **options_for(options, control.name, family.name))
+        model = build_model(family, control, options_for(options, control.name, family.name))
         try:
             report = model.fit(examples, progress=progress)
         except TrainingError as exc:

@@ -264,9 +264,6 @@ class PluginModel:
         self.hard_flags_ = flags if hard_col is not None else None
         return [records.get(str(e.id)) or Prediction(error="the plug-in returned no prediction") for e in examples]
 
-    def embed(self, examples: Sequence[Example]) -> np.ndarray | None:
-        return None
-
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         try:

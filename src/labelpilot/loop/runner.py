@@ -37,13 +37,13 @@ from typing import Any
 import numpy as np
 
 from labelpilot.data.types import FitReport, Prediction
-from labelpilot.errors import InputError, NotFoundError
+from labelpilot.errors import InputError, ModelOptionsError, NotFoundError
 from labelpilot.loop import files
 from labelpilot.loop import history as round_history
 from labelpilot.loop.plugin import PluginModel, is_plugin_class, load_object
 from labelpilot.loop.quality import describe, fit_round
 from labelpilot.loop.split import split_train_val
-from labelpilot.models.base import Model, families, family_for, get_family
+from labelpilot.models.base import Embeds, Model, build_model, families, family_for, get_family, option_names
 from labelpilot.models.bundle import MANIFEST, Bundle
 from labelpilot.registry import ModelVersion, Registry, parse_model_ref
 from labelpilot.schema import ControlSpec, LabelSchema, TaskKind, make_label_config, parse_label_config
@@ -129,16 +129,6 @@ def _load_previous(
     )
 
 
-def _family_params(cls: type) -> tuple[set[str], bool]:
-    try:
-        params = inspect.signature(cls.__init__).parameters
-    except (TypeError, ValueError):
-        return set(), True
-    names = {p for p in params if p not in ("self", "control")}
-    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    return names, var_kw
-
-
 #: Training options of seed 003's demo (``epochs``, ``batch_size``, ``lr``, ``lrf``) are meant for neural plug-ins;
 #: a family that has no such parameter ignores them (noted in the report) instead of failing the round.
 SEED003_GENERIC_OPTIONS = frozenset({"epochs", "batch_size", "lr", "lrf"})
@@ -147,30 +137,22 @@ SEED003_GENERIC_OPTIONS = frozenset({"epochs", "batch_size", "lr", "lrf"})
 def _build_model(
     cls: type, control: ControlSpec, options: dict[str, Any], seed: int, ignored: list[str] | None = None
 ) -> Model:
-    accepted, var_kw = _family_params(cls)
-    known: set[str] | None = None if var_kw else accepted
-    if var_kw and callable(getattr(cls, "get_params", None)):
-        try:
-            known = set(cls(control).get_params())
-        except Exception:
-            known = None
+    """A fresh model of family ``cls`` through the model contract (``models.base.build_model``): seed 003's
+    generic training options the family does not take are dropped (noted in ``ignored``), ``random_state``
+    defaults to the round's seed where the family has one, anything else unknown is a ModelOptionsError."""
+    known = option_names(cls, control)
     options = dict(options)
-    if known is not None:
-        for key in sorted(SEED003_GENERIC_OPTIONS & set(options) - known):
-            options.pop(key)
-            if ignored is not None:
-                ignored.append(key)
-    unknown = sorted(k for k in options if k not in accepted) if not var_kw else []
-    if unknown:
-        raise InputError(
-            f"option(s) {', '.join(unknown)} not accepted by model family {getattr(cls, 'name', cls.__name__)!r}; "
-            f"accepted: {', '.join(sorted(accepted)) or 'none'} (loop options: {', '.join(LOOP_OPTIONS)})",
-            field="options",
-        )
-    kwargs = dict(options)
-    if "random_state" in accepted and "random_state" not in kwargs:
-        kwargs["random_state"] = seed
-    return cls(control, **kwargs)
+    for key in sorted(SEED003_GENERIC_OPTIONS & set(options) - known):
+        options.pop(key)
+        if ignored is not None:
+            ignored.append(key)
+    if "random_state" in known and "random_state" not in options:
+        options["random_state"] = seed
+    try:
+        return build_model(cls, control, options)
+    except ModelOptionsError as exc:
+        raise ModelOptionsError(f"{exc.message} (loop options: {', '.join(LOOP_OPTIONS)})", option=exc.option,
+                                valid=exc.valid, family=exc.family) from None
 
 
 def _resolve_model_ref(model: Any, control: ControlSpec, options: dict[str, Any]) -> tuple[str, Any]:
@@ -447,7 +429,7 @@ def run_loop(
         t0, c0 = time.perf_counter(), time.process_time()
         threshold = control.score_threshold if control.score_threshold is not None else 0.5
         vectors = None
-        if canonical_name(strategy_name) in _VECTOR_STRATEGIES and not isinstance(the_model, PluginModel):
+        if canonical_name(strategy_name) in _VECTOR_STRATEGIES and isinstance(the_model, Embeds):
             vectors = the_model.embed(pool_ex)
         pool = Pool.from_predictions(
             preds,

@@ -3,20 +3,32 @@
 The contract is sklearn-shaped (constructor stores parameters, learned state ends in ``_``) and
 covers seed 003's six methods: ``__init__`` (init), ``fit`` (train_model), ``predict`` + a strategy
 (query_hard_example), ``save``/``load`` (save_model/load_model); splitting lives in ``labelpilot.loop``.
+
+:class:`ModelBase` is the one implementation of the parts every family shares: options are the constructor's
+keywords, declared once per family as ``DEFAULTS`` (types inferred from the defaults, ``OPTION_TYPES`` where a
+default is ``None`` or an option takes several types); an unknown option or a value of the wrong type is a
+:class:`~labelpilot.errors.ModelOptionsError` (a 422 naming the option and the valid ones) at every door;
+metadata is saved and checked through :func:`write_meta` / :func:`read_meta`. Capabilities only some families
+have are small ``runtime_checkable`` protocols (:class:`Embeds`, :class:`PredictsUntrained`,
+:class:`TokenMarginals`), tested with ``isinstance``, rather than methods that return None.
+``labelpilot.testing.check_model`` checks a family against all of this; ``tests/test_model_contract.py`` runs
+it over every registered family.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 
 from labelpilot.data.types import Example, FitReport, Prediction
-from labelpilot.errors import InputError, NotFoundError, TrainingError
+from labelpilot.errors import ModelOptionsError, NotFoundError, TrainingError
 from labelpilot.schema.types import ControlSpec, TaskKind
 
 #: progress(done, total, message) -- called by long-running fits; may be None.
@@ -46,10 +58,6 @@ class Model(Protocol):
         """One prediction per example, in order; a failing example gets ``Prediction(error=...)``."""
         ...
 
-    def embed(self, examples: Sequence[Example]) -> np.ndarray | None:
-        """Vectors (n, d) for diversity strategies, or None when the family has none."""
-        ...
-
     @property
     def is_fitted(self) -> bool: ...
 
@@ -61,13 +69,209 @@ class Model(Protocol):
     def load(cls, directory: Path, control: ControlSpec) -> Model: ...
 
 
-def merge_options(family: str, defaults: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
-    """A family's options: ``defaults`` overridden by ``options``; an option the family does not know is a
-    clear 4xx (:class:`InputError` on ``options``), never silently ignored."""
-    unknown = sorted(set(options) - set(defaults))
+@runtime_checkable
+class Embeds(Protocol):
+    """A model that gives vectors for diversity strategies (k-center, clustering, BADGE...)."""
+
+    def embed(self, examples: Sequence[Example]) -> np.ndarray | None:
+        """Vectors (n, d), one row per example in order; None only while the model has no vector space yet
+        (text-linear before its first fit)."""
+        ...
+
+
+@runtime_checkable
+class PredictsUntrained(Protocol):
+    """A model that may pre-label before any annotation (zero-shot from label names or a pretrained resource)."""
+
+    def zero_shot_ready(self) -> bool:
+        """True when an unfitted model of this control can predict (its labels map onto what it knows)."""
+        ...
+
+
+@runtime_checkable
+class TokenMarginals(Protocol):
+    """A sequence tagger that exposes per-token marginals (for entropy-based span strategies)."""
+
+    def marginals(self, text: str) -> tuple[Any, list[str], list[str], np.ndarray, float]:
+        """(token offsets, tag names, Viterbi tags, marginals (n_tokens, n_tags), log P(y*|x))."""
+        ...
+
+
+#: how an error names each expected type (``_is``: a bool is never accepted as an int or a number)
+_TYPE_NAMES: dict[type, str] = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+                                 list: "a list", tuple: "a list", dict: "an object", type(None): "null"}
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool | np.bool_)
+    if kind is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+    if kind is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+    if kind in (list, tuple):
+        return isinstance(value, list | tuple)
+    return isinstance(value, kind)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _closest(name: str, valid: Sequence[str]) -> str | None:
+    """The valid option ``name`` was probably meant to be: same letters in another case, the longest valid name
+    it starts with (``Cee`` -> ``C``), or the closest spelling."""
+    lower = {v.lower(): v for v in valid}
+    key = name.lower()
+    if key in lower:
+        return lower[key]
+    prefixes = [v for v in valid if key.startswith(v.lower())]
+    if prefixes:
+        return max(prefixes, key=len)
+    close = difflib.get_close_matches(key, list(lower), 1, cutoff=0.6)
+    return lower[close[0]] if close else None
+
+
+class ModelBase:
+    """What every model family shares: construction from declared options, ``get_options``, metadata.
+
+    A family declares ``name``, ``kinds``, ``DEFAULTS`` (option -> default; the constructor's keywords), and
+    ``OPTION_TYPES`` for options whose default does not say the type (``None``, or ``"auto"`` beside booleans).
+    ``META_FILE`` / ``FORMAT_VERSION`` name its metadata file. It keeps its own ``fit``/``predict``/``save``/
+    ``load``; ``save_meta`` and ``load_meta`` write and check the metadata in one way for all.
+    """
+
+    name: ClassVar[str]
+    kinds: ClassVar[frozenset[TaskKind]]
+    DEFAULTS: ClassVar[Mapping[str, Any]] = {}
+    OPTION_TYPES: ClassVar[Mapping[str, tuple[type, ...]]] = {}
+    META_FILE: ClassVar[str] = ""
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    def __init__(self, control: ControlSpec, **options: Any) -> None:
+        self.control = control
+        self.options: dict[str, Any] = self.check_options(options)
+
+    # -- options ----------------------------------------------------------------------------------------
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        """Every option of the family and its default."""
+        return dict(cls.DEFAULTS)
+
+    @classmethod
+    def option_types(cls, option: str) -> tuple[type, ...] | None:
+        """The types ``option`` accepts (None: any value, the family checks it)."""
+        if option in cls.OPTION_TYPES:
+            return tuple(cls.OPTION_TYPES[option])
+        default = cls.DEFAULTS[option]
+        if default is None:
+            return None
+        if isinstance(default, bool):
+            return (bool,)
+        if isinstance(default, numbers.Integral):
+            return (int,)
+        if isinstance(default, numbers.Real):
+            return (float,)
+        if isinstance(default, list | tuple):
+            return (list,)
+        return (type(default),)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``DEFAULTS`` overridden by ``options``, each checked: an unknown option or a value of the wrong type
+        is a :class:`ModelOptionsError` naming it and listing the valid options. Lists become tuples where the
+        default is a tuple (options arrive as JSON)."""
+        options = dict(options or {})
+        valid = sorted(cls.DEFAULTS)
+        unknown = sorted(set(options) - set(cls.DEFAULTS), key=str)
+        if unknown:
+            hints = [f"{m!r} for {u!r}" for u in unknown if (m := _closest(str(u), valid))]
+            hint = f"; did you mean {', '.join(hints)}?" if hints else ""
+            raise ModelOptionsError(
+                f"unknown {cls.name} options: {unknown}; known: {valid} "
+                f"(an unknown option is refused, never ignored{hint})",
+                option=str(unknown[0]) if len(unknown) == 1 else None, valid=valid, family=cls.name)
+        out = cls.option_defaults()
+        for key, value in options.items():
+            kinds = cls.option_types(key)
+            if kinds is not None and not any(_is(value, k) for k in kinds):
+                wanted = " or ".join(dict.fromkeys(_TYPE_NAMES.get(k, k.__name__) for k in kinds))
+                raise ModelOptionsError(
+                    f"{cls.name} option {key!r} must be {wanted}, got {value!r} ({type(value).__name__}); "
+                    f"known options: {valid}", option=key, valid=valid, family=cls.name)
+            if isinstance(cls.DEFAULTS[key], tuple) and isinstance(value, list):
+                value = tuple(value)
+            out[key] = value
+        return out
+
+    @classmethod
+    def create(cls, control: ControlSpec, options: Mapping[str, Any] | None = None) -> Self:
+        """A fresh, unfitted model of ``control`` with ``options`` (checked: :meth:`check_options`)."""
+        return cls(control, **dict(options or {}))
+
+    def get_options(self) -> dict[str, Any]:
+        """The model's options (every declared one), enough to construct an unfitted copy."""
+        return dict(self.options)
+
+    def get_params(self) -> dict[str, Any]:
+        """sklearn's name for :meth:`get_options`."""
+        return self.get_options()
+
+    # -- metadata ---------------------------------------------------------------------------------------
+
+    def save_meta(self, directory: Path, **fields: Any) -> None:
+        """Write the metadata file: family, format version, control, options, and the family's ``fields``."""
+        options = {k: _jsonable(v) for k, v in self.get_options().items()}
+        meta = {"family": self.name, "format_version": self.FORMAT_VERSION, "control": self.control.name,
+                "options": options, **fields}
+        write_meta(directory, self.META_FILE, meta)
+
+    @classmethod
+    def load_meta(cls, directory: Path, required: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(metadata, options) of a saved model; options this version no longer knows are dropped."""
+        meta = read_meta(directory, cls.META_FILE, cls.name, cls.FORMAT_VERSION, required)
+        return meta, cls.check_options(saved_options(meta, cls.DEFAULTS))
+
+
+def option_names(cls: type, control: ControlSpec) -> set[str]:
+    """The options a family class takes: a :class:`ModelBase` family's declared ones; for a class outside the
+    contract (a test-local or third-party one), what ``get_params()`` of a default instance names."""
+    if issubclass(cls, ModelBase):
+        return set(cls.DEFAULTS)
+    get_params = getattr(cls, "get_params", None)
+    return set(cls(control).get_params()) if callable(get_params) else set()
+
+
+def validate_options(cls: type, control: ControlSpec, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` checked against family ``cls`` without building a model (:class:`ModelOptionsError` when one
+    is unknown or of the wrong type); for a :class:`ModelBase` family, completed with the defaults."""
+    if issubclass(cls, ModelBase):
+        return cls.check_options(options)
+    options = dict(options or {})
+    known = sorted(option_names(cls, control))
+    unknown = sorted(set(options) - set(known), key=str)
     if unknown:
-        raise InputError(f"unknown {family} options: {unknown}; known: {sorted(defaults)}", field="options")
-    return {**defaults, **options}
+        family = getattr(cls, "name", cls.__name__)
+        raise ModelOptionsError(f"unknown {family} options: {unknown}; known: {known}",
+                                option=str(unknown[0]) if len(unknown) == 1 else None, valid=known, family=family)
+    return options
+
+
+def build_model(cls: type, control: ControlSpec, options: Mapping[str, Any] | None = None) -> Model:
+    """A fresh model of family ``cls`` for ``control``: every door (Label Studio jobs, file training, the loop)
+    constructs through this, so an unknown option is the same :class:`ModelOptionsError` everywhere."""
+    if issubclass(cls, ModelBase):
+        return cls.create(control, options)
+    return cls(control, **validate_options(cls, control, options))
 
 
 def saved_options(meta: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -171,9 +375,9 @@ def family_for(control: ControlSpec, preferred: str | None = None) -> type[Model
 
 
 def can_predict_untrained(model: Model) -> bool:
-    """A model that can pre-label before any annotation: keyword extraction, or a family whose
-    ``zero_shot_ready()`` says a pretrained resource maps onto this control's labels."""
+    """A model that can pre-label before any annotation: keyword extraction (fitted from the start), or a
+    :class:`PredictsUntrained` family whose ``zero_shot_ready()`` says a pretrained resource maps onto this
+    control's labels."""
     if model.is_fitted:
         return True
-    ready = getattr(model, "zero_shot_ready", None)
-    return bool(ready and ready())
+    return isinstance(model, PredictsUntrained) and bool(model.zero_shot_ready())

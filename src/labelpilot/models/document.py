@@ -59,7 +59,7 @@ from scipy import sparse
 from labelpilot.data.types import Box, Example, FitReport, Prediction
 from labelpilot.errors import InputError, MediaError, TrainingError
 from labelpilot.models import doc_keyvalue as kv
-from labelpilot.models.base import Progress, merge_options, read_meta, saved_options, write_meta
+from labelpilot.models.base import ModelBase, Progress
 from labelpilot.ocr import OcrEngine, OcrLine, OcrPage, OcrSettings, rapidocr_available
 from labelpilot.orientation import orientation_available
 from labelpilot.schema.types import ControlSpec, TaskKind
@@ -265,15 +265,18 @@ def _dense(segs: Sequence[Segment], nb: np.ndarray, width: int, height: int) -> 
 # ------------------------------------------------------------------------------------------ the model
 
 
-class DocumentFieldModel:
+class DocumentFieldModel(ModelBase):
     """OCR + segment classifier for key fields on document images (see module doc)."""
 
     name: ClassVar[str] = "doc-fields"
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.IMAGE_BOXES})
+    DEFAULTS: ClassVar[dict[str, Any]] = DEFAULTS
+    OPTION_TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"orient": (bool, str)}
+    META_FILE: ClassVar[str] = META_FILE
+    FORMAT_VERSION: ClassVar[int] = FORMAT_VERSION
 
     def __init__(self, control: ControlSpec, **options: Any) -> None:
-        self.control = control
-        self.options: dict[str, Any] = merge_options(self.name, DEFAULTS, options)
+        super().__init__(control, **options)
         for key in ("segment_threshold", "score_threshold"):
             v = float(self.options[key])
             if not 0 <= v <= 1:
@@ -626,7 +629,7 @@ class DocumentFieldModel:
                 out.append(Prediction(error=f"prediction failed: {type(exc).__name__}: {exc}"))
         return out
 
-    def embed(self, examples: Sequence[Example]) -> np.ndarray | None:
+    def embed(self, examples: Sequence[Example]) -> np.ndarray:
         """Hashed character 1-2-grams of the page's OCR text (n, 512), L2-normalised; zeros when unreadable."""
         from sklearn.feature_extraction.text import HashingVectorizer
 
@@ -653,23 +656,14 @@ class DocumentFieldModel:
         tmp = d / (ARRAYS_FILE + ".tmp.npz")
         np.savez_compressed(tmp, **arrays)
         tmp.replace(d / ARRAYS_FILE)
-        meta = {
-            "family": self.name,
-            "format_version": FORMAT_VERSION,
-            "options": self.options,
-            "classes": self.classes_,
-            "passes": len(self.coef_),
-            "max_per_page": self.max_per_page_,
-            "box_offsets": self.box_offsets_,
-            "report": self.report_.to_dict() if self.report_ else None,
-        }
-        write_meta(d, META_FILE, meta)
+        self.save_meta(d, classes=self.classes_, passes=len(self.coef_), max_per_page=self.max_per_page_,
+                       box_offsets=self.box_offsets_, report=self.report_.to_dict() if self.report_ else None)
 
     @classmethod
     def load(cls, directory: Path, control: ControlSpec) -> DocumentFieldModel:
         d = Path(directory)
-        meta = read_meta(d, META_FILE, cls.name, FORMAT_VERSION, required=(ARRAYS_FILE,))
-        model = cls(control, **saved_options(meta, DEFAULTS))
+        meta, options = cls.load_meta(d, required=(ARRAYS_FILE,))
+        model = cls(control, **options)
         with np.load(d / ARRAYS_FILE, allow_pickle=False) as z:
             model.dense_mean_, model.dense_scale_ = z["dense_mean"], z["dense_scale"]
             for i in range(int(meta["passes"])):

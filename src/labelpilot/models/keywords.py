@@ -26,7 +26,6 @@ Output
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -36,9 +35,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from labelpilot.data.types import Example, FitReport, Prediction, Span
-from labelpilot.errors import NotFoundError
 from labelpilot.keywords import analyse, detect_lang, extract_keywords, load_userdict
-from labelpilot.models.base import Progress
+from labelpilot.models.base import ModelBase, Progress
 from labelpilot.schema.types import ControlSpec, TaskKind
 
 KEYWORD_NAME = "keyword"
@@ -54,15 +52,16 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class KeywordModel:
+class KeywordModel(ModelBase):
     """Keyword pre-labelling for a ``<Labels>`` control (see the module doc)."""
 
     name: ClassVar[str] = "keywords"
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.TEXT_SPANS})
+    DEFAULTS: ClassVar[dict[str, Any]] = DEFAULTS
+    META_FILE: ClassVar[str] = META_FILE
 
     def __init__(self, control: ControlSpec, **options: Any) -> None:
-        self.control = control
-        self.options: dict[str, Any] = {**DEFAULTS, **options}
+        super().__init__(control, **options)
         self.doc_freq_: Counter[str] = Counter()
         self.n_docs_: int = 0
 
@@ -144,35 +143,15 @@ class KeywordModel:
             out.append(Prediction(spans=tuple(spans), score=float(np.mean(scores)) if scores else 0.0))
         return out
 
-    def embed(self, examples: Sequence[Example]) -> np.ndarray | None:
-        return None
-
     def save(self, directory: Path) -> None:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        opts = dict(self.options)
-        if isinstance(opts.get("userdict"), Path):
-            opts["userdict"] = str(opts["userdict"])
-        elif opts.get("userdict") is not None and not isinstance(opts["userdict"], str | dict):
-            opts["userdict"] = list(opts["userdict"])
-        meta = {
-            "family": self.name,
-            "format_version": 1,
-            "options": opts,
-            "n_docs": self.n_docs_,
-            "doc_freq": dict(self.doc_freq_),
-        }
-        (d / META_FILE).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        self.save_meta(d, n_docs=self.n_docs_, doc_freq=dict(self.doc_freq_))
 
     @classmethod
     def load(cls, directory: Path, control: ControlSpec) -> KeywordModel:
-        path = Path(directory) / META_FILE
-        if not path.is_file():
-            raise NotFoundError(f"no keywords model in {directory}", field="directory")
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        if meta.get("family") != cls.name:
-            raise NotFoundError(f"{directory} holds a {meta.get('family')!r} model, not keywords")
-        model = cls(control, **meta.get("options", {}))
+        meta, options = cls.load_meta(directory)
+        model = cls(control, **options)
         model.n_docs_ = int(meta.get("n_docs", 0))
         model.doc_freq_ = Counter({str(k): int(v) for k, v in (meta.get("doc_freq") or {}).items()})
         return model

@@ -106,7 +106,7 @@ from labelpilot.data.bio import (
 from labelpilot.data.types import Example, FitReport, Prediction, Span
 from labelpilot.errors import InputError, TrainingError
 from labelpilot.models import span_combine
-from labelpilot.models.base import Progress, read_meta, write_meta
+from labelpilot.models.base import ModelBase, Progress
 from labelpilot.models.gazetteer import Gazetteer
 from labelpilot.models.span_sources import ZeroShotSpans
 from labelpilot.schema.types import ControlSpec, TaskKind
@@ -549,15 +549,20 @@ def _make_trainer(progress: Progress | None, total: int, offset: int, label: str
     return _Trainer(algorithm=algorithm, verbose=True)
 
 
-class NerCrfModel:
+class NerCrfModel(ModelBase):
     """Linear-chain CRF tagger for one ``<Labels>`` control (see the module doc)."""
 
     name: ClassVar[str] = "ner-crf"
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.TEXT_SPANS})
+    DEFAULTS: ClassVar[dict[str, Any]] = DEFAULTS
+    OPTION_TYPES: ClassVar[dict[str, tuple[type, ...]]] = {
+        "c2": (float, type(None)), "max_iterations": (int, type(None)), "lac": (bool, str),
+        "min_freq": (float,)}  # CRFsuite's feature.minfreq is a float (bench/ner.py --min-freq 0.5)
+    META_FILE: ClassVar[str] = META_FILE
+    FORMAT_VERSION: ClassVar[int] = FORMAT_VERSION
 
     def __init__(self, control: ControlSpec, **options: Any) -> None:
-        self.control = control
-        self.options: dict[str, Any] = {**DEFAULTS, **options}
+        super().__init__(control, **options)
         self.labels_: list[str] | None = None
         self.features_: dict[str, bool] = {}
         self.case_stats_: dict[str, int] | None = None
@@ -958,7 +963,7 @@ class NerCrfModel:
                 out.append(Prediction(error=f"{type(exc).__name__}: {exc}"))
         return out
 
-    def embed(self, examples: Sequence[Example]) -> np.ndarray | None:
+    def embed(self, examples: Sequence[Example]) -> np.ndarray:
         """Cheap stateless vectors: character 1-2-grams hashed (CRC32) into 512 dims, L2-normalised."""
         dim = 512
         out = np.zeros((len(examples), dim), dtype=np.float32)
@@ -981,25 +986,22 @@ class NerCrfModel:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         (d / MODEL_FILE).write_bytes(self.model_bytes_)
-        meta = {
-            "family": self.name,
-            "format_version": FORMAT_VERSION,
-            "options": self.options,
-            "labels": self.labels_,
-            "features": self.features_,
-            "case_stats": self.case_stats_,
-            "training": self.training_,
-            "gazetteer": self.gazetteer_.to_dict() if self.gazetteer_ is not None else None,
-            "fill_in": self.fill_,
-            "report": self.report_.to_dict() if self.report_ else None,
-        }
-        write_meta(d, META_FILE, meta)
+        self.save_meta(
+            d,
+            labels=self.labels_,
+            features=self.features_,
+            case_stats=self.case_stats_,
+            training=self.training_,
+            gazetteer=self.gazetteer_.to_dict() if self.gazetteer_ is not None else None,
+            fill_in=self.fill_,
+            report=self.report_.to_dict() if self.report_ else None,
+        )
 
     @classmethod
     def load(cls, directory: Path, control: ControlSpec) -> NerCrfModel:
         d = Path(directory)
-        meta = read_meta(d, META_FILE, cls.name, FORMAT_VERSION, required=(MODEL_FILE,))
-        model = cls(control, **meta.get("options", {}))
+        meta, options = cls.load_meta(d, required=(MODEL_FILE,))
+        model = cls(control, **options)
         model.labels_ = list(meta.get("labels") or [])
         model.features_ = {k: bool(v) for k, v in (meta.get("features") or {}).items()}
         model.training_ = dict(meta.get("training") or {})

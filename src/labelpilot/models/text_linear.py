@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import json
 import logging
 import re
 import threading
@@ -52,7 +51,7 @@ from labelpilot.data.types import Example, FitReport, Prediction
 from labelpilot.encoders import EncoderUnavailable
 from labelpilot.errors import InputError, NotFoundError, TrainingError
 from labelpilot.models import encoder_hooks
-from labelpilot.models.base import Progress
+from labelpilot.models.base import ModelBase, Progress, read_meta, saved_options
 from labelpilot.schema.types import TAXONOMY_SEP, ControlSpec, TaskKind
 
 __all__ = ["TextLinearModel"]
@@ -391,21 +390,24 @@ class _Raw:
         self.n, self.doc, self.key = n, doc, key
 
 
-class TextLinearModel:
-    """Character + word n-gram TF-IDF with a calibrated linear classifier (see the module doc)."""
+class TextLinearModel(ModelBase):
+    """Character + word n-gram TF-IDF with a calibrated linear classifier (see the module doc).
+
+    Options are also attributes (``model.C``), sklearn-style; :meth:`get_options` reads them back."""
 
     name: ClassVar[str] = "text-linear"
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.TEXT_CHOICES, TaskKind.TEXT_TAXONOMY})
+    DEFAULTS: ClassVar[dict[str, Any]] = _DEFAULTS
+    OPTION_TYPES: ClassVar[dict[str, tuple[type, ...]]] = {
+        "max_iter": (int, type(None)), "min_df": (int, float, type(None)), "max_features": (int, type(None)),
+        "label_descriptions": (dict, type(None))}
+    META_FILE: ClassVar[str] = _META_FILE
+    FORMAT_VERSION: ClassVar[int] = _FORMAT_VERSION
 
     def __init__(self, control: ControlSpec, **options: Any) -> None:
-        unknown = sorted(set(options) - set(_DEFAULTS))
-        if unknown:
-            raise InputError(
-                f"unknown option(s) for text-linear: {unknown}; known: {sorted(_DEFAULTS)}", field="options"
-            )
-        self.control = control
-        for key, default in _DEFAULTS.items():
-            setattr(self, key, options.get(key, default))
+        super().__init__(control, **options)
+        for key, value in self.options.items():
+            setattr(self, key, value)
         if self.threshold_rule not in ("gain", "f1"):
             raise InputError(f"text-linear option threshold_rule must be 'gain' or 'f1', got {self.threshold_rule!r}",
                              field="threshold_rule")
@@ -434,7 +436,7 @@ class TextLinearModel:
 
     # -- parameters ---------------------------------------------------------------------------
 
-    def get_params(self) -> dict[str, Any]:
+    def get_options(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in _DEFAULTS}
 
     @property
@@ -1130,39 +1132,27 @@ class TextLinearModel:
         if self.fewshot_ is not None:
             fs_arrays, fewshot_meta = self.fewshot_.to_saved()
             arrays.update(fs_arrays)
-        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
-        meta = {
-            "family": self.name,
-            "format_version": _FORMAT_VERSION,
-            "control": self.control.name,
-            "params": params,
-            "classes": self.classes_,
-            "multilabel": self.multilabel_,
-            "nb_scale": self.nb_scale_,
-            "svc_spread": self.svc_spread_,
-            "calibration": self.calibration_,
-            "fewshot": fewshot_meta,
-            "report": self.report_.to_dict() if self.report_ is not None else None,
-        }
         tmp = directory / (_ARRAYS_FILE + ".tmp.npz")
         np.savez(tmp, **arrays)
         tmp.replace(directory / _ARRAYS_FILE)
-        (directory / _META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
+        self.save_meta(
+            directory,
+            classes=self.classes_,
+            multilabel=self.multilabel_,
+            nb_scale=self.nb_scale_,
+            svc_spread=self.svc_spread_,
+            calibration=self.calibration_,
+            fewshot=fewshot_meta,
+            report=self.report_.to_dict() if self.report_ is not None else None,
+        )
 
     @classmethod
     def load(cls, directory: Path, control: ControlSpec) -> TextLinearModel:
         directory = Path(directory)
-        meta_path = directory / _META_FILE
-        if not meta_path.exists():
-            raise NotFoundError(f"no text-linear model in {directory}", field="model")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format_version") != _FORMAT_VERSION:
-            raise NotFoundError(
-                f"text-linear model format {meta.get('format_version')} is not supported (expected {_FORMAT_VERSION})",
-                field="model",
-            )
-        params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["params"].items()}
-        model = cls(control, **{k: v for k, v in params.items() if k in _DEFAULTS})
+        meta = read_meta(directory, _META_FILE, cls.name, _FORMAT_VERSION)
+        if "options" not in meta:  # saved before the model contract (ModelBase) called them options
+            meta["options"] = meta.get("params")
+        model = cls(control, **saved_options(meta, _DEFAULTS))
         with np.load(directory / _ARRAYS_FILE, allow_pickle=False) as z:
             if "weights" in z:
                 model.vocab_ = z["vocab"]

@@ -24,7 +24,7 @@ from labelpilot.encoders import encoder_problem
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError, SchemaError
 from labelpilot.jobs.schedule import retrain_due
 from labelpilot.jobs.state import ProjectStore, project_uid
-from labelpilot.jobs.training import model_name
+from labelpilot.jobs.training import check_model_options, model_name
 from labelpilot.models.base import family_for, get_family
 from labelpilot.netpolicy import origin
 from labelpilot.schema import LabelSchema, TaskKind, parse_label_config, require_supported
@@ -203,6 +203,8 @@ async def setup(request: Request) -> JSON:
     state = request.app.state
     uid = str(req.project)
     schema = require_supported(parse_label_config(req.label_config))  # a refused config is never stored
+    if isinstance(req.extra_params, dict):  # options a family does not take: a 422 now, not a failed job later
+        check_model_options(schema, req.extra_params.get("model_options"), req.extra_params.get("families"))
     dropped = state.store.upsert_project(
         uid,
         label_config=req.label_config,

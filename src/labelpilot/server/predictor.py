@@ -17,7 +17,7 @@ from labelpilot.data.types import Example, Prediction
 from labelpilot.data.vision_formats import image_size
 from labelpilot.jobs.training import model_name
 from labelpilot.media import MediaFetcher, resolve_media
-from labelpilot.models.base import Model, can_predict_untrained, family_for
+from labelpilot.models.base import Model, build_model, can_predict_untrained, family_for
 from labelpilot.models.bundle import Bundle
 from labelpilot.registry import ModelVersion, Registry
 from labelpilot.schema import ControlSpec, LabelSchema, TaskKind
@@ -92,7 +92,7 @@ class Predictor:
         for control in schema.controls:
             try:
                 family = family_for(control)
-                model = family(control) if family else None
+                model = build_model(family, control) if family else None
             except Exception as exc:  # a family that cannot even be built never breaks /setup
                 log.warning("no zero-shot model for %s: %s", control.name, exc)
                 continue

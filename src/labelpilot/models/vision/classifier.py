@@ -54,7 +54,7 @@ import numpy as np
 from labelpilot.data.types import Example, FitReport, Prediction
 from labelpilot.errors import InputError, LabelpilotError, TrainingError
 from labelpilot.imaging import load_array, open_image, resize_image, to_array
-from labelpilot.models.base import Progress, merge_options, read_meta, saved_options, write_meta
+from labelpilot.models.base import ModelBase, Progress
 from labelpilot.models.vision import backbone
 from labelpilot.schema.types import ControlSpec, TaskKind
 
@@ -116,6 +116,9 @@ class _Features:
             self._net = backbone.pooled_features(self.size, self.engine)
         return self._net
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_net": None}  # the backbone session is per process (rebuilt on first use)
+
     def key(self, flip: bool) -> str:
         return f"cls|{self.size}|{self.resize}|{'flip' if flip else 'orig'}"
 
@@ -174,15 +177,18 @@ class _Features:
         return out, errors
 
 
-class ImageClassifier:
+class ImageClassifier(ModelBase):
     """EfficientNet-Lite0 features + logistic regression for one ``<Choices>`` on ``<Image>`` (see module doc)."""
 
     name: ClassVar[str] = "image-classifier"
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.IMAGE_CHOICES})
+    DEFAULTS: ClassVar[dict[str, Any]] = DEFAULTS
+    OPTION_TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"C": (float, type(None))}
+    META_FILE: ClassVar[str] = META_FILE
+    FORMAT_VERSION: ClassVar[int] = FORMAT_VERSION
 
     def __init__(self, control: ControlSpec, **options: Any) -> None:
-        self.control = control
-        self.options: dict[str, Any] = merge_options(self.name, DEFAULTS, options)
+        super().__init__(control, **options)
         if self.options["resize"] not in ("center_crop", "squash", "letterbox"):
             raise InputError("resize must be center_crop, squash or letterbox", field="resize")
         self.multi_label_: bool = bool(control.multiple)
@@ -469,7 +475,7 @@ class ImageClassifier:
         P[[i for i, e in enumerate(errors) if e is not None]] = np.nan
         return P
 
-    def embed(self, examples: Sequence[Example]) -> np.ndarray | None:
+    def embed(self, examples: Sequence[Example]) -> np.ndarray:
         X, _ = self._features.compute([ex.image for ex in examples])
         return X
 
@@ -485,22 +491,14 @@ class ImageClassifier:
         if self.constant_ is not None:
             arrays["constant"] = self.constant_
         np.savez(d / HEAD_FILE, **arrays)
-        meta = {
-            "family": self.name,
-            "format_version": FORMAT_VERSION,
-            "options": self.options,
-            "labels": self.labels_,
-            "multi_label": self.multi_label_,
-            "backbone": {"name": "efficientnet-lite0", "weights": _weights_id_or_none()},
-            "report": self.report_.to_dict() if self.report_ else None,
-        }
-        write_meta(d, META_FILE, meta)
+        self.save_meta(d, labels=self.labels_, multi_label=self.multi_label_,
+                       backbone={"name": "efficientnet-lite0", "weights": _weights_id_or_none()},
+                       report=self.report_.to_dict() if self.report_ else None)
 
     @classmethod
     def load(cls, directory: Path, control: ControlSpec) -> ImageClassifier:
         d = Path(directory)
-        meta = read_meta(d, META_FILE, cls.name, FORMAT_VERSION, required=(HEAD_FILE,))
-        options = saved_options(meta, DEFAULTS)
+        meta, options = cls.load_meta(d, required=(HEAD_FILE,))
         model = cls(control, **options)
         saved = (meta.get("backbone") or {}).get("weights")
         current = _weights_id_or_none()

@@ -86,7 +86,7 @@ from PIL import Image, ImageEnhance
 from labelpilot.data.types import Box, Example, FitReport, Prediction
 from labelpilot.errors import InputError, LabelpilotError, TrainingError
 from labelpilot.imaging import open_image, to_array
-from labelpilot.models.base import Progress, merge_options, read_meta, saved_options, write_meta
+from labelpilot.models.base import ModelBase, Progress
 from labelpilot.models.vision import backbone
 from labelpilot.schema.types import ControlSpec, TaskKind
 
@@ -363,15 +363,17 @@ def train_threads() -> int:
 # ---------------------------------------------------------------------------------- the model
 
 
-class ImageDetector:
+class ImageDetector(ModelBase):
     """Frozen EfficientNet-Lite0 + a trained CenterNet-style head for one ``<RectangleLabels>`` (see module doc)."""
 
     name: ClassVar[str] = "image-detector"
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.IMAGE_BOXES})
+    DEFAULTS: ClassVar[dict[str, Any]] = DEFAULTS
+    META_FILE: ClassVar[str] = META_FILE
+    FORMAT_VERSION: ClassVar[int] = FORMAT_VERSION
 
     def __init__(self, control: ControlSpec, **options: Any) -> None:
-        self.control = control
-        self.options: dict[str, Any] = merge_options(self.name, DEFAULTS, options)
+        super().__init__(control, **options)
         size = int(self.options["image_size"])
         if size < 64 or size % 32:
             raise InputError("image_size must be a multiple of 32 and at least 64", field="image_size")
@@ -755,7 +757,7 @@ class ImageDetector:
                     out[start + i] = self._boxes_of(heat[row], corners[row], thr)
         return [p if p is not None else Prediction(error="not predicted") for p in out]
 
-    def embed(self, examples: Sequence[Example]) -> np.ndarray | None:
+    def embed(self, examples: Sequence[Example]) -> np.ndarray:
         """Global-average-pooled stride-32 backbone features, L2-normalised (n, 320); zeros when unreadable."""
         out = np.zeros((len(examples), 320), dtype=np.float32)
         ok, arrays, _ = self._load_batch(examples)
@@ -780,21 +782,14 @@ class ImageDetector:
             (d / HEAD_FILE).write_bytes(self.head_state_)
         if self.head_onnx_ is not None:
             (d / HEAD_ONNX_FILE).write_bytes(self.head_onnx_)
-        meta = {
-            "family": self.name,
-            "format_version": FORMAT_VERSION,
-            "options": self.options,
-            "labels": self.labels_,
-            "backbone": {"name": "efficientnet-lite0", "weights": _weights_id_or_none(), "taps": [10, 15]},
-            "report": self.report_.to_dict() if self.report_ else None,
-        }
-        write_meta(d, META_FILE, meta)
+        self.save_meta(d, labels=self.labels_,
+                       backbone={"name": "efficientnet-lite0", "weights": _weights_id_or_none(), "taps": [10, 15]},
+                       report=self.report_.to_dict() if self.report_ else None)
 
     @classmethod
     def load(cls, directory: Path, control: ControlSpec) -> ImageDetector:
         d = Path(directory)
-        meta = read_meta(d, META_FILE, cls.name, FORMAT_VERSION, required=(HEAD_FILE,))
-        options = saved_options(meta, DEFAULTS)
+        meta, options = cls.load_meta(d, required=(HEAD_FILE,))
         model = cls(control, **options)
         model.labels_ = list(meta.get("labels") or [])
         model.head_state_ = (d / HEAD_FILE).read_bytes()
