@@ -88,13 +88,16 @@ class Server:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"labelpilot serve exited {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
+            resp = httpx.get(url + "/health", timeout=1)
+            # past the start-up warm-up (the text encoder loaded), so the first /setup's version is the one
+            # that stays until a training
+            if resp.status_code == 200 and not resp.json().get("warming_up"):
                 return
         except httpx.HTTPError:
             pass

@@ -299,6 +299,14 @@ def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
         proc.wait(5)
 
 
+def _warming_up(resp: httpx.Response) -> bool:
+    try:
+        body = resp.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and bool(body.get("warming_up"))
+
+
 def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float, what: str) -> float:
     """Poll ``url`` until it answers 200; fail fast if the process died. Returns seconds waited."""
     started = time.monotonic()
@@ -309,7 +317,10 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float, wh
                     f"{what} exited with code {proc.returncode} before it was healthy; log {log}:\n{tail_file(log)}"
                 )
             try:
-                if client.get(url).status_code == 200:
+                resp = client.get(url)
+                # labelpilot's /health says warming_up until its start-up warm-up (the text encoder) is done,
+                # so the first /setup's version is the one that stays until a training
+                if resp.status_code == 200 and not _warming_up(resp):
                     return time.monotonic() - started
             except httpx.HTTPError:
                 pass

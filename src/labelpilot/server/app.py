@@ -117,7 +117,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runner = make_runner(settings, store, on_done=warm)
         app.state.lanes = Lanes(settings)
         # one thread: the text encoder first, then the serving models that may use it
-        threading.Thread(target=_warm_start, args=(predictor, store), name="labelpilot-warm-up", daemon=True).start()
+        app.state.warm = threading.Event()  # set when the start-up warm-up is over (/health says warming_up)
+        threading.Thread(target=_warm_start, args=(predictor, store, app.state.warm), name="labelpilot-warm-up",
+                         daemon=True).start()
         app.state.settings = settings
         app.state.registry = registry
         app.state.store = store
@@ -162,15 +164,20 @@ def _load_encoder() -> None:
         log.warning("text encoder: %s", problem)
 
 
-def _warm_start(predictor: Predictor, store: ProjectStore, limit: int = 16) -> None:
+def _warm_start(predictor: Predictor, store: ProjectStore, done: threading.Event, limit: int = 16) -> None:
     """At start-up, in the background: the text encoder, then the serving model of the most recently used
-    projects, so the first /predict of each server process (one per uvicorn worker) does not pay for them."""
-    _load_encoder()
-    for uid in store.project_uids()[:limit]:
-        try:
-            predictor.serving(uid)
-        except Exception as exc:  # a broken version must not stop the server; /predict will say what is wrong
-            log.warning("could not preload the model of %s: %s", uid, exc)
+    projects, so the first /predict of each server process (one per uvicorn worker) does not pay for them.
+    ``done`` is set at the end: until then /health answers ``"warming_up": true`` (still 200: the server
+    serves meanwhile, and /setup may answer ``untrained`` before the encoder is there)."""
+    try:
+        _load_encoder()
+        for uid in store.project_uids()[:limit]:
+            try:
+                predictor.serving(uid)
+            except Exception as exc:  # a broken version must not stop the server; /predict will say what is wrong
+                log.warning("could not preload the model of %s: %s", uid, exc)
+    finally:
+        done.set()
 
 
 def create_model_app(export_dir: Path | str, settings: Settings | None = None) -> FastAPI:

@@ -127,7 +127,9 @@ def validate(model: type[BaseModel], body: Any) -> Any:
 
 
 def health_body(request: Request) -> dict[str, Any]:
-    return {"status": "UP", "model_class": "labelpilot", "version": __version__}
+    warm = getattr(request.app.state, "warm", None)
+    return {"status": "UP", "model_class": "labelpilot", "version": __version__,
+            "warming_up": warm is not None and not warm.is_set()}
 
 
 def family_problems(schema: LabelSchema) -> list[str]:
