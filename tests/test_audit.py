@@ -290,3 +290,38 @@ def test_cli_on_a_label_studio_export_with_two_annotators(tmp_path: Path, run_cl
     assert bad.returncode == 2 and "not a JSON file" in bad.stdout
     bad = run_cli("export.json", "--config", "config.xml", "--control", "nope", cwd=tmp_path)
     assert bad.returncode == 2 and "no control 'nope'" in bad.stdout
+
+
+PROJECT_CONFIG = """<View><Text name="text" value="$text"/>
+<Choices name="topic" toName="text"><Choice value="sport"/><Choice value="tech"/><Choice value="food"/></Choices>
+<Labels name="ner" toName="text"><Label value="THING"/></Labels>
+</View>"""
+
+
+def test_audit_project_on_label_studio_tasks() -> None:
+    from labelpilot.audit import audit_project
+
+    ex = _topic_examples(60, 4)
+    planted = {9, 44}
+    tasks = []
+    for i, e in enumerate(ex):
+        lab = list(WORDS)[(i + 2) % 3] if i in planted else e.target.labels[0]
+        result = [{"from_name": "topic", "to_name": "text", "type": "choices", "value": {"choices": [lab]}}]
+        if i < 3:  # too few span annotations for an audit of "ner": a note, not an error
+            result.append({"from_name": "ner", "to_name": "text", "type": "labels",
+                           "value": {"start": 0, "end": 3, "labels": ["THING"]}})
+        anns = [{"id": i + 1, "completed_by": 1, "result": result}]
+        if i % 2 == 0:
+            anns.append({"id": 1000 + i, "completed_by": 2, "result": [
+                {"from_name": "topic", "to_name": "text", "type": "choices", "value": {"choices": [lab]}}]})
+        tasks.append({"id": 500 + i, "data": {"text": e.text}, "annotations": anns})
+    res = audit_project(PROJECT_CONFIG, tasks, options={"encoder": False})
+    topic, ner = res.controls
+    assert topic.control == "topic" and topic.family == "text-linear" and topic.examples == 60
+    assert {s.example_id for s in topic.suspects[:2]} == {str(500 + i) for i in planted}
+    assert topic.agreement is not None and topic.agreement.n_tasks == 30 and topic.agreement.overall == 1.0
+    assert ner.suspects == [] and any("at least 4" in n for n in ner.notes)
+    scores = res.score_by_task()
+    assert len(scores) == 60 and scores["509"] > 0.5 > scores["501"]
+    body = json.loads(json.dumps(res.to_dict(top=5)))
+    assert len(body["controls"][0]["suspects"]) == 5 and body["controls"][0]["agreement"]["metric"] == "cohen_kappa"

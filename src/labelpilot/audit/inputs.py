@@ -6,7 +6,7 @@ agreement tables (training keeps only one: ``pick_annotation``).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,17 +61,27 @@ def load_ls_export(path: Path, config: str, control_name: str | None = None) -> 
         tasks = [tasks]
     if not isinstance(tasks, list):
         raise InputError(f"{path}: a Label Studio export is a JSON list of tasks", field="data")
+    out = from_tasks(tasks, control, source=path.name)
+    if not out.examples:
+        detail = f" ({out.bad_rows[0]})" if out.bad_rows else ""
+        raise InputError(f"{path}: no annotated task for control {control.name!r}{detail}", field="data")
+    return out
+
+
+def from_tasks(tasks: Sequence[Any], control: ControlSpec, source: str = "tasks") -> AuditInput:
+    """Examples (the annotation training would learn from: ``pick_annotation``) and every annotator's
+    target per task, from tasks in Label Studio's export shape."""
     out = AuditInput(control, [])
     for n, task in enumerate(tasks, 1):
         if not isinstance(task, Mapping) or not isinstance(task.get("data"), Mapping):
-            out.bad_rows.append(f"{path.name}: task #{n}: not a task object with 'data'")
+            out.bad_rows.append(f"{source}: task #{n}: not a task object with 'data'")
             continue
         usable = [a for a in task.get("annotations") or [] if isinstance(a, Mapping) and not a.get("was_cancelled")]
         chosen = pick_annotation(usable)
         if chosen is None:
             continue
         example, reasons = task_training_example(task, list(chosen.get("result") or []), control)
-        out.bad_rows.extend(f"{path.name}: task #{n}: {r}" for r in reasons)
+        out.bad_rows.extend(f"{source}: task #{n}: {r}" for r in reasons)
         if example is None:
             continue
         if example.id is None:
@@ -88,9 +98,6 @@ def load_ls_export(path: Path, config: str, control_name: str | None = None) -> 
             by_annotator[key] = target
         out.examples.append(example)
         out.annotations.append(by_annotator)
-    if not out.examples:
-        detail = f" ({out.bad_rows[0]})" if out.bad_rows else ""
-        raise InputError(f"{path}: no annotated task for control {control.name!r}{detail}", field="data")
     return out
 
 

@@ -30,7 +30,7 @@ from labelpilot.schema.types import ControlSpec, TaskKind
 
 #: Options applied per family unless the caller sets them: the fast settings for K fits in a row.
 FAST_OPTIONS: dict[str, dict[str, Any]] = {
-    "text-linear": {"refit": False, "cv_folds_large": 3, "time_budget": float("inf")},
+    "text-linear": {"refit": False, "cv_folds": 3, "cv_folds_large": 3, "time_budget": float("inf")},
     "ner-crf": {"zero_shot": False, "lac": False, "fill_in": False},
 }
 
@@ -111,15 +111,21 @@ def out_of_fold(
     family: str | None = None,
     options: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    train_mask: Sequence[bool] | None = None,
 ) -> OutOfFold:
-    """Fit one model per fold on the other folds and predict the held-out fold (see the module doc)."""
+    """Fit one model per fold on the other folds and predict the held-out fold (see the module doc).
+
+    ``train_mask`` (aligned with ``examples``): examples marked False are predicted but never trained on
+    (the second, pruned round of ``suspects.find_suspects``)."""
     t0 = time.perf_counter()
     cls = get_family(family) if family else family_for(control)
     if cls is None:
         raise TrainingError(f"no model family for {control.kind} yet", field="family")
     if control.kind not in cls.kinds:
         raise InputError(f"family {cls.name!r} does not serve {control.kind}", field="family")
-    used = [ex for ex in examples if _has_target(ex, control)]
+    keep = [i for i, ex in enumerate(examples) if _has_target(ex, control)]
+    used = [examples[i] for i in keep]
+    trainable = np.ones(len(used), dtype=bool) if train_mask is None else np.array([bool(train_mask[i]) for i in keep])
     notes: list[str] = []
     if len(used) < len(examples):
         notes.append(f"{len(examples) - len(used)} example(s) without an annotation for {control.name!r} left out")
@@ -140,7 +146,7 @@ def out_of_fold(
     for f in range(k):
         if progress:
             progress(f, k, f"fold {f + 1}/{k}: fitting")
-        train = [used[i] for i in np.flatnonzero(fold_of != f)]
+        train = [used[i] for i in np.flatnonzero((fold_of != f) & trainable)]
         test_idx = np.flatnonzero(fold_of == f)
         test = [used[i] for i in test_idx]
         model = cls(control, **opts)
