@@ -18,8 +18,10 @@ Skips a dataset (with a visible message) when ``../shared/data`` does not have i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import pickle
 import random
 import subprocess
 import sys
@@ -59,6 +61,11 @@ def classification(name: str, args: argparse.Namespace) -> dict | None:
         print(f"[{name}] SKIPPED: data missing ({exc})", file=sys.stderr)
         return None
     control = parse_label_config(label_config(name)).controls[0]
+    pairs: list[str] | None = None
+    if name == "tnews" and args.keywords:  # TNEWS' keywords field as the second text (as a project would have it)
+        pairs = [json.loads(line)["keywords"] for line in (args.data / "tnews" / "train.json").open(encoding="utf-8")
+                 if line.strip()]
+        control = dataclasses.replace(control, pair_key="keywords")
     rng = random.Random(args.seed)
     idx = rng.sample(range(len(texts)), min(args.n, len(texts)))
     classes = control.label_keys
@@ -68,16 +75,18 @@ def classification(name: str, args: argparse.Namespace) -> dict | None:
         lab = labels[i]
         if pos in flipped:
             lab = rng.choice([c for c in classes if c != lab])
-        examples.append(Example(text=texts[i], id=str(pos), target=Target(labels=(lab,))))
+        examples.append(Example(text=texts[i], text_pair=pairs[i] if pairs else None, id=str(pos),
+                                target=Target(labels=(lab,))))
     load_before = _load_avg()
-    t0 = time.perf_counter()
-    oof = out_of_fold(control, examples, folds=args.folds, seed=args.seed, options=json.loads(args.options))
+    t0, c0 = time.perf_counter(), time.process_time()
+    oof = out_of_fold(control, examples, folds=args.folds, seed=args.seed, options=json.loads(args.options),
+                      repeats=args.repeats)
     sus = suspects_from_oof(oof, rank_by=args.rank_by)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     res = _rank_metrics([int(s.example_id) for s in sus], [s.score for s in sus], flipped, len(examples))
     flagged = {int(s.example_id) for s in sus if s.flagged}
     res.update(
-        dataset=name, n=len(examples), planted=len(flipped), seconds=round(seconds, 1),
+        dataset=name, n=len(examples), planted=len(flipped), seconds=round(seconds, 1), cpu_s=round(cpu, 1),
         load=f"{load_before} -> {_load_avg()}", folds=oof.folds, family=oof.family,
         oof_accuracy=round(float(np.mean([p.labels[:1] == (labels[i],) for p, i in zip(oof.predictions, idx,
                                                                                       strict=True)])), 4),
@@ -182,13 +191,22 @@ def spans(args: argparse.Namespace) -> dict | None:
     n_spans = sum(len(ex.target.spans) for ex in examples)
     info = _perturb_spans(examples, args.rate, rng, labels)
     load_before = _load_avg()
-    t0 = time.perf_counter()
-    oof = out_of_fold(control, examples, folds=args.folds, seed=args.seed, options=json.loads(args.span_options))
-    sus = suspects_from_oof(oof)
-    seconds = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), time.process_time()
+    cache = args.oof_cache / f"conll-{args.n_spans}-{args.seed}-{args.folds}.pkl" if args.oof_cache else None
+    if cache is not None and cache.is_file():  # rescoring only: the fits of an earlier run, same data and seed
+        oof = pickle.loads(cache.read_bytes())
+        print(f"[conll] out-of-fold predictions from {cache} (seconds below exclude the fits)", file=sys.stderr)
+    else:
+        oof = out_of_fold(control, examples, folds=args.folds, seed=args.seed,
+                          options=json.loads(args.span_options))
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_bytes(pickle.dumps(oof))
+    sus = suspects_from_oof(oof, span_support=args.span_support)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     task = _rank_metrics([int(s.example_id) for s in sus], [s.score for s in sus], info["tasks"], len(examples))
     # span level: each planted error is found when an issue in the top K points at it
-    issues = sorted(span_issues(oof), key=lambda s: -s.score)
+    issues = sorted(span_issues(oof, args.span_support), key=lambda s: -s.score)
     k = round(0.1 * n_spans)
     hit = [False] * len(info["planted"])
     by_kind: dict[str, list[bool]] = {}
@@ -205,7 +223,8 @@ def spans(args: argparse.Namespace) -> dict | None:
         by_kind.setdefault(kind, []).append(hit[p])
     return {
         "dataset": "conll2003", "n": len(examples), "n_spans": n_spans, "planted": len(info["planted"]),
-        "planted_tasks": len(info["tasks"]), "seconds": round(seconds, 1), "folds": oof.folds,
+        "planted_tasks": len(info["tasks"]), "seconds": round(seconds, 1), "cpu_s": round(cpu, 1),
+        "folds": oof.folds,
         "load": f"{load_before} -> {_load_avg()}",
         "task_found_top10": task["found_top10"], "task_precision_at_k": task["precision_at_k"],
         "task_roc_auc": task["roc_auc"],
@@ -223,10 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=0.1)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=1, help="classification: average over this many fold splits")
+    ap.add_argument("--span-support", default="min", choices=["min", "mean"])
     ap.add_argument("--rank-by", default="self_confidence")
+    ap.add_argument("--keywords", action="store_true", help="TNEWS: keywords as the second text field")
     ap.add_argument("--options", default="{}", help="JSON options of the classification family")
     ap.add_argument("--span-options", default="{}", help="JSON options of the span family")
     ap.add_argument("--cleanlab", default=None, help="python of a venv with cleanlab installed")
+    ap.add_argument("--oof-cache", type=Path, default=None,
+                    help="CoNLL: keep the out-of-fold predictions here (pickle) and reuse them to rescore")
     ap.add_argument("--json", type=Path, default=None, help="append results here as JSON lines")
     args = ap.parse_args(argv)
     if not args.data.is_dir():
@@ -238,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         if res is None:
             continue
         res["options"] = args.span_options if name == "conll" else args.options
+        res["repeats" if name != "conll" else "span_support"] = args.repeats if name != "conll" else args.span_support
+        if name == "tnews":
+            res["keywords"] = args.keywords
         print(json.dumps(res, ensure_ascii=False), flush=True)
         if args.json:
             with args.json.open("a", encoding="utf-8") as fh:

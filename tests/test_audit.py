@@ -58,6 +58,11 @@ def test_folds_are_stratified_and_small_sets_get_fewer() -> None:
     assert choose_folds(1000, 5) == 5 and choose_folds(20, 5) == 2 and choose_folds(30, 5) == 3
     with pytest.raises(InputError):
         out_of_fold(_control(list(WORDS)), ex[:3], options=FAST)
+    # two fold splits, probabilities averaged: still one distribution per example, labels from the mean
+    oof = out_of_fold(_control(list(WORDS)), ex[:48], folds=3, repeats=2, options=FAST)
+    assert "probabilities averaged over 2 fold splits" in oof.notes and oof.folds == 3
+    for p in oof.predictions:
+        assert sum(p.probs.values()) == pytest.approx(1.0, abs=1e-6) and p.labels[0] == max(p.probs, key=p.probs.get)
 
 
 def test_confident_learning_by_hand() -> None:

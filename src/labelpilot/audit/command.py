@@ -37,6 +37,8 @@ def audit_command(
     options: Annotated[list[str] | None, typer.Option("--options", help="Family options: JSON or key=value.")
                        ] = None,
     folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds.")] = 5,
+    repeats: Annotated[int, typer.Option(min=1, help="Class labels: average over this many fold splits "
+                                                     "(a better ranking for N times the fits).")] = 1,
     seed: int = 0,
     fmt: Annotated[str | None, typer.Option("--format", help="csv, tsv, jsonl, json, parquet, conll.")] = None,
 ) -> None:
@@ -73,7 +75,7 @@ def audit_command(
             bar.update(task, completed=done, total=total or None, description=message)
 
         oof = out_of_fold(ctl, audit_in.examples, folds=folds, seed=seed, family=family,
-                          options=parse_options(options), progress=progress)
+                          options=parse_options(options), progress=progress, repeats=repeats)
     suspects = suspects_from_oof(oof)
     multi = [a for a in audit_in.annotations if len(a) >= 2]
     agree = agreement(ctl, audit_in.annotations) if multi else None
@@ -83,8 +85,8 @@ def audit_command(
     n_flagged = sum(s.flagged for s in suspects)
     write_summary(out / "summary.json", {
         "control": ctl.name, "kind": str(ctl.kind), "family": oof.family, "examples": len(oof.examples),
-        "folds": oof.folds, "seconds": round(oof.seconds, 2), "flagged": n_flagged, "notes": oof.notes,
-        "skipped": audit_in.bad_rows[:100], "per_class": counts,
+        "folds": oof.folds, "repeats": repeats, "seconds": round(oof.seconds, 2), "flagged": n_flagged,
+        "notes": oof.notes, "skipped": audit_in.bad_rows[:100], "per_class": counts,
     }, agree)
 
     console.print(f"{len(oof.examples)} annotated examples of {ctl.name!r} ({ctl.kind}), {oof.family}, "

@@ -71,6 +71,7 @@ def audit_project(
     families: dict[str, str] | None = None,
     folds: int = 5,
     seed: int = 0,
+    repeats: int = 1,
     media: Any = None,
     progress: Progress | None = None,
 ) -> ProjectAudit:
@@ -100,7 +101,8 @@ def audit_project(
                 result.notes.append(f"no model family for {control.kind} yet")
                 continue
             oof = out_of_fold(control, examples, folds=folds, seed=seed, family=cls.name,
-                              options=options_for(options, control.name, cls.name), progress=progress)
+                              options=options_for(options, control.name, cls.name), progress=progress,
+                              repeats=repeats)
         except LabelpilotError as exc:
             result.notes.append(exc.message)
             continue

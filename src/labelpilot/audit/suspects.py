@@ -178,13 +178,20 @@ def _overlaps(a: Span, b: Span) -> bool:
     return a.start < b.end and b.start < a.end
 
 
-def _tag_support(span: Span, tm: TokenMarginals) -> float | None:
-    """Mean marginal probability of the annotated tags over the span's tokens (None: no token inside)."""
+def _tag_support(span: Span, tm: TokenMarginals, how: str = "min") -> float | None:
+    """How much the marginals support an annotated span (None: no token inside it): the probability of the
+    annotated tag on each of its tokens (B- on the first, I-/E-/S- after the tagger's scheme) and of the span
+    *ending* where it ends (1 - P(the next token continues it)); ``how`` = "min" takes the weakest of these
+    (one wrong boundary token is enough), "mean" their mean."""
     toks = [t for t, (s, e) in enumerate(tm.offsets) if s < span.end and span.start < e]
     if not toks or tm.marginals.size == 0:
         return None
     col = {t: j for j, t in enumerate(tm.tags)}
     bioes = any(t.startswith(("S-", "E-")) for t in tm.tags)
+
+    def p(t: int, tag: str) -> float:
+        return float(tm.marginals[t, col[tag]]) if tag in col else 0.0
+
     probs = []
     for pos, t in enumerate(toks):
         if bioes and len(toks) == 1:
@@ -195,11 +202,14 @@ def _tag_support(span: Span, tm: TokenMarginals) -> float | None:
             tag = f"E-{span.label}"
         else:
             tag = f"I-{span.label}"
-        probs.append(tm.marginals[t, col[tag]] if tag in col else 0.0)
-    return float(np.mean(probs))
+        probs.append(p(t, tag))
+    nxt = toks[-1] + 1
+    if nxt < len(tm.offsets):
+        probs.append(1.0 - p(nxt, f"I-{span.label}") - p(nxt, f"E-{span.label}"))
+    return float(min(probs) if how == "min" else np.mean(probs))
 
 
-def span_issues(oof: OutOfFold) -> list[SpanIssue]:
+def span_issues(oof: OutOfFold, how: str = "min") -> list[SpanIssue]:
     """Every annotated span and every unannotated predicted span, scored (see the module doc)."""
     issues: list[SpanIssue] = []
     for i, (ex, pred) in enumerate(zip(oof.examples, oof.predictions, strict=True)):
@@ -211,7 +221,7 @@ def span_issues(oof: OutOfFold) -> list[SpanIssue]:
             same = next((p for p in pred.spans if (p.start, p.end, p.label) == (g.start, g.end, g.label)), None)
             rival = max((p for p in pred.spans if _overlaps(p, g) and p is not same),
                         key=lambda p: p.score or 0.0, default=None)
-            support = _tag_support(g, tm) if tm is not None else None
+            support = _tag_support(g, tm, how) if tm is not None else None
             if support is None:
                 if same is not None:
                     support = same.score if same.score is not None else 1.0
@@ -228,9 +238,9 @@ def span_issues(oof: OutOfFold) -> list[SpanIssue]:
     return issues
 
 
-def _spans_suspects(control: ControlSpec, oof: OutOfFold) -> list[Suspect]:
+def _spans_suspects(control: ControlSpec, oof: OutOfFold, how: str) -> list[Suspect]:
     worst: dict[int, SpanIssue] = {}
-    for iss in span_issues(oof):
+    for iss in span_issues(oof, how):
         if iss.index not in worst or iss.score > worst[iss.index].score:
             worst[iss.index] = iss
     out = []
@@ -310,11 +320,13 @@ def _boxes_suspects(control: ControlSpec, oof: OutOfFold) -> list[Suspect]:
 # ------------------------------------------------------------------------------------ entry
 
 
-def suspects_from_oof(oof: OutOfFold, *, rank_by: str = "self_confidence") -> list[Suspect]:
-    """Suspects from out-of-fold predictions already made, most suspect first."""
+def suspects_from_oof(oof: OutOfFold, *, rank_by: str = "self_confidence", span_support: str = "min"
+                      ) -> list[Suspect]:
+    """Suspects from out-of-fold predictions already made, most suspect first. ``rank_by``: class labels'
+    quality ("self_confidence" or "normalized_margin"); ``span_support``: "min" or "mean" (``_tag_support``)."""
     control = oof.control
     if control.kind is TaskKind.TEXT_SPANS:
-        out = _spans_suspects(control, oof)
+        out = _spans_suspects(control, oof, span_support)
     elif control.kind is TaskKind.IMAGE_BOXES:
         out = _boxes_suspects(control, oof)
     else:
@@ -331,7 +343,10 @@ def find_suspects(
     family: str | None = None,
     options: dict[str, Any] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    repeats: int = 1,
 ) -> list[Suspect]:
-    """Out-of-fold predictions for ``examples`` (annotated for ``control``), then the ranked suspects."""
-    oof = out_of_fold(control, examples, folds=folds, seed=seed, family=family, options=options, progress=progress)
+    """Out-of-fold predictions for ``examples`` (annotated for ``control``), then the ranked suspects.
+    ``repeats``: class labels only, average over that many fold splits (see ``oof.out_of_fold``)."""
+    oof = out_of_fold(control, examples, folds=folds, seed=seed, family=family, options=options, progress=progress,
+                      repeats=repeats)
     return suspects_from_oof(oof)
