@@ -330,3 +330,21 @@ def test_audit_project_on_label_studio_tasks() -> None:
     assert len(scores) == 60 and scores["509"] > 0.5 > scores["501"]
     body = json.loads(json.dumps(res.to_dict(top=5)))
     assert len(body["controls"][0]["suspects"]) == 5 and body["controls"][0]["agreement"]["metric"] == "cohen_kappa"
+
+
+def test_cli_on_a_conll_file(tmp_path: Path, run_cli: Callable[..., Ran]) -> None:
+    rng = random.Random(8)
+    lines, planted = [], {7, 29}
+    for i in range(60):
+        p, loc = rng.choice(PER), rng.choice(LOC)
+        tags = {p: "B-PER", loc: "B-LOC"} if i not in planted else {p: "B-LOC", loc: "B-LOC"}  # PER retyped
+        for tok in f"{p} flew to {loc} today .".split():
+            lines.append(f"{tok} {tags.get(tok, 'O')}")
+        lines.append("")
+    (tmp_path / "ner.conll").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    res = run_cli("ner.conll", "--kind", "spans", "--out", "out", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout
+    rows = list(csv.DictReader((tmp_path / "out" / "suspects.csv").open(encoding="utf-8")))
+    # ids are the file and the line where the sentence starts (7 lines a sentence)
+    assert len(rows) == 60 and {r["id"] for r in rows[:2]} == {f"ner.conll:{7 * i + 1}" for i in planted}
+    assert rows[0]["given"].endswith("=LOC") and rows[0]["suggested"].endswith("=PER")
