@@ -7,17 +7,19 @@ of the *confident joint* when some other class ``j`` reaches its threshold and i
 normalized margin ``p[given] - max_{j != given} p[j]``. ``score`` = 1 - quality, mapped to 0..1. Multi-label is
 the same per label (given 1 vs 0, thresholds per label and side) and an example scores by its worst label.
 
-Why not cleanlab: the brief expected cleanlab 2.9.0 to be AGPL-3.0; its wheel's METADATA and LICENSE say
-Apache-2.0 (checked in a throwaway venv), so the licence is not the obstacle. Its weight is: it pulls pandas,
+Why not cleanlab: it is often listed as AGPL-3.0, but the 2.9.0 wheel's METADATA and LICENSE say Apache-2.0
+(checked in a throwaway venv), so the licence is not the obstacle. Its weight is: it pulls pandas,
 tqdm, termcolor and more into a server whose RSS budget is 300 MB, for what is here ~60 lines of numpy
 (thresholds, confident joint, ranking) over the probabilities our own families already produce.
 ``bench/noise.py --cleanlab PYTHON`` runs cleanlab's ``find_label_issues`` on the same out-of-fold
 probabilities in that other interpreter and reports its figures beside ours.
 
-Spans (NER): every annotated span is scored by how little the out-of-fold model supports it: ``1 - mean`` over
-its tokens of the marginal probability of the annotated tag (from ``marginals`` when the family has them, else
-1 - the predicted span's score when the model predicted the same span, and the token max-marginals otherwise);
-every span the model predicts that overlaps no annotation is a *missed span* scored by the model's span score.
+Spans (NER): every annotated span is scored by how little the out-of-fold model supports it: 1 - the weakest
+of the marginal probabilities of the annotated tags on its tokens and of the span ending there (the next token
+not continuing it), from ``marginals`` when the family has them (else 1 - the predicted span's score when the
+model predicted the same span, and the token max-marginals otherwise). On CoNLL-2003 the weakest-token rule
+found 66 % of planted span errors against 51 % for the mean (moved boundaries: 86 % against 7 %). Every span the
+model predicts that overlaps no annotation is a *missed span* scored by the model's span score.
 A task's score is its worst span. Boxes: annotated and predicted boxes are matched by IoU (the project's
 ``data.labelstudio._iou``); a match with another label scores the predicted box's score, a predicted box with no
 annotated box is a missed box, an annotated box the model did not find scores 0.5 (a detector miss is weak
