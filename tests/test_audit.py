@@ -296,6 +296,16 @@ def test_cli_on_a_label_studio_export_with_two_annotators(tmp_path: Path, run_cl
     bad = run_cli("export.json", "--config", "config.xml", "--control", "nope", cwd=tmp_path)
     assert bad.returncode == 2 and "no control 'nope'" in bad.stdout
 
+    image_config = ('<View><Image name="img" value="$image"/><Choices name="kind" toName="img">'
+                    '<Choice value="cat"/><Choice value="dog"/></Choices></View>')
+    (tmp_path / "image.xml").write_text(image_config, encoding="utf-8")
+    (tmp_path / "images.json").write_text(json.dumps([
+        {"id": i, "data": {"image": f"http://ls.example/data/{i}.jpg"}, "annotations": [{"id": i, "result": [
+            {"from_name": "kind", "to_name": "img", "type": "choices", "value": {"choices": ["cat"]}}]}]}
+        for i in range(6)]), encoding="utf-8")
+    bad = run_cli("images.json", "--config", "image.xml", cwd=tmp_path)
+    assert bad.returncode == 2 and "not on this machine" in bad.stdout
+
 
 PROJECT_CONFIG = """<View><Text name="text" value="$text"/>
 <Choices name="topic" toName="text"><Choice value="sport"/><Choice value="tech"/><Choice value="food"/></Choices>

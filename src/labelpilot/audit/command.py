@@ -61,6 +61,11 @@ def audit_command(
         if not config.is_file():
             raise InputError(f"{config}: no such label config file", field="config")
         audit_in = load_ls_export(data, config.read_text(encoding="utf-8"), control)
+        remote = [ex.image for ex in audit_in.examples if ex.image and not Path(ex.image).is_file()]
+        if remote:
+            raise InputError(f"{len(remote)} image task(s) point at files not on this machine (e.g. {remote[0]!r}); "
+                             "audit image projects from the server (audit_project) or with local paths",
+                             field="data")
     else:
         audit_in = load_file(data, kind, Columns(text=text_col, pair=pair_col, label=label_col, id=id_col), fmt=fmt)
     for line in audit_in.bad_rows[:10]:
