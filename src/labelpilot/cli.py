@@ -381,6 +381,18 @@ def keywords(
     console.print(f"{n} rows -> {output}")
 
 
+def _mount_audit() -> None:
+    """``labelpilot audit`` (issue 16): its module imports only typer/rich; the audit itself loads when run."""
+    from labelpilot.audit.command import audit_command
+
+    app.command("audit", help="Find likely label errors (out-of-fold confident learning) and annotator agreement.")(
+        audit_command
+    )
+
+
+_mount_audit()
+
+
 def _mount_optional_commands(first: str | None) -> None:
     """The loop and bench commands live with their packages. ``loop.cli`` is light (typer only; the runner
     is imported when the command runs), so ``loop`` is always listed; ``bench prelabel`` is mounted only when
