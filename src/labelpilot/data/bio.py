@@ -117,11 +117,6 @@ def jieba_tokenizer() -> Any:
     return _JIEBA
 
 
-def char_tokenize(text: str) -> Offsets:
-    """One token per non-space code point (pure char-level tagging)."""
-    return [(i, i + 1) for i, ch in enumerate(text) if not ch.isspace()]
-
-
 def refine_tokens(offsets: Sequence[tuple[int, int]], cuts: Iterable[int]) -> Offsets:
     """Split tokens at the positions ``cuts`` that fall strictly inside a token."""
     cut_set = sorted(set(cuts))
@@ -463,7 +458,3 @@ def format_conll(
             out.append(f"{tok}{column_sep}{tag}")
         out.append("")
     return "\n".join(out) + ("\n" if out else "")
-
-
-def write_conll(examples: Iterable[Example], path: str | Path, **kwargs: object) -> None:
-    Path(path).write_text(format_conll(examples, **kwargs), encoding="utf-8")  # type: ignore[arg-type]

@@ -156,10 +156,6 @@ class ProjectStore(ThreadLocalSQLite):
     def project_uids(self) -> list[str]:
         return [r["uid"] for r in self._db().execute("SELECT uid FROM projects ORDER BY updated DESC")]
 
-    def find_by_ls_id(self, ls_id: int) -> list[dict[str, Any]]:
-        rows = self._db().execute("SELECT uid FROM projects WHERE uid=? OR uid LIKE ?", (str(ls_id), f"{ls_id}.%"))
-        return [p for r in rows if (p := self.project(r["uid"]))]
-
     def count_annotation_event(self, uid: str, n: int = 1) -> int:
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO projects(uid, updated) VALUES (?, ?)", (uid, time.time()))
@@ -300,13 +296,6 @@ class ProjectStore(ThreadLocalSQLite):
         ).fetchone()
         return (int(row[0]), bool(row[1])) if row else None
 
-    def add_job(self, uid: str, reason: str) -> int:
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO jobs(uid, reason, state, queued) VALUES (?, ?, 'queued', ?)", (uid, reason, time.time())
-            )
-            return int(cur.lastrowid)
-
     def update_job(self, job_id: int, **fields: Any) -> None:
         if not fields:
             return
@@ -323,6 +312,14 @@ class ProjectStore(ThreadLocalSQLite):
     def jobs(self, uid: str, limit: int = 20) -> list[dict[str, Any]]:
         rows = self._db().execute("SELECT * FROM jobs WHERE uid=? ORDER BY id DESC LIMIT ?", (uid, limit))
         return [self._job_dict(r) for r in rows]
+
+    def done_since(self, since: float) -> list[tuple[int, str, float]]:
+        """(id, uid, finished) of the jobs that ended 'done' at or after ``since`` (a ``time.time()``), oldest
+        first: how a server learns of the jobs its RQ workers finished."""
+        rows = self._db().execute(
+            "SELECT id, uid, finished FROM jobs WHERE state='done' AND finished>=? ORDER BY finished, id", (since,)
+        )
+        return [(int(r[0]), str(r[1]), float(r[2])) for r in rows]
 
     @staticmethod
     def _job_dict(row: sqlite3.Row) -> dict[str, Any]:

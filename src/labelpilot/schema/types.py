@@ -141,10 +141,6 @@ class LabelSchema:
                 return c
         raise KeyError(name)
 
-    @property
-    def data_keys(self) -> list[str]:
-        return [o.value_key for o in self.objects if o.value_key]
-
     def problems(self) -> list[str]:
         """Messages for controls that will not get predictions (empty when all are supported)."""
         return [
