@@ -26,7 +26,7 @@ from typing import Any
 
 from labelpilot import __version__
 from labelpilot.data.labelstudio import IMAGE_KINDS, pick_annotation, task_training_example
-from labelpilot.data.types import Example, FitReport, Prediction, Span, Target
+from labelpilot.data.types import IMAGE_SUFFIXES, Example, FitReport, Prediction, Span, Target
 from labelpilot.errors import InputError, TrainingError
 from labelpilot.files import LABEL_SEP, Row, RowWriter, read_rows, split_labels
 from labelpilot.models.base import family_for, get_family
@@ -34,7 +34,6 @@ from labelpilot.models.bundle import MANIFEST, Bundle
 from labelpilot.registry import ModelVersion, Registry, parse_model_ref
 from labelpilot.schema import ControlSpec, LabelSchema, TaskKind, make_label_config, parse_label_config
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 KINDS = {
     "choices": "choices", "multilabel": "choices", "taxonomy": "taxonomy", "spans": "labels", "image": "image-choices",
     "boxes": "rectangles",

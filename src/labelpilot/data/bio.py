@@ -103,14 +103,18 @@ _JIEBA_LOCK = threading.Lock()
 
 
 def jieba_tokenizer() -> Any:
-    """A private, lazily initialised ``jieba.Tokenizer``: words that other code adds to jieba's global
-    tokenizer (``jieba.add_word``) do not leak into tagging or keyword extraction, and vice versa."""
+    """The process's one jieba tokenizer (tagging, keywords, the gazetteer, text-linear's word n-grams): a
+    private, lazily initialised ``jieba.Tokenizer``, so words that other code adds to jieba's global
+    tokenizer (``jieba.add_word``) do not leak into any model, and vice versa; its startup log is
+    silenced."""
     global _JIEBA
     if _JIEBA is None:
         with _JIEBA_LOCK:
             if _JIEBA is None:
-                import jieba
+                import jieba  # heavy (its dictionary): only once Chinese text is segmented
 
+                jieba.setLogLevel(logging.WARNING)
+                logging.getLogger("jieba").setLevel(logging.WARNING)
                 tok = jieba.Tokenizer()
                 tok.initialize()
                 _JIEBA = tok

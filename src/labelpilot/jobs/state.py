@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,15 @@ def _annotation_row(uid: str, task: dict[str, Any], ann: dict[str, Any], now: fl
     if task_id is None or ann_id is None:
         return None
     return (uid, task_id, ann_id, orjson.dumps(task).decode(), orjson.dumps(ann).decode(), now)
+
+
+def export_shape(rows: Iterable[tuple[int, dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``(task id, task, annotation)`` rows, grouped by task id in order of appearance, as Label Studio's
+    export shape: each task once, with its annotations (in row order) under ``"annotations"``."""
+    by_task: dict[int, dict[str, Any]] = {}
+    for task_id, task, ann in rows:
+        by_task.setdefault(task_id, {**task, "annotations": []})["annotations"].append(ann)
+    return list(by_task.values())
 
 
 class ProjectStore(ThreadLocalSQLite):
@@ -243,13 +252,10 @@ class ProjectStore(ThreadLocalSQLite):
 
     def tasks(self, uid: str) -> list[dict[str, Any]]:
         """Annotated tasks of a project in export shape: ``{"id", "data", "annotations": [...]}``."""
-        by_task: dict[int, dict[str, Any]] = {}
-        rows = self._db().execute("SELECT task, annotation FROM annotations WHERE uid=? ORDER BY task_id", (uid,))
-        for row in rows:
-            task = json.loads(row["task"])
-            entry = by_task.setdefault(int(task["id"]), {**task, "annotations": []})
-            entry["annotations"].append(json.loads(row["annotation"]))
-        return list(by_task.values())
+        rows = self._db().execute(
+            "SELECT task_id, task, annotation FROM annotations WHERE uid=? ORDER BY task_id", (uid,)
+        )
+        return export_shape((int(r["task_id"]), json.loads(r["task"]), json.loads(r["annotation"])) for r in rows)
 
     # -- jobs ---------------------------------------------------------------------------------------
     def claim_or_defer(self, uid: str, reason: str, full_export: bool) -> tuple[int, bool]:
