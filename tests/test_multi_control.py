@@ -8,13 +8,12 @@ import csv
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import LABELPILOT, free_port, stop_server
+from tests.conftest import LABELPILOT, _wait_healthy, free_port, stop_server
 
 pytest.importorskip("labelpilot.models.text_linear", reason="the text-linear family is not built yet")
 pytest.importorskip("labelpilot.models.ner_crf", reason="the ner-crf family is not built yet")
@@ -81,12 +80,7 @@ def test_v1_answers_every_control(data_dir: Path) -> None:
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        _wait_healthy(url, proc, data_dir / "serve.log", timeout=60)
         one = httpx.post(f"{url}/v1/models/trip/predict", json={"id": "a", "text": "Carol loved the trip to Rome"},
                          timeout=30).json()
         # the first control keeps the single-control shape at the top level
