@@ -91,7 +91,7 @@ def example(item: dict[str, Any]) -> Any:
 def same_fields(up: Any, turned: Any) -> bool:
     """The same labels and texts, and boxes (both relative to their own image, the turned one mapped back)
     within IoU 0.8."""
-    from labelpilot.models.document import box_iou
+    from labelpilot.geometry import iou as box_iou
 
     a = {b.label: b for b in up.boxes}
     b_ = {b.label: b for b in turned.boxes}

@@ -25,7 +25,8 @@ from pathlib import Path
 from labelpilot.data.bio import read_conll, read_weibo
 from labelpilot.data.cluener import read_cluener
 from labelpilot.data.types import Example, Span
-from labelpilot.models.ner_crf import DEFAULTS, NerCrfModel, lac_available, span_prf
+from labelpilot.metrics import span_prf
+from labelpilot.models.ner_crf import DEFAULTS, NerCrfModel, lac_available
 from labelpilot.schema.types import ControlSpec, LabelSpec, TaskKind
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

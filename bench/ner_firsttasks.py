@@ -30,7 +30,8 @@ from pathlib import Path
 from labelpilot.data.bio import read_conll, read_weibo
 from labelpilot.data.cluener import read_cluener
 from labelpilot.data.types import Example, Span, Target
-from labelpilot.models.ner_crf import NerCrfModel, span_prf
+from labelpilot.metrics import span_prf
+from labelpilot.models.ner_crf import NerCrfModel
 from labelpilot.schema.types import ControlSpec, LabelSpec, TaskKind
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from labelpilot.data.types import Box, Example, Target
+from labelpilot.geometry import corners, iou
 from labelpilot.schema.types import ControlSpec, LabelSpec, TaskKind
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -224,11 +225,7 @@ def bench_detector(data: Path, options: dict[str, Any], lines: list[str]) -> Non
 
 
 def _iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a.x + a.width, b.x + b.width) - max(a.x, b.x))
-    iy = max(0.0, min(a.y + a.height, b.y + b.height) - max(a.y, b.y))
-    inter = ix * iy
-    union = a.width * a.height + b.width * b.height - inter
-    return inter / union if union > 0 else 0.0
+    return iou(corners(a.x, a.y, a.width, a.height), corners(b.x, b.y, b.width, b.height))
 
 
 # ------------------------------------------------------------------------------------------- results

@@ -164,7 +164,8 @@ def test_key_value_fields_on_a_page_before_any_annotation(form_page, tmp_path: P
 
 
 def test_turned_pages_give_the_upright_fields_mapped_back(form_page, tmp_path: Path) -> None:
-    from labelpilot.models.document import DocumentFieldModel, box_iou, field_scores
+    from labelpilot.geometry import iou as box_iou
+    from labelpilot.models.document import DocumentFieldModel, field_scores
     from labelpilot.orientation import orientation_available
 
     if not orientation_available():

@@ -115,12 +115,12 @@ def _ocr_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 def test_ocr_reads_the_chinese_drawn_in_each_packaged_font(face: int, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("rapidocr", reason="OCR needs rapidocr (the 'ocr' extra)")
-    from labelpilot.ocr import ocr_page
+    from labelpilot.ocr import OcrEngine
 
     monkeypatch.setenv("LABELPILOT_FONT_ZH", synthdocs.bundled_fonts("zh")[face])
     page = synthdocs.make_page(tmp_path / "zh.png", lang="zh", layout="two-column", seed=3)
     assert {label for label, _, _ in page.fields} == set(synthdocs.FIELDS)
-    text = ocr_page(page.path).text.replace("\n", "")
+    text = OcrEngine.get().page(page.path).text.replace("\n", "")
     values = [value for _, _, value in page.fields]
     assert sum(any("\u4e00" <= ch <= "\u9fff" for ch in v) for v in values) >= 3  # real Chinese on the page
     verbatim = [v for v in values if v in text]

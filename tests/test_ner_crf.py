@@ -11,6 +11,7 @@ import pytest
 
 from labelpilot.data.types import Example, Prediction, Span, Target
 from labelpilot.errors import InputError, TrainingError
+from labelpilot.metrics import span_prf
 from labelpilot.models.base import Model
 from labelpilot.models.ner_crf import (
     NerCrfModel,
@@ -19,7 +20,6 @@ from labelpilot.models.ner_crf import (
     mean_token_entropy,
     normalized_sequence_logprob,
     prediction_uncertainty,
-    span_prf,
     token_entropies,
     token_uncertainties,
 )

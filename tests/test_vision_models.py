@@ -319,7 +319,8 @@ def test_detector_learns_a_square_and_round_trips(tmp_path: Path) -> None:
 
 
 def test_nms_and_average_precision() -> None:
-    from labelpilot.models.vision.detector import average_precision, box_iou, nms
+    from labelpilot.geometry import iou_matrix as box_iou
+    from labelpilot.models.vision.detector import average_precision, nms
 
     boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [0, 0, 10, 10]], dtype=float)
     scores = np.array([0.9, 0.8, 0.7, 0.6])

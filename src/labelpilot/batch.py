@@ -2,6 +2,10 @@
 
 The functions here are the core of ``labelpilot train / evaluate / predict / export``; the CLI only parses
 arguments and draws progress bars.
+
+Batch prediction serves every control of a bundle: the unprefixed output columns (``predictions``,
+``confidence``, ...) are the first control's, as for a single-control model, and a multi-control model adds
+``<control>.predictions``, ``<control>.confidence``, ... for each of its controls.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,8 +27,8 @@ from typing import Any
 from labelpilot import __version__
 from labelpilot import evaluate as ev
 from labelpilot.data import bio
-from labelpilot.data.labelstudio import pick_annotation, task_training_example
-from labelpilot.data.types import Example, FitReport, Prediction, Span, Target
+from labelpilot.data.labelstudio import IMAGE_KINDS, pick_annotation, task_training_example
+from labelpilot.data.types import IMAGE_SUFFIXES, Example, FitReport, Prediction, Span, Target
 from labelpilot.data.vision_formats import parse_coco, read_voc_dir
 from labelpilot.errors import InputError, TrainingError
 from labelpilot.files import LABEL_SEP, Row, RowWriter, read_rows, split_labels
@@ -34,7 +38,6 @@ from labelpilot.models.bundle import MANIFEST, Bundle
 from labelpilot.registry import ModelVersion, Registry, parse_model_ref
 from labelpilot.schema import ControlSpec, LabelSchema, TaskKind, make_label_config, parse_label_config
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 KINDS = {
     "choices": "choices", "multilabel": "choices", "taxonomy": "taxonomy", "spans": "labels", "image": "image-choices",
     "boxes": "rectangles",
@@ -363,17 +366,23 @@ def evaluate_file(
 
 # -- batch prediction ------------------------------------------------------------------------------
 
-_WORKER_MODEL: Any = None
+_WORKER_BUNDLE: Bundle | None = None
 
 
 def _init_worker(bundle_dir: str) -> None:
-    global _WORKER_MODEL
+    global _WORKER_BUNDLE
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _WORKER_MODEL = _control(load_folder(Path(bundle_dir)))[1]
+    _WORKER_BUNDLE = load_folder(Path(bundle_dir))
 
 
-def _predict_chunk(examples: list[Example]) -> list[Prediction]:
-    return _WORKER_MODEL.predict(examples)
+def _predict_controls(bundle: Bundle, examples: dict[str, list[Example]]) -> dict[str, list[Prediction]]:
+    """Every control's predictions for its examples (control name -> examples of one chunk)."""
+    return {name: bundle.models[name].predict(exs) for name, exs in examples.items()}
+
+
+def _predict_chunk(examples: dict[str, list[Example]]) -> dict[str, list[Prediction]]:
+    assert _WORKER_BUNDLE is not None, "the worker initializer loads the bundle"
+    return _predict_controls(_WORKER_BUNDLE, examples)
 
 
 @dataclass
@@ -439,22 +448,33 @@ def predict_file(
             raise InputError(f"{ref!r} is not a model folder and no registry was given", field="model")
         bundle_dir = registry.get(name, version).path
     bundle = load_folder(bundle_dir)
-    control, model = _control(bundle)
-    kind = "image" if control.kind in (TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES) else "text"
+    controls = [bundle.schema.control(name) for name in bundle.models]
+    # text controls read --text-col; only when they label different objects does each read its own column
+    own_col = len({c.to_name for c in controls if c.kind not in IMAGE_KINDS}) > 1
     out_set = set(outputs)
     unknown = out_set - {"predictions", "probabilities", "logits"}
     if unknown:
         raise InputError(f"unknown --outputs {sorted(unknown)}; use predictions, probabilities, logits",
                          field="outputs")
-    columns = [c for c in ("id",) if cols.id] + list(append_cols)
-    columns += [c for c in ("predictions", "confidence") if "predictions" in out_set]
-    columns += [c for c in ("probabilities", "logits") if c in out_set] + ["error"]
+    fields = [c for c in ("predictions", "confidence") if "predictions" in out_set]
+    fields += [c for c in ("probabilities", "logits") if c in out_set] + ["error"]
+    columns = [c for c in ("id",) if cols.id] + list(append_cols) + fields
+    if len(controls) > 1:  # the unprefixed columns stay the first control's; every control also has its own
+        columns += [f"{c.name}.{f}" for c in controls for f in fields]
     writer = RowWriter(output, columns, out_fmt)
     stats = PredictStats()
     t0 = time.perf_counter()
 
-    def batches() -> Iterator[tuple[list[Example], list[dict[str, Any]]]]:
-        exs: list[Example] = []
+    def row_examples(row: Row) -> dict[str, Example]:
+        out = {}
+        for control in controls:
+            kind = "image" if control.kind in IMAGE_KINDS else "text"
+            own = own_col and kind == "text" and control.value_key in row.values
+            out[control.name] = _row_example(row, replace(cols, text=control.value_key) if own else cols, kind)
+        return out
+
+    def batches() -> Iterator[tuple[dict[str, list[Example]], list[dict[str, Any]]]]:
+        exs: dict[str, list[Example]] = {c.name: [] for c in controls}
         meta: list[dict[str, Any]] = []
         for row in read_rows(path, fmt):
             stats.rows += 1
@@ -462,7 +482,8 @@ def predict_file(
                 msg = f"{path.name}:{row.line}: {row.error}"
             else:
                 try:
-                    exs.append(_row_example(row, cols, kind))
+                    for name, ex in row_examples(row).items():
+                        exs[name].append(ex)
                     meta.append({c: row.values.get(c) for c in append_cols} | (
                         {"id": row.values.get(cols.id)} if cols.id else {}))
                     msg = None
@@ -472,22 +493,29 @@ def predict_file(
                 stats.bad_rows.append(msg)
                 if strict:
                     raise InputError(f"malformed row {msg} (--strict)", field="input")
-            if len(exs) >= chunk:
+            if len(meta) >= chunk:
                 yield exs, meta
-                exs, meta = [], []
-        if exs:
+                exs, meta = {c.name: [] for c in controls}, []
+        if meta:
             yield exs, meta
 
-    def emit(preds: list[Prediction], meta: list[dict[str, Any]]) -> None:
-        writer.write([m | _format(p, control, out_set, threshold) for p, m in zip(preds, meta, strict=True)])
-        stats.predicted += len(preds)
+    def emit(preds: dict[str, list[Prediction]], meta: list[dict[str, Any]]) -> None:
+        rows = []
+        for i, m in enumerate(meta):
+            formatted = {c.name: _format(preds[c.name][i], c, out_set, threshold) for c in controls}
+            row = m | formatted[controls[0].name]
+            if len(controls) > 1:
+                row |= {f"{name}.{k}": v for name, f in formatted.items() for k, v in f.items()}
+            rows.append(row)
+        writer.write(rows)
+        stats.predicted += len(meta)
         if on_progress:
             on_progress(stats.predicted)
 
     try:
         if workers <= 1:
             for exs, meta in batches():
-                emit(model.predict(exs), meta)
+                emit(_predict_controls(bundle, exs), meta)
         else:
             with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
                                      initargs=(str(bundle_dir),)) as pool:

@@ -383,7 +383,7 @@ def keywords(
 
 def _mount_audit() -> None:
     """``labelpilot audit`` (issue 16): its module imports only typer/rich; the audit itself loads when run."""
-    from labelpilot.audit.command import audit_command
+    from labelpilot.audit.command import audit_command  # lazy: CLI start-up
 
     app.command("audit", help="Find likely label errors (out-of-fold confident learning) and annotator agreement.")(
         audit_command

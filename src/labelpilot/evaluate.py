@@ -1,5 +1,6 @@
-"""Metrics for a model on labelled examples: classification (single/multi-label), spans, and a
-confusion-matrix plot. Pure computation plus one PNG writer."""
+"""Reports for a model on labelled examples: classification (single/multi-label), spans, and a
+confusion-matrix plot. Pure computation (P/R/F1 and span matching from :mod:`labelpilot.metrics`) plus one
+PNG writer."""
 
 from __future__ import annotations
 
@@ -11,13 +12,7 @@ from typing import Any
 import numpy as np
 
 from labelpilot.data.types import Example, Prediction
-
-
-def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    f = 2 * p * r / (p + r) if p + r else 0.0
-    return p, r, f
+from labelpilot.metrics import prf, span_counts, total
 
 
 def classification_report(
@@ -32,12 +27,12 @@ def classification_report(
         fp = sum(1 for g, p in zip(gold, pred, strict=True) if lab not in g and lab in p)
         fn = sum(1 for g, p in zip(gold, pred, strict=True) if lab in g and lab not in p)
         totals.update(tp=tp, fp=fp, fn=fn)
-        p_, r_, f_ = _prf(tp, fp, fn)
+        p_, r_, f_ = prf(tp, fp, fn)
         per[lab] = {"precision": p_, "recall": r_, "f1": f_, "support": sum(1 for g in gold if lab in g)}
     present = [lab for lab in labels if per[lab]["support"] > 0]
     macro = {k: float(np.mean([per[lab][k] for lab in present])) if present else 0.0
              for k in ("precision", "recall", "f1")}
-    micro = dict(zip(("precision", "recall", "f1"), _prf(totals["tp"], totals["fp"], totals["fn"]), strict=True))
+    micro = dict(zip(("precision", "recall", "f1"), prf(totals["tp"], totals["fp"], totals["fn"]), strict=True))
     out: dict[str, Any] = {
         "n": len(gold),
         "macro_precision": macro["precision"], "macro_recall": macro["recall"], "macro_f1": macro["f1"],
@@ -63,24 +58,13 @@ def confusion(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -
 
 def span_report(gold: Sequence[Example], preds: Sequence[Prediction]) -> dict[str, Any]:
     """Entity-level exact-match P/R/F1, micro and per type (seqeval-style)."""
-    types: set[str] = set()
-    counts: dict[str, Counter] = {}
-    for ex, pr in zip(gold, preds, strict=True):
-        g = {(s.start, s.end, s.label) for s in (ex.target.spans if ex.target else ())}
-        p = {(s.start, s.end, s.label) for s in pr.spans}
-        for s in g | p:
-            types.add(s[2])
-            c = counts.setdefault(s[2], Counter())
-            c["tp"] += s in g and s in p
-            c["fp"] += s in p and s not in g
-            c["fn"] += s in g and s not in p
+    counts = span_counts([ex.target.spans if ex.target else () for ex in gold], [pr.spans for pr in preds])
     per = {}
-    total = Counter()
-    for t in sorted(types):
-        total.update(counts[t])
-        p_, r_, f_ = _prf(counts[t]["tp"], counts[t]["fp"], counts[t]["fn"])
-        per[t] = {"precision": p_, "recall": r_, "f1": f_, "support": counts[t]["tp"] + counts[t]["fn"]}
-    p_, r_, f_ = _prf(total["tp"], total["fp"], total["fn"])
+    for t, c in sorted(counts.items()):
+        p_, r_, f_ = prf(c["tp"], c["fp"], c["fn"])
+        per[t] = {"precision": p_, "recall": r_, "f1": f_, "support": c["tp"] + c["fn"]}
+    all_ = total(counts)
+    p_, r_, f_ = prf(all_["tp"], all_["fp"], all_["fn"])
     return {"n": len(gold), "precision": p_, "recall": r_, "f1": f_, "per_type": per}
 
 

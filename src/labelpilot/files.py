@@ -1,7 +1,9 @@
 """Read and write example files of any size: CSV/TSV, JSON Lines, Label Studio JSON exports, Parquet.
 
 Readers stream rows (constant memory); each row carries its line number so a malformed row can be reported
-precisely. Multi-label values are separated by ``|`` (the same as ``labelpilot loop``).
+precisely. Multi-label values are separated by ``|`` (:data:`LABEL_SEP`, :func:`split_labels`). This is the
+one reader of tabular files: batch train/predict, ``labelpilot keywords`` and the seed-003 CSVs of
+``labelpilot loop`` (``loop/files.py``, a checking layer on top) all read through :func:`read_rows`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,9 +50,13 @@ def _open_text(path: Path) -> io.TextIOBase:
     return path.open("r", encoding="utf-8-sig", newline="")
 
 
-def read_rows(path: Path | str, fmt: str | None = None) -> Iterator[Row]:
+def read_rows(
+    path: Path | str, fmt: str | None = None, *, on_header: Callable[[list[str]], None] | None = None
+) -> Iterator[Row]:
     """Stream the rows of a file as dicts. Unparseable rows come back with ``error`` set (never raised),
-    so a caller can report them by line and go on, or stop (``--strict``)."""
+    so a caller can report them by line and go on, or stop (``--strict``). A CSV/TSV row's line is the
+    line it starts on; ``on_header`` gets a CSV/TSV file's header (stripped names) before any row (it may
+    raise to refuse the file); a file without a header line yields nothing and calls no ``on_header``."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file", field="input")
@@ -62,8 +68,13 @@ def read_rows(path: Path | str, fmt: str | None = None) -> Iterator[Row]:
             if not header:
                 return
             header = [h.strip() for h in header]
-            for values in reader:
-                line = reader.line_num
+            if on_header is not None:
+                on_header(header)
+            while True:
+                line = reader.line_num + 1  # a quoted cell may hold newlines: the row starts here
+                values = next(reader, None)
+                if values is None:
+                    break
                 if not values:
                     continue
                 if len(values) != len(header):
@@ -117,11 +128,12 @@ def read_rows(path: Path | str, fmt: str | None = None) -> Iterator[Row]:
 
 
 def split_labels(value: Any) -> tuple[str, ...]:
+    """The labels of a cell: ``"a|b| c"`` (or a list) -> ``("a", "b", "c")``; order kept, blanks and
+    repeats dropped."""
     if value is None:
         return ()
-    if isinstance(value, list | tuple):
-        return tuple(str(v).strip() for v in value if str(v).strip())
-    return tuple(p.strip() for p in str(value).split(LABEL_SEP) if p.strip())
+    parts = value if isinstance(value, list | tuple) else str(value).split(LABEL_SEP)
+    return tuple(dict.fromkeys(p for p in (str(v).strip() for v in parts) if p))
 
 
 class RowWriter:

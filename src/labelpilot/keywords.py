@@ -37,7 +37,6 @@ Output
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -52,6 +51,7 @@ import numpy as np
 
 from labelpilot.data.bio import is_cjk, jieba_tokenizer
 from labelpilot.errors import InputError
+from labelpilot.files import file_format, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -356,29 +356,30 @@ def extract_keywords(
 
 
 def _read_rows(path: Path, column: str) -> list[dict[str, Any]]:
-    suffix = path.suffix.lower()
+    """Every row of a CSV/TSV, JSONL (``.json`` too: one object a line) or text file (one text a line, also
+    for unknown endings), through :func:`labelpilot.files.read_rows`; a malformed row, or one without the
+    text ``column``, stops with an error naming its line."""
+    name = path.name.lower()
+    fmt = "jsonl" if name.endswith((".json", ".json.gz")) else None
+    try:
+        fmt = fmt or file_format(path)
+    except InputError:
+        fmt = "txt"
+
+    def need_column(header: list[str]) -> None:
+        if column not in header:
+            raise InputError(f"{path}: no column {column!r} (columns: {header})", field="column")
+
     rows: list[dict[str, Any]] = []
-    if suffix in (".csv", ".tsv"):
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
-            if reader.fieldnames is None or column not in reader.fieldnames:
-                raise InputError(f"{path}: no column {column!r} (columns: {reader.fieldnames})", field="column")
-            rows = [dict(r) for r in reader]
-    elif suffix in (".jsonl", ".json", ".ndjson"):
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})", field="line") from exc
-                if not isinstance(obj, dict) or not isinstance(obj.get(column), str):
-                    raise InputError(f"{path}:{lineno}: no string field {column!r}", field="column")
-                rows.append(obj)
-    else:  # .txt and anything else: one text per line
-        with path.open(encoding="utf-8") as fh:
-            rows = [{column: line.rstrip("\r\n")} for line in fh if line.strip()]
+    for row in read_rows(path, fmt, on_header=need_column):
+        if row.error:
+            raise InputError(f"{path}:{row.line}: {row.error}", field="line")
+        if fmt == "txt":
+            rows.append({column: row.values["text"]})
+            continue
+        if fmt == "jsonl" and not isinstance(row.values.get(column), str):
+            raise InputError(f"{path}:{row.line}: no string field {column!r}", field="column")
+        rows.append(row.values)
     return rows
 
 

@@ -298,7 +298,3 @@ class OcrEngine:
             lines.append(OcrLine(text, _quad_box(quad), float(score), words))
         lines.sort(key=lambda ln: (round(ln.box[1] / max(8.0, ln.height * 0.5)), ln.box[0]))
         return OcrPage(width, height, tuple(lines), seconds, rotation)
-
-
-def ocr_page(path: str | os.PathLike[str], settings: OcrSettings | None = None) -> OcrPage:
-    return OcrEngine.get(settings).page(path)

@@ -4,10 +4,10 @@ Measures, by what a control produces:
 
 * choices / taxonomy: Cohen's kappa (``sklearn.metrics.cohen_kappa_score``) over the tasks both annotated,
   besides the raw share of identical answers; a multi-label answer counts as the set of its labels;
-* spans: entity-level F1 with exact start/end/label match (the project's ``ner_crf.span_prf``; symmetric, so
+* spans: entity-level F1 with exact start/end/label match (the project's ``metrics.span_prf``; symmetric, so
   it does not matter which annotator plays gold);
 * boxes: F1 of one-to-one IoU matching (IoU >= 0.5, same label; the matcher of ``suspects.py``, which uses
-  ``data.labelstudio._iou``).
+  ``geometry.iou``).
 
 An annotator's figure is the mean of their pairs weighted by the number of shared tasks. Kappa is undefined
 (None) when both annotators gave the same single label to every shared task.
@@ -23,6 +23,7 @@ from itertools import combinations
 
 from labelpilot.audit.suspects import match_boxes
 from labelpilot.data.types import Target
+from labelpilot.metrics import span_prf
 from labelpilot.schema.types import ControlSpec, TaskKind
 
 __all__ = ["Agreement", "AnnotatorAgreement", "PairAgreement", "agreement", "metric_name"]
@@ -89,8 +90,6 @@ def box_f1(a: Sequence[Target], b: Sequence[Target], min_iou: float = 0.5) -> fl
 
 def _pair_value(control: ControlSpec, a: Sequence[Target], b: Sequence[Target]) -> float | None:
     if control.kind is TaskKind.TEXT_SPANS:
-        from labelpilot.models.ner_crf import span_prf
-
         if not any(t.spans for t in a) and not any(t.spans for t in b):
             return 1.0  # both found nothing anywhere: full agreement
         return float(span_prf([t.spans for t in a], [t.spans for t in b])["f1"])

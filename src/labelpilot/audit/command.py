@@ -7,7 +7,7 @@ level, the audit itself (numpy, the model families) when the command runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -46,14 +46,14 @@ def audit_command(
     per-class counts and, when tasks have several annotations, annotator agreement."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from labelpilot.audit.agreement import agreement
-    from labelpilot.audit.inputs import load_file, load_ls_export
-    from labelpilot.audit.oof import out_of_fold
-    from labelpilot.audit.report import class_counts, write_summary, write_suspects_csv
-    from labelpilot.audit.suspects import suspects_from_oof
-    from labelpilot.batch import Columns
-    from labelpilot.errors import InputError
-    from labelpilot.loop.cli import parse_options
+    from labelpilot.audit.agreement import agreement  # lazy: CLI start-up
+    from labelpilot.audit.inputs import load_ls_export  # lazy: CLI start-up
+    from labelpilot.audit.oof import out_of_fold  # lazy: CLI start-up
+    from labelpilot.audit.report import class_counts, write_summary, write_suspects_csv  # lazy: CLI start-up
+    from labelpilot.audit.suspects import suspects_from_oof  # lazy: CLI start-up
+    from labelpilot.batch import Columns  # lazy: CLI start-up
+    from labelpilot.errors import InputError  # lazy: CLI start-up
+    from labelpilot.loop.cli import parse_options  # lazy: CLI start-up
 
     if not data.exists():
         raise InputError(f"{data}: no such file or folder", field="data")
@@ -126,3 +126,29 @@ def _print_agreement(agree) -> None:
     for a in agree.annotators:
         per.add_row(a.annotator, str(a.n_tasks), fmt(a.value))
     console.print(per)
+
+def load_file(path: Path, kind: str, cols: Any, labels: list[str] | None = None, fmt: str | None = None) -> Any:
+    """A labelled file through ``labelpilot train``'s reader (``batch.load_labelled`` + ``schema_for``)."""
+    from labelpilot.audit.inputs import AuditInput  # lazy: CLI start-up
+    from labelpilot.batch import load_labelled, schema_for  # lazy: CLI start-up
+    from labelpilot.errors import InputError  # lazy: CLI start-up
+
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder", field="data")
+    loaded = load_labelled(path, kind, cols, fmt)
+    if not loaded.examples:
+        detail = f": {loaded.bad_rows[0]}" if loaded.bad_rows else ""
+        raise InputError(f"{path}: no labelled rows{detail}", field="data")
+    schema = schema_for(loaded.examples, kind, labels, pair=bool(getattr(cols, "pair", None)))
+    control = schema.controls[0]
+    known = set(control.label_keys)
+    out = AuditInput(control, [], bad_rows=list(loaded.bad_rows))
+    for n, ex in enumerate(loaded.examples, 1):
+        unknown = [lab for lab in ex.target.labels if lab not in known] if ex.target else []
+        if unknown:
+            out.bad_rows.append(f"{ex.id or n}: label(s) {unknown} not in --labels")
+            continue
+        if ex.id is None:
+            ex.id = str(n)
+        out.examples.append(ex)
+    return out

@@ -16,7 +16,7 @@ from labelpilot.data.types import Example, Target
 from labelpilot.errors import InputError
 from labelpilot.schema import ControlSpec, parse_label_config
 
-__all__ = ["AuditInput", "annotator_name", "load_file", "load_ls_export"]
+__all__ = ["AuditInput", "annotator_name", "load_ls_export"]
 
 
 @dataclass
@@ -100,27 +100,3 @@ def from_tasks(tasks: Sequence[Any], control: ControlSpec, source: str = "tasks"
         out.annotations.append(by_annotator)
     return out
 
-
-def load_file(path: Path, kind: str, cols: Any, labels: list[str] | None = None, fmt: str | None = None) -> AuditInput:
-    """A labelled file through ``labelpilot train``'s reader (``batch.load_labelled`` + ``schema_for``)."""
-    from labelpilot.batch import load_labelled, schema_for
-
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder", field="data")
-    loaded = load_labelled(path, kind, cols, fmt)
-    if not loaded.examples:
-        detail = f": {loaded.bad_rows[0]}" if loaded.bad_rows else ""
-        raise InputError(f"{path}: no labelled rows{detail}", field="data")
-    schema = schema_for(loaded.examples, kind, labels, pair=bool(getattr(cols, "pair", None)))
-    control = schema.controls[0]
-    known = set(control.label_keys)
-    out = AuditInput(control, [], bad_rows=list(loaded.bad_rows))
-    for n, ex in enumerate(loaded.examples, 1):
-        unknown = [lab for lab in ex.target.labels if lab not in known] if ex.target else []
-        if unknown:
-            out.bad_rows.append(f"{ex.id or n}: label(s) {unknown} not in --labels")
-            continue
-        if ex.id is None:
-            ex.id = str(n)
-        out.examples.append(ex)
-    return out

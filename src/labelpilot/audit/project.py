@@ -20,7 +20,8 @@ from labelpilot.audit.inputs import from_tasks
 from labelpilot.audit.oof import out_of_fold
 from labelpilot.audit.suspects import Suspect, suspects_from_oof
 from labelpilot.errors import LabelpilotError
-from labelpilot.models.base import Progress
+from labelpilot.media import resolve_media
+from labelpilot.models.base import Progress, family_for, options_for
 from labelpilot.schema import parse_label_config
 
 __all__ = ["ControlAudit", "ProjectAudit", "audit_project"]
@@ -77,12 +78,8 @@ def audit_project(
 ) -> ProjectAudit:
     """Audit every supported control of ``label_config`` on ``tasks`` (Label Studio export shape).
 
-    ``options`` follows extra_params' ``model_options`` (``jobs.training.options_for``); ``media`` is a
+    ``options`` follows extra_params' ``model_options`` (``models.base.options_for``); ``media`` is a
     ``media.MediaFetcher`` for image tasks or URL texts (None: such tasks are left out with a note)."""
-    from labelpilot.jobs.training import options_for
-    from labelpilot.media import resolve_media
-    from labelpilot.models.base import family_for
-
     t0 = time.perf_counter()
     schema = parse_label_config(label_config)
     out: list[ControlAudit] = []

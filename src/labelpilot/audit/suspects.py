@@ -22,7 +22,7 @@ found 66 % of planted span errors against 51 % for the mean (moved boundaries: 8
 model predicts that overlaps no annotation is a *missed span*, scored by the mean probability that its tokens
 are inside some entity (1 - P(O); the model's span score without marginals).
 A task's score is its worst span. Boxes: annotated and predicted boxes are matched by IoU (the project's
-``data.labelstudio._iou``); a match with another label scores the predicted box's score, a predicted box with no
+``geometry.iou``); a match with another label scores the predicted box's score, a predicted box with no
 annotated box is a missed box, an annotated box the model did not find scores 0.5 (a detector miss is weak
 evidence).
 """
@@ -37,8 +37,8 @@ import numpy as np
 
 from labelpilot.audit.oof import OutOfFold, out_of_fold
 from labelpilot.audit.spans import SpanIssue, span_issues, span_text
-from labelpilot.data.labelstudio import _iou
 from labelpilot.data.types import Box, Example, Prediction
+from labelpilot.geometry import corners, iou
 from labelpilot.schema.types import ControlSpec, TaskKind
 
 __all__ = ["SpanIssue", "Suspect", "find_suspects", "span_issues", "suspects_from_oof"]
@@ -186,9 +186,9 @@ def _spans_suspects(control: ControlSpec, oof: OutOfFold, how: str) -> list[Susp
 # ------------------------------------------------------------------------------------ boxes
 
 
-def box_dict(b: Box) -> dict[str, float]:
-    """A box as the mapping ``data.labelstudio._iou`` reads."""
-    return {"x": b.x, "y": b.y, "width": b.width, "height": b.height}
+def box_corners(b: Box) -> tuple[float, float, float, float]:
+    """A box as the corners ``geometry.iou`` reads."""
+    return corners(b.x, b.y, b.width, b.height)
 
 
 def box_text(b: Box) -> str:
@@ -197,7 +197,7 @@ def box_text(b: Box) -> str:
 
 def match_boxes(a: Sequence[Box], b: Sequence[Box], min_iou: float = BOX_IOU) -> list[tuple[int, int, float]]:
     """Greedy one-to-one IoU matching (highest IoU first) of two box lists: ``(i, j, iou)`` pairs."""
-    pairs = sorted(((_iou(box_dict(x), box_dict(y)), i, j) for i, x in enumerate(a) for j, y in enumerate(b)),
+    pairs = sorted(((iou(box_corners(x), box_corners(y)), i, j) for i, x in enumerate(a) for j, y in enumerate(b)),
                    reverse=True)
     used_a: set[int] = set()
     used_b: set[int] = set()

@@ -103,23 +103,22 @@ _JIEBA_LOCK = threading.Lock()
 
 
 def jieba_tokenizer() -> Any:
-    """A private, lazily initialised ``jieba.Tokenizer``: words that other code adds to jieba's global
-    tokenizer (``jieba.add_word``) do not leak into tagging or keyword extraction, and vice versa."""
+    """The process's one jieba tokenizer (tagging, keywords, the gazetteer, text-linear's word n-grams): a
+    private, lazily initialised ``jieba.Tokenizer``, so words that other code adds to jieba's global
+    tokenizer (``jieba.add_word``) do not leak into any model, and vice versa; its startup log is
+    silenced."""
     global _JIEBA
     if _JIEBA is None:
         with _JIEBA_LOCK:
             if _JIEBA is None:
-                import jieba
+                import jieba  # heavy (its dictionary): only once Chinese text is segmented
 
+                jieba.setLogLevel(logging.WARNING)
+                logging.getLogger("jieba").setLevel(logging.WARNING)
                 tok = jieba.Tokenizer()
                 tok.initialize()
                 _JIEBA = tok
     return _JIEBA
-
-
-def char_tokenize(text: str) -> Offsets:
-    """One token per non-space code point (pure char-level tagging)."""
-    return [(i, i + 1) for i, ch in enumerate(text) if not ch.isspace()]
 
 
 def refine_tokens(offsets: Sequence[tuple[int, int]], cuts: Iterable[int]) -> Offsets:
@@ -463,7 +462,3 @@ def format_conll(
             out.append(f"{tok}{column_sep}{tag}")
         out.append("")
     return "\n".join(out) + ("\n" if out else "")
-
-
-def write_conll(examples: Iterable[Example], path: str | Path, **kwargs: object) -> None:
-    Path(path).write_text(format_conll(examples, **kwargs), encoding="utf-8")  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from labelpilot.data.types import Box, Example, Prediction, Span, Target
+from labelpilot.geometry import corners, iou
 from labelpilot.schema.types import TAXONOMY_SEP, ControlSpec, TaskKind
 
 IMAGE_KINDS = frozenset({TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES})
@@ -206,13 +207,8 @@ def prediction_regions(
 
 
 def _iou(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
-    ax2, ay2 = a["x"] + a["width"], a["y"] + a["height"]
-    bx2, by2 = b["x"] + b["width"], b["y"] + b["height"]
-    iw = max(0.0, min(ax2, bx2) - max(a["x"], b["x"]))
-    ih = max(0.0, min(ay2, by2) - max(a["y"], b["y"]))
-    inter = iw * ih
-    union = a["width"] * a["height"] + b["width"] * b["height"] - inter
-    return inter / union if union > 0 else 0.0
+    """IoU of two Label Studio rectangle values (``x, y, width, height``)."""
+    return iou(corners(a["x"], a["y"], a["width"], a["height"]), corners(b["x"], b["y"], b["width"], b["height"]))
 
 
 def refine_drawn_boxes(

@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: the file endings read as images (image folders, Pascal VOC folders, seed-003 paths)
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
 
 @dataclass(frozen=True, slots=True)
 class Span:

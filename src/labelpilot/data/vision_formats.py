@@ -29,11 +29,10 @@ from typing import Any
 
 from lxml import etree
 
-from labelpilot.data.types import Box, Example, Target
+from labelpilot.data.types import IMAGE_SUFFIXES, Box, Example, Target
 from labelpilot.errors import InputError, MediaError
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 # ----------------------------------------------------------------------------------- helpers

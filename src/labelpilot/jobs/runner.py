@@ -11,6 +11,7 @@ import multiprocessing as mp
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -138,19 +139,48 @@ def rq_train(settings_values: dict[str, Any], uid: str, job_id: int, full_export
 class RQRunner:
     """Queues jobs on Redis (``LABELPILOT_REDIS_URL``) for ``labelpilot worker`` processes.
 
-    Workers must see the same data dir as the server (same machine or a shared volume).
+    Workers must see the same data dir as the server (same machine or a shared volume). ``on_done`` keeps
+    the in-process runner's contract, ``on_done(uid)`` in this process once per job that ended 'done': a
+    thread watches the shared job table (every ``poll`` seconds) for jobs the workers finished.
     """
 
     queue_name = "labelpilot-train"
 
-    def __init__(self, settings: Settings, store: ProjectStore, on_done: OnDone | None = None):
+    def __init__(self, settings: Settings, store: ProjectStore, on_done: OnDone | None = None, *,
+                 poll: float = 1.0) -> None:
         from redis import Redis
         from rq import Queue
 
         self.settings = settings
         self.store = store
+        self.on_done = on_done
         self.redis = Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
         self.queue = Queue(self.queue_name, connection=self.redis)
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        if on_done is not None:
+            self._watcher = threading.Thread(target=self._watch, args=(on_done, poll, time.time()),
+                                             name="labelpilot-rq-done", daemon=True)
+            self._watcher.start()
+
+    def _watch(self, on_done: OnDone, poll: float, since: float) -> None:
+        seen: set[int] = set()  # jobs finished at the watermark itself, already announced
+        while not self._stop.wait(poll):
+            try:
+                done = self.store.done_since(since)
+            except Exception:  # a locked or vanished database: try again at the next poll
+                log.exception("watching finished RQ jobs failed")
+                continue
+            for job_id, uid, _ in done:
+                if job_id in seen:
+                    continue
+                try:
+                    on_done(uid)
+                except Exception:  # never let a cache warm-up stop the watcher
+                    log.exception("on_done hook failed for %s", uid)
+            if done:
+                since = max(finished for _, _, finished in done)
+                seen = {job_id for job_id, _, finished in done if finished >= since}
 
     def submit(self, uid: str, reason: str, *, full_export: bool) -> tuple[int, bool]:
         job_id, deferred = self.store.claim_or_defer(uid, reason, full_export)
@@ -172,6 +202,9 @@ class RQRunner:
         )
 
     def shutdown(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(5)
         self.redis.close()
 
 

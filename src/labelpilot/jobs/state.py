@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,15 @@ def _annotation_row(uid: str, task: dict[str, Any], ann: dict[str, Any], now: fl
     return (uid, task_id, ann_id, orjson.dumps(task).decode(), orjson.dumps(ann).decode(), now)
 
 
+def export_shape(rows: Iterable[tuple[int, dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``(task id, task, annotation)`` rows, grouped by task id in order of appearance, as Label Studio's
+    export shape: each task once, with its annotations (in row order) under ``"annotations"``."""
+    by_task: dict[int, dict[str, Any]] = {}
+    for task_id, task, ann in rows:
+        by_task.setdefault(task_id, {**task, "annotations": []})["annotations"].append(ann)
+    return list(by_task.values())
+
+
 class ProjectStore(ThreadLocalSQLite):
     def __init__(self, data_dir: Path | str) -> None:
         self.path = Path(data_dir) / "state.sqlite3"
@@ -155,10 +164,6 @@ class ProjectStore(ThreadLocalSQLite):
 
     def project_uids(self) -> list[str]:
         return [r["uid"] for r in self._db().execute("SELECT uid FROM projects ORDER BY updated DESC")]
-
-    def find_by_ls_id(self, ls_id: int) -> list[dict[str, Any]]:
-        rows = self._db().execute("SELECT uid FROM projects WHERE uid=? OR uid LIKE ?", (str(ls_id), f"{ls_id}.%"))
-        return [p for r in rows if (p := self.project(r["uid"]))]
 
     def count_annotation_event(self, uid: str, n: int = 1) -> int:
         with self._tx() as db:
@@ -247,13 +252,10 @@ class ProjectStore(ThreadLocalSQLite):
 
     def tasks(self, uid: str) -> list[dict[str, Any]]:
         """Annotated tasks of a project in export shape: ``{"id", "data", "annotations": [...]}``."""
-        by_task: dict[int, dict[str, Any]] = {}
-        rows = self._db().execute("SELECT task, annotation FROM annotations WHERE uid=? ORDER BY task_id", (uid,))
-        for row in rows:
-            task = json.loads(row["task"])
-            entry = by_task.setdefault(int(task["id"]), {**task, "annotations": []})
-            entry["annotations"].append(json.loads(row["annotation"]))
-        return list(by_task.values())
+        rows = self._db().execute(
+            "SELECT task_id, task, annotation FROM annotations WHERE uid=? ORDER BY task_id", (uid,)
+        )
+        return export_shape((int(r["task_id"]), json.loads(r["task"]), json.loads(r["annotation"])) for r in rows)
 
     # -- jobs ---------------------------------------------------------------------------------------
     def claim_or_defer(self, uid: str, reason: str, full_export: bool) -> tuple[int, bool]:
@@ -300,13 +302,6 @@ class ProjectStore(ThreadLocalSQLite):
         ).fetchone()
         return (int(row[0]), bool(row[1])) if row else None
 
-    def add_job(self, uid: str, reason: str) -> int:
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO jobs(uid, reason, state, queued) VALUES (?, ?, 'queued', ?)", (uid, reason, time.time())
-            )
-            return int(cur.lastrowid)
-
     def update_job(self, job_id: int, **fields: Any) -> None:
         if not fields:
             return
@@ -323,6 +318,14 @@ class ProjectStore(ThreadLocalSQLite):
     def jobs(self, uid: str, limit: int = 20) -> list[dict[str, Any]]:
         rows = self._db().execute("SELECT * FROM jobs WHERE uid=? ORDER BY id DESC LIMIT ?", (uid, limit))
         return [self._job_dict(r) for r in rows]
+
+    def done_since(self, since: float) -> list[tuple[int, str, float]]:
+        """(id, uid, finished) of the jobs that ended 'done' at or after ``since`` (a ``time.time()``), oldest
+        first: how a server learns of the jobs its RQ workers finished."""
+        rows = self._db().execute(
+            "SELECT id, uid, finished FROM jobs WHERE state='done' AND finished>=? ORDER BY finished, id", (since,)
+        )
+        return [(int(r[0]), str(r[1]), float(r[2])) for r in rows]
 
     @staticmethod
     def _job_dict(row: sqlite3.Row) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from labelpilot.errors import InputError, LabelpilotError, ModelOptionsError, Tr
 from labelpilot.jobs.state import ProjectStore, ls_project_id
 from labelpilot.lsclient import LabelStudioClient
 from labelpilot.media import MediaFetcher, resolve_media
-from labelpilot.models.base import Model, build_model, family_for, validate_options
+from labelpilot.models.base import Model, build_model, family_for, options_for, validate_options
 from labelpilot.models.bundle import Bundle
 from labelpilot.netpolicy import FetchPolicy
 from labelpilot.registry import ModelVersion, Registry
@@ -104,14 +104,6 @@ def build_examples(tasks: list[dict[str, Any]], control) -> tuple[list[Example],
     return examples, skipped
 
 
-def options_for(options: dict[str, Any] | None, control: str, family: str) -> dict[str, Any]:
-    """Model options from extra_params: ``{"C": 2}`` applies to every control; ``{"<control name>": {...}}``
-    or ``{"<family>": {...}}`` to one (a control name wins over a family name)."""
-    if not options:
-        return {}
-    if all(isinstance(v, dict) for v in options.values()):
-        return dict(options.get(control) or options.get(family) or {})
-    return dict(options)
 
 
 def check_model_options(schema: LabelSchema, options: Any, families: Any = None) -> None:

@@ -31,7 +31,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from labelpilot.config import Settings
-from labelpilot.jobs.state import ProjectStore
+from labelpilot.jobs.state import ProjectStore, export_shape
 
 log = logging.getLogger("labelpilot.jobs")
 
@@ -85,12 +85,7 @@ class CachedProjectStore(ProjectStore):
                 (uid, *chunk),
             ):
                 copy[int(r[0])] = ((float(r[4]), len(r[2]) + len(r[3])), int(r[1]), json.loads(r[2]), json.loads(r[3]))
-        by_task: dict[int, dict[str, Any]] = {}
-        for aid in sorted(copy, key=lambda a: (copy[a][1], a)):
-            _, task_id, task, ann = copy[aid]
-            entry = by_task.setdefault(task_id, {**task, "annotations": []})
-            entry["annotations"].append(ann)
-        return list(by_task.values())
+        return export_shape(copy[aid][1:] for aid in sorted(copy, key=lambda a: (copy[a][1], a)))
 
 
 def preload(interrupted: Callable[[], bool] = lambda: False) -> None:

@@ -5,7 +5,9 @@ Input columns: ``sampleId,path,label`` (``input_unlabel.csv``: ``sampleId,path``
 (read as UTF-8) or an image, relative to the input folder or absolute; an inline ``text`` column may stand
 in for ``path`` or go with it (then the text is used and the path is only carried along). Multi-label
 labels are separated by ``|`` (``sports|finance``); a task is multi-label as soon as one label cell holds
-a ``|``. Every problem is reported with the file and the line (line 1 is the header).
+a ``|``. Every problem is reported with the file and the line (line 1 is the header; a row's line is the
+one it starts on). The CSV itself is read by :func:`labelpilot.files.read_rows`, the one reader of
+tabular files; this module adds only what seed 003 asks of its files (columns, ids, paths).
 """
 
 from __future__ import annotations
@@ -16,22 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labelpilot.data.types import Example, Prediction, Target
+from labelpilot.data.types import IMAGE_SUFFIXES, Example, Prediction, Target
 from labelpilot.errors import InputError
+from labelpilot.files import LABEL_SEP, read_rows, split_labels
 
 LABEL_FILE = "input_label.csv"
 ADDED_FILE = "input_added_label.csv"
 UNLABEL_FILE = "input_unlabel.csv"
 PREDICTIONS_FILE = "predictions.csv"
 REPORT_FILE = "report.json"
-MULTI_SEP = "|"
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 MAX_TEXT_BYTES = 10_000_000
 
 
 @dataclass
-class Row:
-    """One checked CSV row."""
+class SeedRow:
+    """One checked row of a seed-003 CSV: its item (text or image) and labels."""
 
     sample_id: str
     path: str
@@ -64,23 +65,13 @@ class Row:
         return f"{self.file} line {self.line} (sampleId={self.sample_id!r})"
 
 
-def parse_labels(cell: str) -> tuple[str, ...]:
-    """``"a|b| c"`` -> ``("a", "b", "c")``; order kept, repeats dropped."""
-    out: list[str] = []
-    for part in cell.split(MULTI_SEP):
-        part = part.strip()
-        if part and part not in out:
-            out.append(part)
-    return tuple(out)
-
-
-def _read_item(input_dir: Path, file: str, line: int, sample_id: str, path: str, text: str | None) -> Row:
+def _read_item(input_dir: Path, file: str, line: int, sample_id: str, path: str, text: str | None) -> SeedRow:
     where = f"{file} line {line} (sampleId={sample_id!r})"
     abs_path = ""
     if path.strip():
         abs_path = str(Path(path) if Path(path).is_absolute() else (input_dir / path).absolute())
     if text is not None and text.strip():
-        return Row(sample_id, path, text, None, (), file, line, inline=True, abs_path=abs_path)
+        return SeedRow(sample_id, path, text, None, (), file, line, inline=True, abs_path=abs_path)
     if not path.strip():
         raise InputError(f"{where}: empty path and no text", field=file)
     full = Path(path)
@@ -89,7 +80,7 @@ def _read_item(input_dir: Path, file: str, line: int, sample_id: str, path: str,
     if full.suffix.lower() in IMAGE_SUFFIXES:
         if not full.is_file():
             raise InputError(f"{where}: image {path!r} not found (looked at {full})", field=file)
-        return Row(sample_id, path, None, str(full), (), file, line, abs_path=abs_path)
+        return SeedRow(sample_id, path, None, str(full), (), file, line, abs_path=abs_path)
     try:
         if full.stat().st_size > MAX_TEXT_BYTES:
             raise InputError(f"{where}: {path!r} is larger than {MAX_TEXT_BYTES} bytes", field=file)
@@ -100,27 +91,10 @@ def _read_item(input_dir: Path, file: str, line: int, sample_id: str, path: str,
         raise InputError(f"{where}: path {path!r} is a folder, not a text file", field=file) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{where}: cannot read {path!r} as UTF-8 text: {exc}", field=file) from None
-    return Row(sample_id, path, content.strip(), None, (), file, line, abs_path=abs_path)
+    return SeedRow(sample_id, path, content.strip(), None, (), file, line, abs_path=abs_path)
 
 
-def read_rows(input_dir: Path, file: str, *, labelled: bool, required: bool = True) -> list[Row]:
-    """Read and check one seed-003 CSV. Missing/extra columns, empty ids or labels, duplicate sampleIds
-    and unreadable paths raise :class:`InputError` naming the file and line."""
-    csv_path = input_dir / file
-    if not csv_path.is_file():
-        if required:
-            raise InputError(f"{file} not found in {input_dir}", field=file)
-        return []
-    try:
-        with csv_path.open(encoding="utf-8-sig", newline="") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            records = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{file}: cannot read as a UTF-8 CSV: {exc}", field=file) from None
-    if header is None:
-        raise InputError(f"{file} is empty (no header line)", field=file)
-    header = [h.strip() for h in header]
+def _check_header(file: str, header: list[str], labelled: bool) -> None:
     allowed = {"sampleId", "path", "text", "label"}
     extra = [h for h in header if h not in allowed]
     dupes = sorted({h for h in header if header.count(h) > 1})
@@ -142,42 +116,61 @@ def read_rows(input_dir: Path, file: str, *, labelled: bool, required: bool = Tr
             f"{file}: {'; '.join(parts)} (expected {expected}, optionally a text column); header: {','.join(header)}",
             field=file,
         )
-    col = {h: i for i, h in enumerate(header)}
-    rows: list[Row] = []
+
+
+def read_seed_rows(input_dir: Path, file: str, *, labelled: bool, required: bool = True) -> list[SeedRow]:
+    """Read and check one seed-003 CSV. Missing/extra columns, empty ids or labels, duplicate sampleIds
+    and unreadable paths raise :class:`InputError` naming the file and line."""
+    csv_path = input_dir / file
+    if not csv_path.is_file():
+        if required:
+            raise InputError(f"{file} not found in {input_dir}", field=file)
+        return []
+    headers: list[list[str]] = []
+
+    def on_header(header: list[str]) -> None:
+        headers.append(header)
+        _check_header(file, header, labelled)
+
+    rows: list[SeedRow] = []
     seen: dict[str, int] = {}
-    for n, rec in enumerate(records, start=2):
-        if not rec or all(not c.strip() for c in rec):
-            continue  # blank line
-        if len(rec) != len(header):
-            raise InputError(f"{file} line {n}: {len(rec)} fields, the header has {len(header)}", field=file)
-        sid = rec[col["sampleId"]].strip()
-        if not sid:
-            raise InputError(f"{file} line {n}: empty sampleId", field=file)
-        if sid in seen:
-            raise InputError(f"{file} line {n}: duplicate sampleId {sid!r} (first on line {seen[sid]})", field=file)
-        seen[sid] = n
-        label_cell = rec[col["label"]] if "label" in col else ""
-        if labelled:
-            labels = parse_labels(label_cell)
-            if not labels:
-                raise InputError(f"{file} line {n} (sampleId={sid!r}): empty label", field=file)
-        else:
-            if label_cell.strip():
-                raise InputError(
-                    f"{file} line {n} (sampleId={sid!r}): unlabelled items must not carry a label", field=file
-                )
-            labels = ()
-        path = rec[col["path"]].strip() if "path" in col else ""
-        text = rec[col["text"]] if "text" in col else None
-        row = _read_item(input_dir, file, n, sid, path, text)
-        row.labels = labels
-        rows.append(row)
+    try:
+        for rec in read_rows(csv_path, "csv", on_header=on_header):
+            n, cells = rec.line, rec.values
+            if rec.error:
+                raise InputError(f"{file} line {n}: {rec.error}", field=file)
+            if all(not c.strip() for c in cells.values()):
+                continue  # blank line
+            sid = cells["sampleId"].strip()
+            if not sid:
+                raise InputError(f"{file} line {n}: empty sampleId", field=file)
+            if sid in seen:
+                raise InputError(f"{file} line {n}: duplicate sampleId {sid!r} (first on line {seen[sid]})", field=file)
+            seen[sid] = n
+            label_cell = cells.get("label", "")
+            if labelled:
+                labels = split_labels(label_cell)
+                if not labels:
+                    raise InputError(f"{file} line {n} (sampleId={sid!r}): empty label", field=file)
+            else:
+                if label_cell.strip():
+                    raise InputError(
+                        f"{file} line {n} (sampleId={sid!r}): unlabelled items must not carry a label", field=file
+                    )
+                labels = ()
+            row = _read_item(input_dir, file, n, sid, cells.get("path", "").strip(), cells.get("text"))
+            row.labels = labels
+            rows.append(row)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{file}: cannot read as a UTF-8 CSV: {exc}", field=file) from None
+    if not headers:
+        raise InputError(f"{file} is empty (no header line)", field=file)
     return rows
 
 
-def check_disjoint(groups: Sequence[Sequence[Row]]) -> None:
+def check_disjoint(groups: Sequence[Sequence[SeedRow]]) -> None:
     """No sampleId may appear in two files (an item cannot be labelled and unlabelled at once)."""
-    first: dict[str, Row] = {}
+    first: dict[str, SeedRow] = {}
     for rows in groups:
         for r in rows:
             other = first.get(r.sample_id)
@@ -195,7 +188,7 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]
 
 def write_predictions(
     path: Path,
-    rows: Sequence[Row],
+    rows: Sequence[SeedRow],
     preds: Sequence[Prediction],
     scores: Any,
     hard: Any,
@@ -213,7 +206,7 @@ def write_predictions(
         s = float(scores[i])
         probs = p.probs or {}
         out.append(
-            [r.sample_id, r.path, *([r.text if r.inline else ""] if with_text else []), MULTI_SEP.join(p.labels),
+            [r.sample_id, r.path, *([r.text if r.inline else ""] if with_text else []), LABEL_SEP.join(p.labels),
              f"{p.score:.6f}", "" if s != s else f"{s:.6f}", int(hard[i]), int(rank[i])]
             + [f"{probs.get(k, 0.0):.6f}" for k in keys]
         )

@@ -121,11 +121,6 @@ def _frame(examples: Sequence[Example], with_labels: bool) -> Any:
     return pd.DataFrame(data)
 
 
-def examples_frame(examples: Sequence[Example], with_labels: bool = True) -> Any:
-    """Examples as a seed-003 DataFrame (``sampleId, path, label`` [+ ``text``])."""
-    return _frame(examples, with_labels)
-
-
 class PluginModel:
     """Adapts a seed-003 plug-in instance to labelpilot's model contract.
 

@@ -185,11 +185,11 @@ def _resolve_model_ref(model: Any, control: ControlSpec, options: dict[str, Any]
     )
 
 
-def _label_strata(rows: Sequence[files.Row]) -> list[str]:
+def _label_strata(rows: Sequence[files.SeedRow]) -> list[str]:
     return ["|".join(sorted(r.labels)) for r in rows]
 
 
-def _check_known_labels(rows: Sequence[files.Row], control: ControlSpec) -> None:
+def _check_known_labels(rows: Sequence[files.SeedRow], control: ControlSpec) -> None:
     known = set(control.label_keys)
     for r in rows:
         bad = [lab for lab in r.labels if lab not in known]
@@ -304,9 +304,9 @@ def run_loop(
         raise InputError(f"input_dir {input_dir} is not a folder", field="input_dir")
 
     # 1. read and check everything before writing anything
-    init_rows = files.read_rows(input_dir, files.LABEL_FILE, labelled=True)
-    added_rows = [] if is_first_train else files.read_rows(input_dir, files.ADDED_FILE, labelled=True)
-    pool_rows = files.read_rows(input_dir, files.UNLABEL_FILE, labelled=False)
+    init_rows = files.read_seed_rows(input_dir, files.LABEL_FILE, labelled=True)
+    added_rows = [] if is_first_train else files.read_seed_rows(input_dir, files.ADDED_FILE, labelled=True)
+    pool_rows = files.read_seed_rows(input_dir, files.UNLABEL_FILE, labelled=False)
     if not init_rows and not added_rows:
         raise InputError(f"{files.LABEL_FILE} has no labelled rows", field=files.LABEL_FILE)
     if not pool_rows:

@@ -381,3 +381,12 @@ def can_predict_untrained(model: Model) -> bool:
     if model.is_fitted:
         return True
     return isinstance(model, PredictsUntrained) and bool(model.zero_shot_ready())
+
+def options_for(options: dict[str, Any] | None, control: str, family: str) -> dict[str, Any]:
+    """Model options from extra_params: ``{"C": 2}`` applies to every control; ``{"<control name>": {...}}``
+    or ``{"<family>": {...}}`` to one (a control name wins over a family name)."""
+    if not options:
+        return {}
+    if all(isinstance(v, dict) for v in options.values()):
+        return dict(options.get(control) or options.get(family) or {})
+    return dict(options)

@@ -37,7 +37,7 @@ import numpy as np
 
 from labelpilot.data.types import Box
 from labelpilot.ocr import OcrPage
-from labelpilot.schema.types import ControlSpec
+from labelpilot.schema.types import ControlSpec, placeholder_name
 
 #: Groups of names one field goes by, Chinese and English together (compared after :func:`norm_key`).
 SYNONYMS: tuple[tuple[str, ...], ...] = (
@@ -102,9 +102,6 @@ GENERIC = frozenset(
         "手写",
     }
 )
-_NUMBERED = re.compile(
-    r"^(label|field|class|type|tag|region|box|item|object|category|cat|标签|字段|类别)?[\s_\-#]*\d+$"
-)
 _COLONS = ":：∶﹕"
 _CJK_SPACE = re.compile(r"(?<=[\u3000-\u9fff\uf900-\ufaff])\s+(?=[\u3000-\u9fff\uf900-\ufaff])")
 
@@ -160,9 +157,7 @@ def _is_cjk(text: str) -> bool:
 def meaningful(name: str) -> bool:
     """Whether a label name could be a key printed on a page (not ``A``, ``Label 1``, ``Text``, ``???``)."""
     n = norm_key(name)
-    if not n or n in GENERIC or _NUMBERED.match(n) or len(n) > 24:
-        return False
-    if not any(c.isalpha() for c in n):
+    if placeholder_name(n) or n in GENERIC or len(n) > 24:
         return False
     return _is_cjk(n) or len(n.replace(" ", "")) >= 2
 

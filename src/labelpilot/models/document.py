@@ -56,8 +56,10 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import sparse
 
+from labelpilot import geometry
 from labelpilot.data.types import Box, Example, FitReport, Prediction
 from labelpilot.errors import InputError, MediaError, TrainingError
+from labelpilot.metrics import prf
 from labelpilot.models import doc_keyvalue as kv
 from labelpilot.models.base import ModelBase, Progress
 from labelpilot.ocr import OcrEngine, OcrLine, OcrPage, OcrSettings, rapidocr_available
@@ -748,16 +750,10 @@ def _best_annotation(
         if b.label != label:
             continue
         a = (b.x * page.width, b.y * page.height, (b.x + b.width) * page.width, (b.y + b.height) * page.height)
-        iou = box_iou(a, box)
-        if iou > best_iou:
-            best, best_iou = a, iou
+        overlap = geometry.iou(a, box)
+        if overlap > best_iou:
+            best, best_iou = a, overlap
     return best
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def field_scores(preds: Sequence[Prediction], examples: Sequence[Example], iou: float = 0.5) -> dict[str, float]:
@@ -768,12 +764,12 @@ def field_scores(preds: Sequence[Prediction], examples: Sequence[Example], iou: 
         gold = list(ex.target.boxes) if ex.target else []
         used = [False] * len(gold)
         for b in sorted(pred.boxes, key=lambda b: -(b.score or 0)):
-            pb = (b.x, b.y, b.x + b.width, b.y + b.height)
+            pb = geometry.corners(b.x, b.y, b.width, b.height)
             best, best_j = 0.0, -1
             for j, g in enumerate(gold):
                 if used[j] or g.label != b.label:
                     continue
-                v = box_iou(pb, (g.x, g.y, g.x + g.width, g.y + g.height))
+                v = geometry.iou(pb, geometry.corners(g.x, g.y, g.width, g.height))
                 if v > best:
                     best, best_j = v, j
             if best_j >= 0 and best >= iou:
@@ -782,7 +778,5 @@ def field_scores(preds: Sequence[Prediction], examples: Sequence[Example], iou: 
             else:
                 fp += 1
         fn += used.count(False)
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    p, r, f1 = prf(tp, fp, fn)
     return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4)}

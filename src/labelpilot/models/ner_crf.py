@@ -105,6 +105,7 @@ from labelpilot.data.bio import (
 )
 from labelpilot.data.types import Example, FitReport, Prediction, Span
 from labelpilot.errors import InputError, TrainingError
+from labelpilot.metrics import span_prf
 from labelpilot.models import span_combine
 from labelpilot.models.base import ModelBase, Progress
 from labelpilot.models.gazetteer import Gazetteer
@@ -201,33 +202,6 @@ def prediction_uncertainty(pred: Prediction, method: str = "mnlp") -> float | No
     if method == "mnlp":
         return float(1.0 - math.exp(float(np.log(np.clip(p, 1e-12, 1.0)).mean())))
     raise ValueError(f"unknown method {method!r}; use mean, max or mnlp")
-
-
-# ----------------------------------------------------------------------------------- metrics
-
-
-def span_prf(gold: Sequence[Sequence[Span]], pred: Sequence[Sequence[Span]]) -> dict[str, float]:
-    """Entity-level micro P/R/F1 (exact start/end/label match) and per-label F1 (``f1/<label>``)."""
-    tp = n_gold = n_pred = 0
-    per: dict[str, list[int]] = {}
-    for g, p in zip(gold, pred, strict=True):
-        gs = {(s.start, s.end, s.label) for s in g}
-        ps = {(s.start, s.end, s.label) for s in p}
-        tp += len(gs & ps)
-        n_gold += len(gs)
-        n_pred += len(ps)
-        for k in gs | ps:
-            c = per.setdefault(k[2], [0, 0, 0])
-            c[0] += k in gs and k in ps
-            c[1] += k in gs
-            c[2] += k in ps
-    prec = tp / n_pred if n_pred else 0.0
-    rec = tp / n_gold if n_gold else 0.0
-    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-    out = {"precision": prec, "recall": rec, "f1": f1, "support": float(n_gold)}
-    for lab, (t, ng, np_) in sorted(per.items()):
-        out[f"f1/{lab}"] = 2 * t / (ng + np_) if ng + np_ else 0.0
-    return out
 
 
 # ------------------------------------------------------------------------- optional analysers

@@ -27,7 +27,7 @@ import numpy as np
 from labelpilot.data.bio import has_cjk
 from labelpilot.data.types import Example, Prediction
 from labelpilot.encoders import TextEncoder
-from labelpilot.schema.types import TAXONOMY_SEP, ControlSpec, TaskKind
+from labelpilot.schema.types import TAXONOMY_SEP, ControlSpec, TaskKind, placeholder_name
 
 #: softmax temperature on cosine similarities (fitted by log-loss, see the module doc)
 TEMPERATURE = 0.06
@@ -40,11 +40,6 @@ EN_TEMPLATES = ("{}", "This text is about {}.", "A text about {}.")
 ZH_TEMPLATES = ("{}", "这是一条关于{}的内容。", "关于{}")
 
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
-_ID_LIKE = re.compile(
-    r"^(?:(?:label|class|cls|category|cat|type|tag|option|choice|item|group|level|lbl|l|c|t|x|y|id)[\s_.#:-]*)?"
-    r"[\d\s_.#:-]+$|^[a-z]?\d+[a-z]?$|^[0-9a-f]{6,}$",
-    re.IGNORECASE,
-)
 _CODE = re.compile(r"^[A-Z]{2,4}$")
 _SHORT_WORDS = {"ok", "no", "go", "up", "on", "in", "tv", "ai", "uk", "us", "eu", "pc", "hr", "it", "ad", "me", "we"}
 
@@ -63,12 +58,10 @@ def clean_names(values: Sequence[str]) -> list[str]:
 def meaningful(name: str) -> bool:
     """Does a label name say something an encoder can match a text against?"""
     s = name.strip()
-    if not s:
+    if placeholder_name(s):
         return False
     if has_cjk(s):
         return True
-    if _ID_LIKE.match(s):
-        return False
     letters = re.sub(r"[^A-Za-z]", "", s)
     if len(letters) <= 2:
         return letters.lower() in _SHORT_WORDS and len(letters) == len(s)

@@ -217,14 +217,6 @@ class Registry(ThreadLocalSQLite):
             self._set_serving(db, name, row[0], "rollback")
         return self.get(name)
 
-    def delete_version(self, name: str, version: int) -> None:
-        mv = self.get(name, version)
-        if mv.serving:
-            raise InputError(f"v{version} of {name!r} is being served; promote another version first")
-        with self._tx() as db:
-            db.execute("DELETE FROM versions WHERE name=? AND version=?", (name, version))
-        shutil.rmtree(mv.path, ignore_errors=True)
-
     def cleanup(self) -> list[str]:
         """Remove debris of interrupted writes: temporary folders and folders with no version row."""
         removed: list[str] = []

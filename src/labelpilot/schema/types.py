@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -51,6 +53,27 @@ class ObjectSpec:
     type: str
     value_key: str | None  # the task data key without "$", None for static values
     value_type: str | None = None  # valueType="url": the task holds a URL to the text, not the text
+
+
+_PLACEHOLDER_PREFIX = (
+    "label|class|cls|category|cat|type|tag|option|choice|item|group|level|lbl|field|region|box|object|id"
+    "|l|c|t|x|y|标签|字段|类别"
+)
+_PLACEHOLDER = re.compile(
+    rf"^(?:(?:{_PLACEHOLDER_PREFIX})[\s_.#:-]*)?[\d\s_.#:-]+$"  # "7", "Label 2", "class-3", "字段1"
+    r"|^[a-z]?\d+[a-z]?$"  # "c12", "A3"
+    r"|^(?=[0-9a-f]*\d)[0-9a-f]{6,}$",  # a hash: "deadbeef42" (but not the word "facade")
+    re.IGNORECASE,
+)
+
+
+def placeholder_name(name: str) -> bool:
+    """A label name that says nothing about its label: empty, without a letter, or a numbered or id-like
+    placeholder (``Label 2``, ``c12``, ``deadbeef42``). The one test behind both zero-shot families'
+    "meaningful name" checks (``models/text_zeroshot``: can an encoder match it; ``models/doc_keyvalue``:
+    could it be a key printed on a page), which each add their own rules on top."""
+    s = unicodedata.normalize("NFKC", name).strip()
+    return not s or not any(c.isalpha() for c in s) or _PLACEHOLDER.match(s) is not None
 
 
 @dataclass(frozen=True)
@@ -140,10 +163,6 @@ class LabelSchema:
             if c.name == name:
                 return c
         raise KeyError(name)
-
-    @property
-    def data_keys(self) -> list[str]:
-        return [o.value_key for o in self.objects if o.value_key]
 
     def problems(self) -> list[str]:
         """Messages for controls that will not get predictions (empty when all are supported)."""

@@ -423,7 +423,3 @@ async def metrics(request: Request) -> Response:
         return JSON(request.app.state.metrics.summary())
     data, content_type = request.app.state.metrics.exposition()
     return Response(data, media_type=content_type)
-
-
-def schema_problem(exc: SchemaError) -> dict[str, Any]:
-    return {"status": 422, **exc.to_dict()}

@@ -207,9 +207,6 @@ class Predictor:
             regions[i].extend(prediction_regions(pred, control, image_size=size))
             scores[i].append(pred.score)
 
-    def forget(self, uid: str) -> None:
-        self._cache.pop(model_name(uid), None)
-
 
 def _image_size(path: str | None) -> tuple[int, int] | None:
     """The upright size of an image file, for ``original_width``/``original_height`` of box regions."""

@@ -4,12 +4,19 @@ Accepts one input or a batch, in labelpilot's shape (``{"text", "text_pair"}``) 
 (``{"id", "first_sequence", "second_sequence"}``; ``{"image": "<base64>"}``), and answers with the class,
 its name and per-class probabilities. Bearer tokens come from configuration (``LABELPILOT_API_TOKENS``);
 the payload of a refused request is never logged.
+
+Every control of a bundle is served. The answer's top-level fields are the first control's (the shape a
+single-control model has always had); a model with several controls also carries ``controls``: one answer
+per control name, each in the shape of its kind. Text controls read ``text``/``first_sequence``; only when
+the controls label different text objects does each read the key its object names (``value="$key"``),
+when the instance has it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import tempfile
@@ -20,12 +27,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
+from labelpilot.data.labelstudio import IMAGE_KINDS
 from labelpilot.data.types import Example, Prediction
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError
 from labelpilot.ids import parse_uint
 from labelpilot.models.bundle import Bundle
 from labelpilot.registry import ModelVersion
-from labelpilot.schema import TaskKind
+from labelpilot.schema import ControlSpec, TaskKind
 from labelpilot.server.limits import check_task_count, text_too_long
 from labelpilot.server.ls_backend import read_json
 from labelpilot.server.openapi import V1_BODY, V1_EXAMPLE, json_body
@@ -64,11 +72,11 @@ def _instances(body: Any) -> tuple[list[dict[str, Any]], bool]:
     raise InputError("the body must be an object, a list, or {\"instances\": [...]}", field="body")
 
 
-def _example(item: Any, i: int, kind: TaskKind, tmp: Path, max_chars: int) -> Example:
+def _example(item: Any, i: int, control: ControlSpec, tmp: Path, max_chars: int, own_key: bool) -> Example:
     if not isinstance(item, dict):
         raise InputError(f"instance {i} is not an object", field=f"instances.{i}")
     ident = item.get("id")
-    if kind in (TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES):
+    if control.kind in IMAGE_KINDS:
         data = item.get("image")
         if not isinstance(data, str):
             raise InputError(f"instance {i}: 'image' (base64) is required", field=f"instances.{i}.image")
@@ -81,15 +89,16 @@ def _example(item: Any, i: int, kind: TaskKind, tmp: Path, max_chars: int) -> Ex
         path = tmp / hashlib.sha256(raw).hexdigest()[:20]
         path.write_bytes(raw)
         return Example(image=str(path), id=None if ident is None else str(ident))
-    text = item.get("text", item.get("first_sequence"))
+    key = control.value_key if own_key and control.value_key and control.value_key in item else "text"
+    text = item.get(key, item.get("first_sequence"))
     if not isinstance(text, str):
-        raise InputError(f"instance {i}: 'text' (or 'first_sequence') must be a string", field=f"instances.{i}.text")
+        raise InputError(f"instance {i}: {key!r} (or 'first_sequence') must be a string", field=f"instances.{i}.{key}")
     pair = item.get("text_pair", item.get("second_sequence"))
     if pair is not None and not isinstance(pair, str):
         raise InputError(f"instance {i}: 'second_sequence' must be a string", field=f"instances.{i}.second_sequence")
-    for key, value in (("text", text), ("text_pair", pair)):
+    for name, value in ((key, text), ("text_pair", pair)):
         if value is not None and len(value) > max_chars:
-            raise text_too_long(f"instances.{i}.{key}", len(value), max_chars)
+            raise text_too_long(f"instances.{i}.{name}", len(value), max_chars)
     return Example(text=text, text_pair=pair, id=None if ident is None else str(ident))
 
 
@@ -145,16 +154,27 @@ async def _predict(request: Request, name: str, version: int | None) -> JSON:
 
 
 def _predict_items(bundle: Bundle, items: list[Any], max_chars: int) -> list[dict[str, Any]]:
-    control_name, model = next(iter(bundle.models.items()))
-    control = bundle.schema.control(control_name)
-    if control.kind in (TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES):
-        with tempfile.TemporaryDirectory(prefix="lp-img-") as tmp:
-            examples = [_example(item, i, control.kind, Path(tmp), max_chars) for i, item in enumerate(items)]
-            preds = model.predict(examples)
-    else:  # text: no temporary folder per request
-        examples = [_example(item, i, control.kind, Path(), max_chars) for i, item in enumerate(items)]
-        preds = model.predict(examples)
-    return [_answer(p, ex, control.label_keys, control.kind) for p, ex in zip(preds, examples, strict=True)]
+    """Answers for ``items``, one per item: the first control's fields, plus ``controls`` (every control's
+    answer by name) when the bundle has more than one."""
+    controls = [(bundle.schema.control(name), model) for name, model in bundle.models.items()]
+    with contextlib.ExitStack() as stack:
+        tmp = Path()  # text needs no temporary folder; images are written to one for the request
+        if any(control.kind in IMAGE_KINDS for control, _ in controls):
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lp-img-")))
+        # every instance is checked for every control before any model runs: a bad one is a 4xx, not half a batch
+        own_key = len({c.to_name for c, _ in controls if c.kind not in IMAGE_KINDS}) > 1
+        per_control = [[_example(item, i, control, tmp, max_chars, own_key) for i, item in enumerate(items)]
+                       for control, _ in controls]
+        answers = [
+            [_answer(p, ex, control.label_keys, control.kind) for p, ex in zip(model.predict(exs), exs, strict=True)]
+            for (control, model), exs in zip(controls, per_control, strict=True)
+        ]
+    if len(controls) == 1:
+        return answers[0]
+    names = [control.name for control, _ in controls]
+    return [first | {"controls": {name: {k: v for k, v in a[i].items() if k != "id"}
+                                  for name, a in zip(names, answers, strict=True)}}
+            for i, first in enumerate(answers[0])]
 
 
 @router.post("/models/{name}/predict", openapi_extra=json_body(V1_BODY, V1_EXAMPLE))

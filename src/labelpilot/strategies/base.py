@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-from scipy import sparse
 
 from labelpilot.data.types import Prediction
 from labelpilot.strategies.dedupe import NearDuplicateFilter
@@ -218,8 +217,3 @@ def fill_batch(
             if len(chosen) >= n:
                 break
     return np.asarray(chosen, dtype=np.int64), {"skipped_duplicates": filt.skipped}
-
-
-def as_dense_rows(vectors: Vectors, rows: np.ndarray) -> np.ndarray:
-    sub = vectors[rows]
-    return sub.toarray() if sparse.issparse(sub) else np.asarray(sub, dtype=np.float64)

@@ -93,11 +93,3 @@ class NearDuplicateFilter:
         if key is not None:
             self._keys.add(key)
         return True
-
-
-def duplicate_groups(texts: Sequence[str]) -> list[list[int]]:
-    """Groups (of size > 1) of positions whose normalised texts are equal."""
-    groups: dict[str, list[int]] = {}
-    for i, t in enumerate(texts):
-        groups.setdefault(text_key(t), []).append(i)
-    return [g for g in groups.values() if len(g) > 1]

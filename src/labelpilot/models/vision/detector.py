@@ -85,6 +85,7 @@ from PIL import Image, ImageEnhance
 
 from labelpilot.data.types import Box, Example, FitReport, Prediction
 from labelpilot.errors import InputError, LabelpilotError, TrainingError
+from labelpilot.geometry import iou_matrix
 from labelpilot.imaging import open_image, to_array
 from labelpilot.models.base import ModelBase, Progress
 from labelpilot.models.vision import backbone
@@ -119,22 +120,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-# ---------------------------------------------------------------------------------- geometry
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of corner boxes ``a`` (n, 4) and ``b`` (m, 4) (x1, y1, x2, y2)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+# ------------------------------------------------------- boxes: NMS and AP (IoU: labelpilot.geometry)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.5, classes: np.ndarray | None = None) -> np.ndarray:
@@ -150,7 +136,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.5, classes: np.nda
     order = np.argsort(-scores, kind="stable")
     keep: list[int] = []
     suppressed = np.zeros(len(boxes), dtype=bool)
-    ious = box_iou(boxes, boxes)
+    ious = iou_matrix(boxes, boxes)
     for i in order:
         if suppressed[i]:
             continue
@@ -183,7 +169,7 @@ def average_precision(
             g = gts[i]
             if len(g) == 0:
                 continue
-            overlaps = box_iou(_corners([b]), g)[0]
+            overlaps = iou_matrix(_corners([b]), g)[0]
             j = int(np.argmax(overlaps))
             if overlaps[j] >= iou and not used[i][j]:
                 tp[k] = 1
