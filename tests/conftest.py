@@ -165,7 +165,8 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @dataclass
 class FakeLabelStudio:
-    """A stand-in for the two Label Studio endpoints the backend calls: the export and the token refresh."""
+    """A stand-in for the Label Studio endpoints the backend calls: the export, the token refresh and the
+    import of predictions (the suspect annotations after a training)."""
 
     url: str
     tasks: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
@@ -174,6 +175,7 @@ class FakeLabelStudio:
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, authorization)
     export_delay: float = 0.0
     files: dict[str, bytes] = field(default_factory=dict)  # path (with query) -> content, e.g. /data/upload/1/a.txt
+    predictions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # project -> imported predictions
 
 
 @pytest.fixture
@@ -218,6 +220,14 @@ def fake_ls() -> Iterator[FakeLabelStudio]:
             state.requests.append(("POST", self.path, self.headers.get("Authorization", "")))
             if self.path == "/api/token/refresh/" and body.get("refresh") in state.refresh:
                 self._send(200, {"access": state.refresh[body["refresh"]]})
+                return
+            parts = self.path.split("?")[0].strip("/").split("/")
+            if parts[:2] == ["api", "projects"] and parts[3:] == ["import", "predictions"]:
+                if self.headers.get("Authorization", "") not in state.tokens:
+                    self._send(401, {"detail": "Authentication credentials were not provided."})
+                    return
+                state.predictions.setdefault(int(parts[2]), []).extend(body)
+                self._send(201, {"created": len(body)})
                 return
             self._send(401, {"detail": "Token is invalid or expired"})
 

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     max_tasks: int = Field(1000, ge=1)  # tasks per /predict (Label Studio sends a few hundred at most)
     max_text_chars: int = Field(200_000, ge=1)  # characters in one text field of a task (~100 pages)
     predict_timeout: float = Field(90.0, gt=0)  # /predict answers 503 after this (Label Studio waits 100 s)
+    # Suspect annotations after a training (jobs/audit_step.py): "start" = after Start Training jobs, "always" =
+    # after every training, "off"; only for projects with audit_min_tasks..audit_max_tasks annotated tasks.
+    audit: str = Field("start", pattern="^(start|always|off)$")
+    audit_min_tasks: int = Field(10, ge=2)
+    audit_max_tasks: int = Field(20000, ge=2)
     setup_wait: float = Field(2.0, gt=0)  # /setup waits this long for models to load (Label Studio waits 3 s)
     model_threads: int = Field(2, ge=1)  # threads that run model work (predictions) off the event loop
     max_queued: int = Field(64, ge=1)  # predictions waiting for a thread; more get 503 + Retry-After

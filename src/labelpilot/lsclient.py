@@ -10,6 +10,7 @@ which re-checks each redirect hop and drops the token on a hop that leaves the o
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 import time
@@ -158,3 +159,24 @@ class LabelStudioClient:
         if not isinstance(tasks, list):
             raise LabelStudioError(f"the export of project {project_id} is not a list of tasks")
         return tasks
+
+    def import_predictions(self, project_id: int, predictions: list[dict[str, Any]], *, batch: int = 500) -> int:
+        """Add predictions to a project's tasks (``POST /api/projects/{id}/import/predictions``, each
+        ``{"task", "result", "score", "model_version"}``), ``batch`` at a time; returns how many were created."""
+        url = f"{self.base_url}/api/projects/{project_id}/import/predictions"
+        created = 0
+        for start in range(0, len(predictions), batch):
+            try:
+                with self.policy.stream(
+                    "POST", url, permit=self._permit, json=predictions[start:start + batch],
+                    headers=self.auth_header(), credential_origin=self.origin, timeout=self.timeout,
+                ) as resp:
+                    body = resp.read()
+            except httpx.HTTPError as exc:
+                raise LabelStudioError(self._unreachable(exc)) from exc
+            if resp.status_code not in (200, 201):
+                raise LabelStudioError(f"import of predictions into project {project_id} failed: "
+                                       f"{self._explain(resp.status_code)} {body[:300]!r}")
+            with contextlib.suppress(ValueError, AttributeError, TypeError):  # an answer without a count
+                created += int(json.loads(body).get("created", 0))
+        return created

@@ -14,6 +14,7 @@ from labelpilot.config import Settings
 from labelpilot.data.labelstudio import pick_annotation, task_training_example
 from labelpilot.data.types import Example, FitReport
 from labelpilot.errors import InputError, LabelpilotError, ModelOptionsError, TrainingError
+from labelpilot.jobs.audit_step import audit_due, run_audit
 from labelpilot.jobs.state import ProjectStore, ls_project_id
 from labelpilot.lsclient import LabelStudioClient
 from labelpilot.media import MediaFetcher, resolve_media
@@ -212,7 +213,22 @@ def train_project(
     )
     report.notes = notes + report.notes
     registry = Registry(settings.data_dir / "registry")
-    return registry.register(model_name(uid), bundle, report=report, parent=None, promote=True)
+    mv = registry.register(model_name(uid), bundle, report=report, parent=None, promote=True)
+    annotated = sum(1 for t in tasks if isinstance(t, dict) and t.get("annotations"))
+    skip = audit_due(settings, full_export=full_export, n_tasks=annotated)
+    if skip is None:  # the version is served already; the audit only adds to its report
+        store.update_job(job_id, progress="auditing labels")
+        mv = run_audit(settings, project, tasks, mv, client=_client_or_none(project, settings),
+                       media=media_fetcher(project, settings),
+                       progress=lambda message: store.update_job(job_id, progress=message))
+    return mv
+
+
+def _client_or_none(project: dict[str, Any], settings: Settings) -> LabelStudioClient | None:
+    try:
+        return ls_client_for(project, settings) if (settings.label_studio_url or project.get("hostname")) else None
+    except LabelpilotError:
+        return None
 
 
 def run_job(

@@ -288,6 +288,18 @@ class Registry(ThreadLocalSQLite):
         mv = self.get(name, version)
         return mv, Bundle.load(mv.path)
 
+    def update_report(self, name: str, version: int, changes: dict[str, Any]) -> ModelVersion:
+        """Merge ``changes`` into a registered version's report (metadata found after registration, such as
+        the suspect annotations of the training data); the model files are never touched."""
+        with self._tx() as db:
+            row = db.execute("SELECT report FROM versions WHERE name=? AND version=?", (name, version)).fetchone()
+            if row is None:
+                raise NotFoundError(f"model {name} has no version {version}", field="version")
+            report = {**json.loads(row["report"]), **changes}
+            db.execute("UPDATE versions SET report=? WHERE name=? AND version=?",
+                       (json.dumps(report, ensure_ascii=False, default=str), name, version))
+        return self.get(name, version)
+
     def add_evaluation(self, name: str, version: int, data: str, result: dict[str, Any]) -> None:
         with self._tx() as db:
             db.execute(
