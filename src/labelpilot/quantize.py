@@ -1,0 +1,246 @@
+"""Compressed (int8) export: ``labelpilot export NAME --quantize int8``.
+
+What is quantized
+    The vision families run a frozen EfficientNet-Lite0 backbone as an ONNX graph (``models/vision/backbone``)
+    and a small numpy head. ``image-classifier`` and ``video-frames`` export the backbone's fp32 graph into
+    the model folder as ``backbone-int8.onnx`` after onnxruntime's quantization; their ``load`` uses that
+    graph when it is there, so ``serve-model`` (and ``models import``) serve the compressed model with no
+    other change. EfficientNet-Lite was designed for integer inference (ReLU6, no squeeze-excite), which is
+    why static quantization keeps its accuracy.
+    The detector (its backbone taps + a conv head) and the text families are not quantized here: text-linear
+    is TF-IDF + a linear head (no ONNX graph; its encoder already ships int8), ner-crf is a CRF; the export
+    says so in the manifest instead of silently copying them.
+
+Method
+    ``static`` (default when calibration images are given): QDQ format, per-channel int8 weights, uint8
+    activations calibrated by min/max over ``--calibration`` images (a folder, or any labelled file
+    ``train`` reads; at most ``calib_images``, 64), preprocessed exactly as the model does. ``dynamic``
+    (no calibration data): ``quantize_dynamic`` of the weights only (activations quantized per batch at run
+    time); smaller but usually not faster for convolutions.
+
+What the manifest records (``manifest.json`` -> ``quantization``)
+    The graph sizes (fp32 and int8 bytes and their ratio), the CPU latency of one image through each graph
+    (median of ``latency_runs`` runs at batch 1, onnxruntime with the project's thread settings), and with
+    ``--eval-data`` the accuracy of the whole model before and after on those labelled examples.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labelpilot.errors import InputError
+
+log = logging.getLogger(__name__)
+
+QUANT_GRAPH = "backbone-int8.onnx"
+QUANTIZABLE = ("image-classifier", "video-frames")
+METHODS = ("static", "dynamic")
+
+_lock = threading.Lock()
+_graphs: dict[str, GraphFeatures] = {}
+
+
+class GraphFeatures:
+    """A backbone ONNX graph from a model folder, run like ``backbone.PooledFeatures`` ((N, 3, S, S) -> (N, 1280))."""
+
+    engine = "onnx-int8"
+
+    def __init__(self, path: Path) -> None:
+        from labelpilot.models.vision import backbone
+
+        self.path = Path(path)
+        self._session = backbone.ort_session(self.path)
+        self._input = self._session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        return np.asarray(self._session.run(None, {self._input: batch})[0], dtype=np.float32)
+
+
+def graph_features(path: Path) -> GraphFeatures:
+    """One session per graph file per process."""
+    key = str(Path(path).resolve())
+    with _lock:
+        if key not in _graphs:
+            _graphs[key] = GraphFeatures(Path(path))
+        return _graphs[key]
+
+
+def fp32_graph(size: int) -> bytes:
+    """The fp32 pooled-feature backbone graph the vision models run (from the ONNX cache, else exported)."""
+    from labelpilot.models.vision import backbone
+    from labelpilot.models.vision.nets import Pooled
+
+    def build() -> bytes:
+        torch = backbone.require_torch()
+        return backbone.export_onnx(Pooled(backbone.efficientnet()).eval(), torch.zeros(1, 3, size, size), ["x"],
+                                    ["f"])
+
+    got = backbone.cached_onnx(f"lite0-pooled-{size}", build)
+    return got if isinstance(got, bytes) else Path(got).read_bytes()
+
+
+def calibration_arrays(paths: Sequence[str], options: dict[str, Any], limit: int) -> list[np.ndarray]:
+    """Model inputs (3, S, S) for calibration, preprocessed as the model does (videos: their sampled frames)."""
+    from labelpilot.errors import LabelpilotError
+    from labelpilot.models.vision.imageio import load_array
+
+    size, resize = int(options["image_size"]), str(options["resize"])
+    out: list[np.ndarray] = []
+    for path in paths:
+        if len(out) >= limit:
+            break
+        try:
+            if "frames" in options:
+                from labelpilot.models.video import _VideoFeatures
+
+                out.extend(_VideoFeatures(options)._frames_array(path, False))
+            else:
+                out.append(load_array(path, size, resize, max_pixels=int(options["max_pixels"]))[0])  # type: ignore[arg-type]
+        except LabelpilotError as exc:
+            log.info("quantize: calibration input %s skipped (%s)", path, exc.message)
+    return out[:limit]
+
+
+class _Reader:
+    """onnxruntime's ``CalibrationDataReader`` protocol over a list of arrays."""
+
+    def __init__(self, arrays: list[np.ndarray], input_name: str = "x") -> None:
+        self._it: Iterator[dict[str, np.ndarray]] = iter({input_name: a[None].astype(np.float32)} for a in arrays)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:  # pragma: no cover - not used by MinMax calibration
+        pass
+
+
+def quantize_graph(fp32: bytes, dst: Path, *, method: str, calibration: list[np.ndarray] | None = None) -> Path:
+    """Write the int8 version of the ``fp32`` graph to ``dst``."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in METHODS:
+        raise InputError(f"unknown quantization method {method!r}; one of {list(METHODS)}", field="method")
+    with tempfile.TemporaryDirectory(prefix="lp-quant-") as tmp:
+        src = Path(tmp) / "fp32.onnx"
+        src.write_bytes(fp32)
+        pre = Path(tmp) / "pre.onnx"
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        except Exception as exc:  # pre-processing is an optimisation; quantize the graph as it is
+            log.info("quantize: pre-processing skipped (%s)", exc)
+            pre = src
+        if method == "dynamic":
+            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8)
+            return dst
+        if not calibration:
+            raise InputError("static quantization needs calibration images (--calibration)", field="calibration")
+
+        class Reader(_Reader, CalibrationDataReader):
+            pass
+
+        quantize_static(
+            str(pre), str(dst), Reader(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
+            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+    return dst
+
+
+def latency_ms(graph: bytes | Path, size: int, runs: int = 20) -> float:
+    """Median ms of one (1, 3, S, S) input through a graph on the CPU (after 3 warm-up runs)."""
+    from labelpilot.models.vision import backbone
+
+    session = backbone.ort_session(graph)
+    name = session.get_inputs()[0].name
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    for _ in range(3):
+        session.run(None, {name: x})
+    times = []
+    for _ in range(max(1, runs)):
+        t0 = time.perf_counter()
+        session.run(None, {name: x})
+        times.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(times), 3)
+
+
+def accuracy(model: Any, examples: Sequence[Any]) -> float:
+    """Share of examples whose predicted label set equals the gold one (unreadable media count as wrong)."""
+    if not examples:
+        return float("nan")
+    preds = model.predict(list(examples))
+    gold = [tuple(sorted(ex.target.labels)) if ex.target else () for ex in examples]
+    return float(np.mean([tuple(sorted(p.labels)) == g and p.error is None for p, g in zip(preds, gold,
+                                                                                          strict=True)]))
+
+
+def quantize_bundle(
+    model_dir: Path,
+    *,
+    method: str | None = None,
+    calibration: Sequence[str] = (),
+    eval_examples: Sequence[Any] = (),
+    calib_images: int = 64,
+    latency_runs: int = 20,
+) -> dict[str, Any]:
+    """Quantize every quantizable control model inside an exported bundle folder (in place); the manifest entry."""
+    import json
+
+    from labelpilot.models.base import get_family
+    from labelpilot.models.bundle import MANIFEST
+    from labelpilot.schema import parse_label_config
+
+    bundle_manifest = json.loads((model_dir / MANIFEST).read_text(encoding="utf-8"))
+    schema = parse_label_config(bundle_manifest["label_config"])
+    out: dict[str, Any] = {"dtype": "int8", "controls": {}}
+    for name, entry in bundle_manifest["controls"].items():
+        family = entry["family"]
+        if family not in QUANTIZABLE:
+            out["controls"][name] = {"family": family, "quantized": False,
+                                     "reason": f"{family} has no ONNX graph to quantize (copied as it is)"}
+            continue
+        control = schema.control(name)
+        cls = get_family(family)
+        cdir = model_dir / entry["dir"]
+        fp32_model = cls.load(cdir, control)
+        options = fp32_model.options
+        size = int(options["image_size"])
+        how = method or ("static" if calibration else "dynamic")
+        arrays = calibration_arrays(list(calibration), options, calib_images) if how == "static" else None
+        if how == "static" and not arrays:
+            raise InputError("no calibration image could be read", field="calibration")
+        fp32 = fp32_graph(size)
+        t0 = time.perf_counter()
+        quantize_graph(fp32, cdir / QUANT_GRAPH, method=how, calibration=arrays)
+        info: dict[str, Any] = {
+            "family": family, "quantized": True, "method": how, "format": "QDQ" if how == "static" else "dynamic",
+            "calibration_inputs": len(arrays or ()), "seconds": round(time.perf_counter() - t0, 2),
+            "graph_bytes_fp32": len(fp32), "graph_bytes_int8": (cdir / QUANT_GRAPH).stat().st_size,
+        }
+        info["size_ratio"] = round(info["graph_bytes_int8"] / info["graph_bytes_fp32"], 4)
+        info["latency_ms_fp32"] = latency_ms(fp32, size, latency_runs)
+        info["latency_ms_int8"] = latency_ms(cdir / QUANT_GRAPH, size, latency_runs)
+        info["latency_ratio"] = round(info["latency_ms_int8"] / max(info["latency_ms_fp32"], 1e-9), 4)
+        if eval_examples:
+            int8_model = cls.load(cdir, control)
+            info["n_eval"] = len(eval_examples)
+            info["accuracy_fp32"] = round(accuracy(fp32_model, eval_examples), 4)
+            info["accuracy_int8"] = round(accuracy(int8_model, eval_examples), 4)
+        out["controls"][name] = info
+    return out
