@@ -16,7 +16,7 @@ pytest.importorskip("torch", reason="the vision extra is not installed")
 pytest.importorskip("efficientnet_lite_pytorch", reason="the vision extra is not installed")
 cv2 = pytest.importorskip("cv2", reason="OpenCV (opencv-python-headless) is not installed")
 
-from labelpilot.batch import Columns, evaluate_file, predict_file, train_file  # noqa: E402
+from labelpilot.batch import evaluate_file, predict_file, train_file  # noqa: E402
 from labelpilot.data.types import Example, Target  # noqa: E402
 from labelpilot.models.base import family_for  # noqa: E402
 from labelpilot.models.video import VideoClassifier, probe  # noqa: E402
@@ -180,3 +180,36 @@ def test_video_project_through_the_server(start_server, fake_ls, tmp_path: Path)
     assert region["from_name"] == "shape" and region["to_name"] == "video"
     assert results[1]["result"] == [] and results[2]["result"] == []
     assert "corrupt.mp4" in server.log.read_text(errors="replace")
+
+
+def test_text_beside_the_video_is_fused(tmp_path: Path) -> None:
+    from labelpilot.encoders import encoder_problem
+
+    if encoder_problem():
+        pytest.skip(f"text encoder unavailable: {encoder_problem()}")
+    config = ('<View><Video name="video" value="$video"/><Text name="title" value="$title"/>'
+              '<Choices name="topic" toName="video"><Choice value="food"/><Choice value="sport"/></Choices></View>')
+    control = parse_label_config(config).controls[0]
+    titles = {
+        "food": ["cooking pasta at home", "how to bake bread", "a spicy noodle soup recipe", "grilling vegetables",
+                 "chocolate cake in ten minutes", "making sushi rolls", "我在厨房做红烧肉", "breakfast pancakes"],
+        "sport": ["football match highlights", "tennis final last set", "marathon runners at the finish",
+                  "basketball dunk contest", "cycling race in the mountains", "swimming world record",
+                  "篮球比赛精彩集锦", "boxing title fight"],
+    }
+    # the same four videos for both topics: only the text can tell them apart
+    videos = [write_video(tmp_path / f"t{i}.mp4", {SHAPES[i % 3]: (0, 12)}, 700 + i) for i in range(4)]
+    examples = [Example(image=str(videos[i % 4]), text_pair=t, target=Target(labels=(topic,)))
+                for topic, ts in titles.items() for i, t in enumerate(ts)]
+    test = [ex for i, ex in enumerate(examples) if i % 4 == 3]
+    train = [ex for i, ex in enumerate(examples) if i % 4 != 3]
+    model = VideoClassifier(control, **FAST)
+    report = model.fit(train)
+    assert "fused with text" in report.notes[0]
+    preds = model.predict(test)
+    assert np.mean([p.labels == ex.target.labels for p, ex in zip(preds, test, strict=True)]) >= 0.75
+    model.save(tmp_path / "m")
+    again = VideoClassifier.load(tmp_path / "m", control)
+    assert [p.labels for p in again.predict(test)] == [p.labels for p in preds]
+    off = VideoClassifier(control, **FAST, text="off")
+    assert "fused" not in off.fit(train).notes[0]

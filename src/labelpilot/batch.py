@@ -606,7 +606,7 @@ def export_model(
 
 def _media_examples(path: Path, kind: str, cols: Columns) -> list[Example]:
     """Examples of a media folder (labelled by class folders when it has them) or of a labelled file."""
-    if path.is_dir() and not any(p.is_dir() for p in path.iterdir()):
+    if path.is_dir() and not any(path.glob("*.xml")) and not any(p.is_dir() for p in path.iterdir()):
         return [Example(image=r.values[cols.image]) for r in media_rows(path, cols)]
     return load_labelled(path, kind, cols).examples
 

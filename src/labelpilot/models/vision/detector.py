@@ -382,6 +382,7 @@ class ImageDetector:
         self.report_: FitReport | None = None
         self._head_lock = threading.Lock()
         self._head_session: Any = None
+        self.taps_graph_: Path | None = None  # a quantized backbone graph in the model folder (export --quantize)
 
     @property
     def is_fitted(self) -> bool:
@@ -405,6 +406,10 @@ class ImageDetector:
         return float(t) if t is not None else float(self.options["score_threshold"])
 
     def _taps(self) -> _Taps:
+        if self.taps_graph_ is not None:
+            from labelpilot.quantize import graph_taps
+
+            return graph_taps(self.taps_graph_)  # type: ignore[return-value]
         return _Taps.get(int(self.options["image_size"]), str(self.options["engine"]))
 
     def _new_head(self, n_classes: int) -> Any:
@@ -796,6 +801,10 @@ class ImageDetector:
         model = cls(control, **options)
         model.labels_ = list(meta.get("labels") or [])
         model.head_state_ = (d / HEAD_FILE).read_bytes()
+        from labelpilot.quantize import QUANT_TAPS
+
+        if (d / QUANT_TAPS).is_file():
+            model.taps_graph_ = d / QUANT_TAPS
         if (d / HEAD_ONNX_FILE).is_file() and backbone.onnx_available():
             model.head_onnx_ = (d / HEAD_ONNX_FILE).read_bytes()
         else:
