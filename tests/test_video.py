@@ -4,6 +4,7 @@ batch is served; ``<Video>`` + ``<Choices>`` projects through a real server on l
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -78,11 +79,11 @@ def test_schema_reads_video_choices_with_text() -> None:
 
 
 def test_train_and_evaluate_from_folders(tmp_path: Path) -> None:
-    train = video_folder(tmp_path / "train", 8, seed=1)
+    train = video_folder(tmp_path / "train", 6, seed=1)
     test = video_folder(tmp_path / "test", 4, seed=2)
     reg = Registry(tmp_path / "reg")
     mv, report, bad = train_file(reg, "shapes", train, kind="video", options=FAST, val_size=0)
-    assert not bad and report.n_train == 24 and mv.families == ["video-frames"]
+    assert not bad and report.n_train == 18 and mv.families == ["video-frames"]
     result = evaluate_file(reg, "shapes", test)
     assert result["metrics"]["accuracy"] >= 0.9, result["metrics"]
     # batch prediction straight from a folder of videos, with a corrupt file among them
@@ -173,6 +174,13 @@ def test_video_project_through_the_server(start_server, fake_ls, tmp_path: Path)
             {"id": 52, "data": {"video": "http://example.invalid/not-allowed.mp4"}},
         ]
         out = client.post("/predict", json={"tasks": batch, "label_config": CONFIG, "project": UID}).json()
+        # the same model on the /v1 predict service: a base64 video, and a bad one naming the field
+        video = base64.b64encode(fake_ls.files["/data/upload/31/new.avi"]).decode()
+        v1_url = f"/v1/models/ls-project-{UID}/predict"
+        one = client.post(v1_url, json={"id": "n", "video": video}).json()
+        assert one["class_name"] == "square" and one["id"] == "n"
+        bad = client.post(v1_url, json={"image": video})
+        assert bad.status_code == 422 and bad.json()["field"] == "instances.0.video"
     results = out["results"]
     assert len(results) == 3 and all(r["model_version"] == v1 for r in results)
     (region,) = results[0]["result"]

@@ -31,6 +31,7 @@ from labelpilot.server.openapi import V1_BODY, V1_EXAMPLE, json_body
 from labelpilot.server.responses import JSON
 
 MAX_IMAGE_BYTES = 20_000_000
+MEDIA_KINDS = (TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES, TaskKind.VIDEO_CHOICES)
 
 
 class Unauthorized(LabelpilotError):
@@ -67,19 +68,22 @@ def _example(item: Any, i: int, kind: TaskKind, tmp: Path, max_chars: int) -> Ex
     if not isinstance(item, dict):
         raise InputError(f"instance {i} is not an object", field=f"instances.{i}")
     ident = item.get("id")
-    if kind in (TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES):
-        data = item.get("image")
+    if kind in MEDIA_KINDS:
+        key = "video" if kind is TaskKind.VIDEO_CHOICES else "image"  # a video: base64 of the file, + "text"
+        data = item.get(key)
         if not isinstance(data, str):
-            raise InputError(f"instance {i}: 'image' (base64) is required", field=f"instances.{i}.image")
+            raise InputError(f"instance {i}: '{key}' (base64) is required", field=f"instances.{i}.{key}")
         try:
             raw = base64.b64decode(data.split(",", 1)[-1], validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise InputError(f"instance {i}: 'image' is not base64", field=f"instances.{i}.image") from exc
+            raise InputError(f"instance {i}: '{key}' is not base64", field=f"instances.{i}.{key}") from exc
         if len(raw) > MAX_IMAGE_BYTES:
-            raise InputError(f"instance {i}: image larger than {MAX_IMAGE_BYTES} bytes", field=f"instances.{i}.image")
+            raise InputError(f"instance {i}: {key} larger than {MAX_IMAGE_BYTES} bytes", field=f"instances.{i}.{key}")
         path = tmp / hashlib.sha256(raw).hexdigest()[:20]
         path.write_bytes(raw)
-        return Example(image=str(path), id=None if ident is None else str(ident))
+        text = item.get("text")
+        return Example(image=str(path), text_pair=text if isinstance(text, str) else None,
+                       id=None if ident is None else str(ident))
     text = item.get("text", item.get("first_sequence"))
     if not isinstance(text, str):
         raise InputError(f"instance {i}: 'text' (or 'first_sequence') must be a string", field=f"instances.{i}.text")
@@ -148,7 +152,7 @@ async def _predict(request: Request, name: str, version: int | None) -> JSON:
 def _predict_items(bundle: Bundle, items: list[Any], max_chars: int) -> list[dict[str, Any]]:
     control_name, model = next(iter(bundle.models.items()))
     control = bundle.schema.control(control_name)
-    if control.kind in (TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES):
+    if control.kind in MEDIA_KINDS:
         with tempfile.TemporaryDirectory(prefix="lp-img-") as tmp:
             examples = [_example(item, i, control.kind, Path(tmp), max_chars) for i, item in enumerate(items)]
             preds = model.predict(examples)
