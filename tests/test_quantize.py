@@ -116,3 +116,36 @@ def test_bad_quantize_requests_leave_nothing(exported: tuple[Path, Registry, Pat
     assert err.value.field == "calibration"
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_detector_backbone_quantized(tmp_path: Path) -> None:
+    from labelpilot.data.types import Box, Example, Target
+    from labelpilot.models.bundle import Bundle
+    from labelpilot.quantize import QUANT_TAPS
+    from labelpilot.schema import make_label_config, parse_label_config
+
+    rng = np.random.default_rng(3)
+    (tmp_path / "imgs").mkdir()
+    examples = []
+    for i in range(8):
+        px = (rng.random((96, 96, 3)) * 80).astype(np.uint8)
+        x, y = int(rng.integers(0, 56)), int(rng.integers(0, 56))
+        px[y : y + 40, x : x + 40] = (250, 240, 30)
+        path = tmp_path / "imgs" / f"s{i}.png"
+        Image.fromarray(px).save(path)
+        examples.append(Example(image=str(path), target=Target(boxes=(Box(x / 96, y / 96, 40 / 96, 40 / 96, "sq"),))))
+    schema = parse_label_config(make_label_config(["sq"], kind="rectangles"))
+    from labelpilot.models.vision.detector import ImageDetector
+
+    model = ImageDetector(schema.controls[0], image_size=64, variants=2, epochs=2, batch_size=8)
+    model.fit(examples)
+    reg = Registry(tmp_path / "reg")
+    reg.register("boxes", Bundle(schema, {"label": model}))
+    out = export_model(reg, "boxes", tmp_path / "int8", quantize="int8", calibration=tmp_path / "imgs")
+    info = json.loads((out / "manifest.json").read_text())["quantization"]["controls"]["label"]
+    assert info["graph"] == QUANT_TAPS and info["size_ratio"] < 0.35 and info["calibration_inputs"] == 8
+    _, bundle = read_export(out)
+    loaded = bundle.models["label"]
+    assert loaded.taps_graph_ is not None and loaded._taps().engine == "onnx-int8"
+    preds = loaded.predict(examples[:2], threshold=0.0)
+    assert all(p.error is None for p in preds)

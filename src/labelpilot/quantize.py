@@ -125,7 +125,8 @@ def calibration_arrays(paths: Sequence[str], options: dict[str, Any], limit: int
 
     size, resize = int(options["image_size"]), str(options.get("resize", "squash"))  # the detector squashes
     out: list[np.ndarray] = []
-    for path in paths:
+    step = max(1, len(paths) // max(1, limit))  # spread over the list (a folder's paths come sorted by class)
+    for path in [*paths[::step], *(p for i, p in enumerate(paths) if i % step)]:
         if len(out) >= limit:
             break
         try:
