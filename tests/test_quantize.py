@@ -46,10 +46,15 @@ def folder(root: Path, per_class: int, seed: int) -> Path:
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Registry, Path]:
     root = tmp_path_factory.mktemp("quant")
     train, test = folder(root / "train", 8, 1), folder(root / "test", 5, 2)
-    reg = Registry(root / "reg")
+    reg = Registry(root / "dd" / "registry")
     train_file(reg, "colours", train, kind="image", options={"Cs": [30.0], "flip_augment": False}, val_size=0)
-    out = export_model(reg, "colours", root / "int8", quantize="int8", calibration=train, eval_data=test)
-    return out, reg, test
+    # through the command line, as an operator would
+    done = subprocess.run([str(LABELPILOT), "export", "colours", "int8", "--quantize", "int8", "--calibration",
+                           str(train), "--eval-data", str(test), "--data-dir", "dd"], cwd=root, capture_output=True,
+                          text=True, env={**os.environ, "COLUMNS": "200"}, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "size_ratio" in done.stdout
+    return root / "int8", reg, test
 
 
 def test_int8_export_is_smaller_and_predicts(exported: tuple[Path, Registry, Path]) -> None:
