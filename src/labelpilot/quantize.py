@@ -215,7 +215,8 @@ def quality(model: Any, examples: Sequence[Any]) -> tuple[str, float]:
     if getattr(model, "name", "") == "image-detector":
         from labelpilot.models.vision.detector import average_precision
 
-        preds = model.predict(list(examples))
+        # every detection down to min_score, ranked: mAP is a property of the ranking, not of one threshold
+        preds = model.predict(list(examples), threshold=float(model.options["min_score"]))
         truths = [ex.target.boxes if ex.target else () for ex in examples]
         return "map50", float(average_precision([p.boxes for p in preds], truths, 0.5).get("mAP", 0.0))
     return "accuracy", accuracy(model, examples)
