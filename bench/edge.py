@@ -46,19 +46,21 @@ def load() -> str:
     return f"load {one:.1f}/{five:.1f}"
 
 
-def predict_p50(folder: Path, examples: list[Example], n: int = 30) -> float:
+def predict_p50(folders: list[Path], examples: list[Example], n: int = 40) -> list[float]:
+    """p50 ms of single-image ``predict`` calls (feature cache cleared) for each exported model, interleaved."""
     from labelpilot.models.vision import backbone
 
-    _, bundle = read_export(folder)
-    model = next(iter(bundle.models.values()))
-    model.predict(examples[:1])
-    times = []
+    models = [next(iter(read_export(f)[1].models.values())) for f in folders]
+    for model in models:
+        model.predict(examples[:1])
+    times: list[list[float]] = [[] for _ in models]
     for ex in examples[:n]:
-        backbone.FEATURES.clear()
-        t = time.perf_counter()
-        model.predict([ex])
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+        for k, model in enumerate(models):
+            backbone.FEATURES.clear()
+            t = time.perf_counter()
+            model.predict([ex])
+            times[k].append((time.perf_counter() - t) * 1000)
+    return [statistics.median(t) for t in times]
 
 
 def _link_folder(root: Path, files: list[str]) -> Path:
@@ -111,8 +113,7 @@ def run(task: str, data: Path, work: Path, lines: list[str]) -> None:
     info = json.loads((int8_dir / "manifest.json").read_text())["quantization"]["controls"][schema.controls[0].name]
     print(json.dumps(info, indent=1))
     lat_load = load()
-    p_fp32 = predict_p50(fp32_dir, held)
-    p_int8 = predict_p50(int8_dir, held)
+    p_fp32, p_int8 = predict_p50([fp32_dir, int8_dir], held)
     after_load = load()
     b, a = info[f"{metric}_fp32"], info[f"{metric}_int8"]
     size_ok = "met" if info["size_ratio"] <= 0.30 else "NOT met"
