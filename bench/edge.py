@@ -70,7 +70,7 @@ def _link_folder(root: Path, files: list[str]) -> Path:
     return root
 
 
-def run(task: str, data: Path, work: Path, lines: list[str]) -> None:
+def run(task: str, data: Path, work: Path, lines: list[str], keep_fp32: str | None = None) -> None:
     reg = Registry(work / "reg")
     if task == "cls":
         root = data / "hymenoptera"
@@ -108,7 +108,8 @@ def run(task: str, data: Path, work: Path, lines: list[str]) -> None:
     reg.register(name, Bundle(schema, {schema.controls[0].name: model}), report=report)
     fp32_dir = export_model(reg, name, work / "fp32")
     t = time.perf_counter()
-    int8_dir = export_model(reg, name, work / "int8", quantize="int8", calibration=calib, eval_data=evals)
+    int8_dir = export_model(reg, name, work / "int8", quantize="int8", calibration=calib, eval_data=evals,
+                             keep_fp32=keep_fp32)
     t_export = time.perf_counter() - t
     info = json.loads((int8_dir / "manifest.json").read_text())["quantization"]["controls"][schema.controls[0].name]
     print(json.dumps(info, indent=1))
@@ -121,7 +122,9 @@ def run(task: str, data: Path, work: Path, lines: list[str]) -> None:
     acc_ok = "met" if b - a <= 0.01 else "NOT met"
     lines += [
         f"- **{name}** ({info['family']}, trained on {report.n_train}, evaluated on {info['n_eval']} held-out images; "
-        f"static QDQ calibrated on {info['calibration_inputs']} training images, export {t_export:.0f} s):",
+        f"static QDQ calibrated on {info['calibration_inputs']} training images"
+        + (f", kept fp32: {len(info['kept_fp32'])} boundary nodes" if info.get("kept_fp32") else "")
+        + f", export {t_export:.0f} s):",
         f"  backbone graph **{info['graph_bytes_fp32'] / 1e6:.1f} MB -> {info['graph_bytes_int8'] / 1e6:.1f} MB "
         f"({100 * info['size_ratio']:.0f} %, {size_ok})**; graph latency batch 1 **{info['latency_ms_fp32']:.1f} -> "
         f"{info['latency_ms_int8']:.1f} ms ({100 * info['latency_ratio']:.0f} %, {lat_ok})** ({lat_load});",
@@ -151,11 +154,12 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--task", choices=["cls", "det", "both"], default="both")
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--keep-fp32", choices=["boundary"], default=None)
     args = ap.parse_args()
     lines: list[str] = []
     for task in (["cls", "det"] if args.task == "both" else [args.task]):
         with tempfile.TemporaryDirectory(prefix=f"lp-edge-{task}-") as tmp:
-            run(task, args.data, Path(tmp), lines)
+            run(task, args.data, Path(tmp), lines, args.keep_fp32)
     if args.write:
         write_section(lines, "python bench/edge.py " + " ".join(sys.argv[1:]))
 

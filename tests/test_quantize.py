@@ -154,3 +154,12 @@ def test_detector_backbone_quantized(tmp_path: Path) -> None:
     assert loaded.taps_graph_ is not None and loaded._taps().engine == "onnx-int8"
     preds = loaded.predict(examples[:2], threshold=0.0)
     assert all(p.error is None for p in preds)
+    # the stem and the nodes at the outputs kept in fp32: larger than all-int8, still loads and predicts
+    kept = export_model(reg, "boxes", tmp_path / "kept", quantize="int8", calibration=tmp_path / "imgs",
+                        keep_fp32="boundary")
+    kinfo = json.loads((kept / "manifest.json").read_text())["quantization"]["controls"]["label"]
+    assert any("stem" in n for n in kinfo["kept_fp32"]) and kinfo["graph_bytes_int8"] > info["graph_bytes_int8"]
+    assert all(p.error is None for p in read_export(kept)[1].models["label"].predict(examples[:2]))
+    with pytest.raises(InputError) as err:
+        export_model(reg, "boxes", tmp_path / "bad", quantize="int8", calibration=tmp_path / "imgs", keep_fp32="x")
+    assert err.value.field == "keep_fp32" and not (tmp_path / "bad").exists()

@@ -553,6 +553,7 @@ def _versions() -> dict[str, str]:
 def export_model(
     registry: Registry, ref: str, directory: Path, *, quantize: str | None = None, method: str | None = None,
     calibration: Path | None = None, eval_data: Path | None = None, cols: Columns | None = None,
+    keep_fp32: str | None = None,
 ) -> Path:
     """A self-contained folder: ``model/`` (the bundle), ``manifest.json`` (version, metrics, labels,
     label config, library versions). Written to a temporary folder and renamed.
@@ -593,7 +594,7 @@ def export_model(
         evals = [ex for ex in _media_examples(eval_data, kind, cols) if ex.target] if eval_data else []
         try:
             manifest["quantization"] = q.quantize_bundle(tmp / "model", method=method, calibration=calib,
-                                                         eval_examples=evals)
+                                                         eval_examples=evals, keep_fp32=keep_fp32)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -289,13 +289,14 @@ def export(
     method: Annotated[str | None, typer.Option(help="static (needs --calibration) or dynamic.")] = None,
     calibration: Annotated[Path | None, typer.Option(help="Images/videos (folder/labelled file): calibration.")] = None,
     eval_data: Annotated[Path | None, typer.Option(help="Labelled data: accuracy before/after quantization.")] = None,
+    keep_fp32: Annotated[str | None, typer.Option(help="boundary: stem + output nodes stay fp32.")] = None,
     data_dir: DataDir = Path("./labelpilot-data"),
 ) -> None:
     """A self-contained model folder that `labelpilot serve-model` or `models import` can load elsewhere."""
     from labelpilot.batch import export_model
 
     out = export_model(_registry(data_dir), model, directory, quantize=quantize, method=method,
-                       calibration=calibration, eval_data=eval_data)
+                       calibration=calibration, eval_data=eval_data, keep_fp32=keep_fp32)
     console.print(f"exported to {out}")
     if quantize:
         manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
