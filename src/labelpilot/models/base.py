@@ -313,6 +313,7 @@ _BUILTIN: dict[str, str] = {
     "image-classifier": "labelpilot.models.vision.classifier:ImageClassifier",
     "image-detector": "labelpilot.models.vision.detector:ImageDetector",
     "doc-fields": "labelpilot.models.document:DocumentFieldModel",
+    "video-frames": "labelpilot.models.video:VideoClassifier",
 }
 
 #: Families that need an optional extra, and the command that installs it.
@@ -320,6 +321,7 @@ EXTRAS: dict[str, str] = {
     "image-classifier": "pip install 'labelpilot[vision]'",
     "image-detector": "pip install 'labelpilot[vision]'",
     "doc-fields": "pip install 'labelpilot[ocr]'",
+    "video-frames": "pip install 'labelpilot[vision,video]'",
 }
 
 #: Which family serves a task kind when the user does not choose one.
@@ -329,6 +331,7 @@ DEFAULT_FAMILY: dict[TaskKind, str] = {
     TaskKind.TEXT_SPANS: "ner-crf",
     TaskKind.IMAGE_CHOICES: "image-classifier",
     TaskKind.IMAGE_BOXES: "image-detector",
+    TaskKind.VIDEO_CHOICES: "video-frames",
 }
 
 #: The family for document images: chosen for a <RectangleLabels> with a per-region <TextArea> on the same
