@@ -268,7 +268,7 @@ def find_suspects(
     family: str | None = None,
     options: dict[str, Any] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
-    repeats: int = 1,
+    repeats: int | None = None,
 ) -> list[Suspect]:
     """Out-of-fold predictions for ``examples`` (annotated for ``control``), then the ranked suspects.
     ``repeats``: class labels only, average over that many fold splits (see ``oof.out_of_fold``)."""
