@@ -106,6 +106,7 @@ def classification(name: str, args: argparse.Namespace) -> dict | None:
         alt = suspects_from_oof(oof, rank_by=other)
         res[f"found_top10_{other}"] = _rank_metrics([int(s.example_id) for s in alt], [s.score for s in alt],
                                                     flipped, len(examples))["found_top10"]
+    res["variants"] = _variants(oof, flipped)
     res["oof_notes"] = oof.notes
     res["repeats_used"] = oof.repeats
     res["refit_used"] = oof.options.get("refit")
@@ -121,6 +122,30 @@ def classification(name: str, args: argparse.Namespace) -> dict | None:
     if args.cleanlab:
         res["cleanlab"] = _cleanlab(args.cleanlab, oof, flipped)
     return res
+
+
+def _variants(oof, flipped: set[int]) -> dict[str, float]:
+    """found-top-10 % of candidate rankings computed here from the same probabilities (second selection round):
+    class-adjusted self-confidence p[given] / t_given (t = the class's mean self-confidence, as the confident
+    joint's thresholds) and self-confidence after a temperature on the probabilities (p ** (1 / T), renormalized)."""
+    classes = _classes(oof.control, oof)
+    col = {c: j for j, c in enumerate(classes)}
+    probs = np.clip(_prob_matrix(oof.predictions, classes), 1e-12, None)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    given = np.array([col[ex.target.labels[0]] for ex in oof.examples])
+    rows = np.arange(len(given))
+    ids = [int(ex.id) for ex in oof.examples]
+    thr = np.array([probs[given == j, j].mean() if (given == j).any() else 1.0 for j in range(len(classes))])
+    out = {}
+    quality = {"self_confidence": probs[rows, given], "adjusted": probs[rows, given] / thr[given]}
+    for t in (0.5, 2.0):
+        q = probs ** (1.0 / t)
+        quality[f"temperature_{t:g}"] = (q / q.sum(axis=1, keepdims=True))[rows, given]
+    for name, q in quality.items():
+        order = np.argsort(q, kind="stable")
+        out[name] = _rank_metrics([ids[i] for i in order], [-float(q[i]) for i in order], flipped, len(ids))[
+            "found_top10"]
+    return out
 
 
 def _rank_metrics(order: list[int], scores: list[float], planted: set[int], n: int) -> dict:
