@@ -112,7 +112,7 @@ from labelpilot.models.gazetteer import Gazetteer
 from labelpilot.models.span_sources import ZeroShotSpans
 from labelpilot.schema.types import ControlSpec, TaskKind
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("labelpilot.models.ner_crf")  # the family's logger, whichever submodule logs
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.crfsuite"
