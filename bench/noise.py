@@ -34,7 +34,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labelpilot.audit.oof import out_of_fold
-from labelpilot.audit.suspects import _classes, _prob_matrix, span_issues, suspects_from_oof
+from labelpilot.audit.suspects import RANK_BY, _classes, _prob_matrix, span_issues, suspects_from_oof
 from labelpilot.data.bio import read_conll, tokenize
 from labelpilot.data.types import Example, Span, Target
 from labelpilot.schema import parse_label_config
@@ -54,13 +54,31 @@ def _load_avg() -> str:
     return f"{os.getloadavg()[0]:.1f}"
 
 
+def _goemotions(data: Path) -> tuple[list[str], list[str], str]:
+    """GoEmotions train, single-label rows only (36,308 of 43,410): texts, emotion names, a Choices config."""
+    names = [ln.strip() for ln in (data / "goemotions" / "labels.txt").open(encoding="utf-8") if ln.strip()]
+    texts, labels = [], []
+    for line in (data / "goemotions" / "train.tsv").open(encoding="utf-8"):
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) >= 2 and "," not in parts[1]:
+            texts.append(parts[0])
+            labels.append(names[int(parts[1])])
+    choices = "".join(f'<Choice value="{n}"/>' for n in names)
+    config = f'<View><Text name="text" value="$text"/><Choices name="label" toName="text">{choices}</Choices></View>'
+    return texts, labels, config
+
+
 def classification(name: str, args: argparse.Namespace) -> dict | None:
     try:
-        texts, labels = load(name, "train", args.data)
+        if name == "goemotions":
+            texts, labels, config = _goemotions(args.data)
+        else:
+            texts, labels = load(name, "train", args.data)
+            config = label_config(name)
     except FileNotFoundError as exc:
         print(f"[{name}] SKIPPED: data missing ({exc})", file=sys.stderr)
         return None
-    control = parse_label_config(label_config(name)).controls[0]
+    control = parse_label_config(config).controls[0]
     pairs: list[str] | None = None
     if name == "tnews" and args.keywords:  # TNEWS' keywords field as the second text (as a project would have it)
         pairs = [json.loads(line)["keywords"] for line in (args.data / "tnews" / "train.json").open(encoding="utf-8")
@@ -84,6 +102,14 @@ def classification(name: str, args: argparse.Namespace) -> dict | None:
     sus = suspects_from_oof(oof, rank_by=args.rank_by)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     res = _rank_metrics([int(s.example_id) for s in sus], [s.score for s in sus], flipped, len(examples))
+    for other in RANK_BY:  # the other rankings of the same probabilities (no refit)
+        alt = suspects_from_oof(oof, rank_by=other)
+        res[f"found_top10_{other}"] = _rank_metrics([int(s.example_id) for s in alt], [s.score for s in alt],
+                                                    flipped, len(examples))["found_top10"]
+    res["variants"] = _variants(oof, flipped)
+    res["oof_notes"] = oof.notes
+    res["repeats_used"] = oof.repeats
+    res["refit_used"] = oof.options.get("refit")
     flagged = {int(s.example_id) for s in sus if s.flagged}
     res.update(
         dataset=name, n=len(examples), planted=len(flipped), seconds=round(seconds, 1), cpu_s=round(cpu, 1),
@@ -96,6 +122,30 @@ def classification(name: str, args: argparse.Namespace) -> dict | None:
     if args.cleanlab:
         res["cleanlab"] = _cleanlab(args.cleanlab, oof, flipped)
     return res
+
+
+def _variants(oof, flipped: set[int]) -> dict[str, float]:
+    """found-top-10 % of candidate rankings computed here from the same probabilities (second selection round):
+    class-adjusted self-confidence p[given] / t_given (t = the class's mean self-confidence, as the confident
+    joint's thresholds) and self-confidence after a temperature on the probabilities (p ** (1 / T), renormalized)."""
+    classes = _classes(oof.control, oof)
+    col = {c: j for j, c in enumerate(classes)}
+    probs = np.clip(_prob_matrix(oof.predictions, classes), 1e-12, None)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    given = np.array([col[ex.target.labels[0]] for ex in oof.examples])
+    rows = np.arange(len(given))
+    ids = [int(ex.id) for ex in oof.examples]
+    thr = np.array([probs[given == j, j].mean() if (given == j).any() else 1.0 for j in range(len(classes))])
+    out = {}
+    quality = {"self_confidence": probs[rows, given], "adjusted": probs[rows, given] / thr[given]}
+    for t in (0.5, 2.0):
+        q = probs ** (1.0 / t)
+        quality[f"temperature_{t:g}"] = (q / q.sum(axis=1, keepdims=True))[rows, given]
+    for name, q in quality.items():
+        order = np.argsort(q, kind="stable")
+        out[name] = _rank_metrics([ids[i] for i in order], [-float(q[i]) for i in order], flipped, len(ids))[
+            "found_top10"]
+    return out
 
 
 def _rank_metrics(order: list[int], scores: list[float], planted: set[int], n: int) -> dict:
@@ -235,14 +285,16 @@ def spans(args: argparse.Namespace) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", choices=["tnews", "sst2", "conll", "all"], default="all")
+    ap.add_argument("--dataset", choices=["tnews", "sst2", "conll", "trec", "goemotions", "all"], default="all",
+                    help="all = the evaluation sets (tnews, sst2, conll); trec, goemotions chose the defaults")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--n", type=int, default=10000, help="classification examples")
     ap.add_argument("--n-spans", type=int, default=4000, help="CoNLL sentences")
     ap.add_argument("--rate", type=float, default=0.1)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--repeats", type=int, default=1, help="classification: average over this many fold splits")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="classification: average over this many fold splits (default: the audit's own)")
     ap.add_argument("--span-support", default="min", choices=["min", "mean"])
     ap.add_argument("--rank-by", default="self_confidence")
     ap.add_argument("--keywords", action="store_true", help="TNEWS: keywords as the second text field")

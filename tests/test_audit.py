@@ -65,6 +65,50 @@ def test_folds_are_stratified_and_small_sets_get_fewer() -> None:
         assert sum(p.probs.values()) == pytest.approx(1.0, abs=1e-6) and p.labels[0] == max(p.probs, key=p.probs.get)
 
 
+def test_rank_temperature_by_hand() -> None:
+    """T = 2 reorders many-class suspects (square roots, renormalized) but not two-class ones; flags stay raw."""
+    probs = np.array([[0.03, 0.97, 0.0], [0.04, 0.48, 0.48], [0.9, 0.1, 0.0]])
+    given = np.array([0, 0, 0])
+    raw, flag_raw, _ = confident_learning(probs, given)
+    soft, flag_soft, _ = confident_learning(probs, given, temperature=2.0)
+    assert raw[0] > raw[1]  # raw: 0.03 < 0.04, example 0 more suspect
+    r = np.sqrt(probs)
+    expect = 1 - r[:, 0] / r.sum(axis=1)
+    assert np.allclose(soft, expect) and soft[1] > soft[0]  # softened: 0.03 against one sure class is less odd
+    assert flag_raw.tolist() == flag_soft.tolist()
+    two = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]])
+    g2 = np.array([0, 0, 1])
+    assert np.argsort(confident_learning(two, g2)[0]).tolist() == np.argsort(
+        confident_learning(two, g2, temperature=2.0)[0]).tolist()
+    with pytest.raises(ValueError):
+        confident_learning(two, g2, temperature=0.0)
+
+
+def test_size_aware_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``repeats``/options, a small set of class labels gets SMALL_SET_REPEATS fold splits and
+    SMALL_SET_OPTIONS; above SMALL_SET one split and the fast options; the caller's values always win."""
+    import labelpilot.audit.oof as oof_mod
+
+    ex = _topic_examples(48, 0)
+    control = _control(list(WORDS))
+    small = out_of_fold(control, ex, folds=3, options=FAST)
+    assert small.repeats == oof_mod.SMALL_SET_REPEATS
+    for key, value in oof_mod.SMALL_SET_OPTIONS.get("text-linear", {}).items():
+        assert small.options[key] == value
+    assert small.options["encoder"] is False and small.options["cv_folds"] == 3  # caller's and FAST_OPTIONS
+    if small.repeats > 1:
+        assert f"probabilities averaged over {small.repeats} fold splits" in small.notes
+    monkeypatch.setattr(oof_mod, "SMALL_SET", 40)  # 48 examples are now a large set
+    large = out_of_fold(control, ex, folds=3, options=FAST)
+    assert large.repeats == 1 and large.options["refit"] is False
+    assert not any("averaged" in note for note in large.notes)
+    forced = out_of_fold(control, ex, folds=3, repeats=2, options={**FAST, "refit": True})
+    assert forced.repeats == 2 and forced.options["refit"] is True
+    # the defaults' figures are reproducible: same data, same seed, same ranking
+    again = out_of_fold(control, ex, folds=3, options=FAST)
+    assert [p.probs for p in again.predictions] == [p.probs for p in large.predictions]
+
+
 def test_confident_learning_by_hand() -> None:
     probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]])
     given = np.array([0, 0, 1, 1, 0])

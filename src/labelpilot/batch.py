@@ -28,7 +28,7 @@ from labelpilot import __version__
 from labelpilot import evaluate as ev
 from labelpilot.data import bio
 from labelpilot.data.labelstudio import IMAGE_KINDS, pick_annotation, task_training_example
-from labelpilot.data.types import IMAGE_SUFFIXES, Example, FitReport, Prediction, Span, Target
+from labelpilot.data.types import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Example, FitReport, Prediction, Span, Target
 from labelpilot.data.vision_formats import parse_coco, read_voc_dir
 from labelpilot.errors import InputError, TrainingError
 from labelpilot.files import LABEL_SEP, Row, RowWriter, read_rows, split_labels
@@ -40,8 +40,9 @@ from labelpilot.schema import ControlSpec, LabelSchema, TaskKind, make_label_con
 
 KINDS = {
     "choices": "choices", "multilabel": "choices", "taxonomy": "taxonomy", "spans": "labels", "image": "image-choices",
-    "boxes": "rectangles",
+    "boxes": "rectangles", "video": "video-choices", "video-multilabel": "video-choices",
 }
+MEDIA_KINDS = {"image", "video", "video-multilabel"}  # file kinds whose rows name a media file in --image-col
 
 
 @dataclass
@@ -61,11 +62,13 @@ class Loaded:
 
 def _row_example(row: Row, cols: Columns, kind: str) -> Example:
     v = row.values
-    if kind == "image":
+    if kind in MEDIA_KINDS:
         path = v.get(cols.image)
         if not path:
             raise ValueError(f"no {cols.image!r} column")
-        return Example(image=str(path), id=str(v.get(cols.id)) if cols.id else None)
+        text = v.get(cols.pair) if cols.pair else None  # a video's text (title, transcript), fused by the model
+        return Example(image=str(path), text_pair=None if text is None else str(text),
+                       id=str(v.get(cols.id)) if cols.id else None)
     if cols.text not in v:
         raise ValueError(f"no {cols.text!r} column")
     text = v[cols.text]
@@ -93,12 +96,12 @@ def _row_target(row: Row, cols: Columns, kind: str) -> Target:
     return Target(labels=labels)
 
 
-def image_folder(root: Path) -> Loaded:
-    """``root/<class>/<image>`` (ImageFolder layout)."""
+def image_folder(root: Path, suffixes: frozenset[str] = IMAGE_SUFFIXES) -> Loaded:
+    """``root/<class>/<image>`` (ImageFolder layout; ``VIDEO_SUFFIXES``: the same for videos)."""
     examples = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for img in sorted(class_dir.rglob("*")):
-            if img.suffix.lower() in IMAGE_SUFFIXES:
+            if img.suffix.lower() in suffixes:
                 examples.append(Example(image=str(img), id=str(img.relative_to(root)),
                                         target=Target(labels=(class_dir.name,))))
     if not examples:
@@ -150,7 +153,7 @@ def load_labelled(path: Path, kind: str, cols: Columns, fmt: str | None = None) 
         images = path.parent / "images" if (path.parent / "images").is_dir() else path
         return Loaded(read_voc_dir(path, images))
     if path.is_dir():
-        return image_folder(path)
+        return image_folder(path, VIDEO_SUFFIXES if kind.startswith("video") else IMAGE_SUFFIXES)
     if (fmt or "").lower() == "coco" or (path.suffix.lower() == ".json" and '"categories"' in path.read_text(
             encoding="utf-8", errors="replace")[:200000]):
         return Loaded(parse_coco(path.read_text(encoding="utf-8"), image_root=path.parent))
@@ -189,9 +192,11 @@ def schema_for(examples: Sequence[Example], kind: str, labels: Sequence[str] | N
         labels = sorted(found)
     if not labels:
         raise TrainingError("no labels: give --labels or a label column")
-    multiple = kind == "multilabel" or any(ex.target and len(ex.target.labels) > 1 for ex in examples)
+    multiple = kind in ("multilabel", "video-multilabel") or any(
+        ex.target and len(ex.target.labels) > 1 for ex in examples)
     single_kind = kind in ("spans", "boxes")
-    config = make_label_config(list(labels), kind=KINDS[kind], multiple=multiple and not single_kind, pair=pair)
+    config = make_label_config(list(labels), kind=KINDS[kind], multiple=multiple and not single_kind, pair=pair,
+                               text_key="text_pair" if kind.startswith("video") else "text")
     return parse_label_config(config)
 
 
@@ -322,8 +327,8 @@ def evaluate_file(
         mv, bundle = registry.load(name, version)
         where = mv.path
     control, model = _control(bundle)
-    kind = {TaskKind.TEXT_SPANS: "spans", TaskKind.IMAGE_CHOICES: "image", TaskKind.IMAGE_BOXES: "boxes"}.get(
-        control.kind, "choices")
+    kind = {TaskKind.TEXT_SPANS: "spans", TaskKind.IMAGE_CHOICES: "image", TaskKind.IMAGE_BOXES: "boxes",
+            TaskKind.VIDEO_CHOICES: "video"}.get(control.kind, "choices")
     loaded = load_labelled(path, kind, cols or Columns(), fmt)
     if not loaded.examples:
         raise InputError(f"{path}: no labelled examples", field="data")
@@ -365,6 +370,21 @@ def evaluate_file(
 
 
 # -- batch prediction ------------------------------------------------------------------------------
+
+
+def is_media_input(path: Path) -> bool:
+    """A folder of media files, or one image/video file, rather than a table of rows."""
+    return path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+
+
+def media_rows(path: Path, cols: Columns) -> Iterator[Row]:
+    """Rows ``{image: <file>, id: <relative path>}`` for every image or video under a folder (or one file)."""
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+    for i, f in enumerate(files, 1):
+        rel = str(f.relative_to(path)) if path.is_dir() else f.name
+        yield Row(line=i, values={cols.image: str(f), cols.id or "id": rel})
+
 
 _WORKER_BUNDLE: Bundle | None = None
 
@@ -451,6 +471,9 @@ def predict_file(
     controls = [bundle.schema.control(name) for name in bundle.models]
     # text controls read --text-col; only when they label different objects does each read its own column
     own_col = len({c.to_name for c in controls if c.kind not in IMAGE_KINDS}) > 1
+    media_input = any(c.kind in IMAGE_KINDS for c in controls) and is_media_input(path)
+    if media_input and not cols.id:
+        cols = Columns(**{**cols.__dict__, "id": "id"})  # a folder of files: say which file each row is
     out_set = set(outputs)
     unknown = out_set - {"predictions", "probabilities", "logits"}
     if unknown:
@@ -476,7 +499,7 @@ def predict_file(
     def batches() -> Iterator[tuple[dict[str, list[Example]], list[dict[str, Any]]]]:
         exs: dict[str, list[Example]] = {c.name: [] for c in controls}
         meta: list[dict[str, Any]] = []
-        for row in read_rows(path, fmt):
+        for row in media_rows(path, cols) if media_input else read_rows(path, fmt):
             stats.rows += 1
             if row.error:
                 msg = f"{path.name}:{row.line}: {row.error}"
@@ -550,9 +573,19 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def export_model(registry: Registry, ref: str, directory: Path) -> Path:
+def export_model(
+    registry: Registry, ref: str, directory: Path, *, quantize: str | None = None, method: str | None = None,
+    calibration: Path | None = None, eval_data: Path | None = None, cols: Columns | None = None,
+    keep_fp32: str | None = None,
+) -> Path:
     """A self-contained folder: ``model/`` (the bundle), ``manifest.json`` (version, metrics, labels,
-    label config, library versions). Written to a temporary folder and renamed."""
+    label config, library versions). Written to a temporary folder and renamed.
+
+    ``quantize="int8"``: the vision models' backbone is quantized into the folder (:mod:`labelpilot.quantize`),
+    calibrated on the images/videos of ``calibration`` (a folder or a labelled file); ``eval_data`` (labelled)
+    measures the accuracy before and after. The manifest's ``quantization`` records sizes, latency, accuracy."""
+    if quantize not in (None, "int8"):
+        raise InputError(f"--quantize {quantize!r}: only int8 is supported", field="quantize")
     name, version = parse_model_ref(ref)
     mv = registry.get(name, version)
     bundle = Bundle.load(mv.path)
@@ -575,11 +608,31 @@ def export_model(registry: Registry, ref: str, directory: Path) -> Path:
         "requires": _versions(),
         "exported_by": f"labelpilot {__version__}",
     }
+    if quantize:
+        from labelpilot import quantize as q  # lazy: quantization loads onnx tooling only for export
+
+        cols = cols or Columns()
+        kind = "video" if any(c.kind is TaskKind.VIDEO_CHOICES for c in bundle.schema.controls) else "image"
+        calib = [ex.image for ex in _media_examples(calibration, kind, cols) if ex.image] if calibration else []
+        evals = [ex for ex in _media_examples(eval_data, kind, cols) if ex.target] if eval_data else []
+        try:
+            manifest["quantization"] = q.quantize_bundle(tmp / "model", method=method, calibration=calib,
+                                                         eval_examples=evals, keep_fp32=keep_fp32)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
     if directory.exists():
         directory.rmdir()
     tmp.rename(directory)
     return directory
+
+
+def _media_examples(path: Path, kind: str, cols: Columns) -> list[Example]:
+    """Examples of a media folder (labelled by class folders when it has them) or of a labelled file."""
+    if path.is_dir() and not any(path.glob("*.xml")) and not any(p.is_dir() for p in path.iterdir()):
+        return [Example(image=r.values[cols.image]) for r in media_rows(path, cols)]
+    return load_labelled(path, kind, cols).examples
 
 
 def read_export(directory: Path) -> tuple[dict[str, Any], Bundle]:

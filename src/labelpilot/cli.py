@@ -167,7 +167,9 @@ Fmt = Annotated[str | None, typer.Option("--format", help="csv, tsv, jsonl, json
 def train(
     data: Annotated[Path, typer.Argument(help="CSV/TSV/JSONL/Parquet file, CoNLL file, or an image folder.")],
     name: Annotated[str, typer.Option("--name", help="Registry name of the model.")],
-    kind: Annotated[str, typer.Option(help="choices, multilabel, taxonomy, spans or image.")] = "choices",
+    kind: Annotated[
+        str, typer.Option(help="choices, multilabel, taxonomy, spans, image, boxes, video, video-multilabel.")
+    ] = "choices",
     text_col: TextCol = "text",
     pair_col: PairCol = None,
     label_col: LabelCol = "label",
@@ -289,13 +291,22 @@ def predict(
 def export(
     model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
     directory: Annotated[Path, typer.Argument(help="A new folder.")],
+    quantize: Annotated[str | None, typer.Option(help="int8: quantize the vision backbone (onnxruntime).")] = None,
+    method: Annotated[str | None, typer.Option(help="static (needs --calibration) or dynamic.")] = None,
+    calibration: Annotated[Path | None, typer.Option(help="Images/videos (folder/labelled file): calibration.")] = None,
+    eval_data: Annotated[Path | None, typer.Option(help="Labelled data: accuracy before/after quantization.")] = None,
+    keep_fp32: Annotated[str | None, typer.Option(help="boundary: stem + output nodes stay fp32.")] = None,
     data_dir: DataDir = Path("./labelpilot-data"),
 ) -> None:
     """A self-contained model folder that `labelpilot serve-model` or `models import` can load elsewhere."""
     from labelpilot.batch import export_model  # lazy: CLI start-up
 
-    out = export_model(_registry(data_dir), model, directory)
+    out = export_model(_registry(data_dir), model, directory, quantize=quantize, method=method,
+                       calibration=calibration, eval_data=eval_data, keep_fp32=keep_fp32)
     console.print(f"exported to {out}")
+    if quantize:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        console.print_json(json.dumps(manifest.get("quantization")))
 
 
 @app.command("serve-model")

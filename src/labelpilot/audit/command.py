@@ -37,8 +37,8 @@ def audit_command(
     options: Annotated[list[str] | None, typer.Option("--options", help="Family options: JSON or key=value.")
                        ] = None,
     folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds.")] = 5,
-    repeats: Annotated[int, typer.Option(min=1, help="Class labels: average over this many fold splits "
-                                                     "(a better ranking for N times the fits).")] = 1,
+    repeats: Annotated[int | None, typer.Option(min=1, help="Class labels: average over this many fold splits "
+                                                            "(default: the audit's size-aware default).")] = None,
     seed: int = 0,
     fmt: Annotated[str | None, typer.Option("--format", help="csv, tsv, jsonl, json, parquet, conll.")] = None,
 ) -> None:
@@ -90,7 +90,7 @@ def audit_command(
     n_flagged = sum(s.flagged for s in suspects)
     write_summary(out / "summary.json", {
         "control": ctl.name, "kind": str(ctl.kind), "family": oof.family, "examples": len(oof.examples),
-        "folds": oof.folds, "repeats": repeats, "seconds": round(oof.seconds, 2), "flagged": n_flagged,
+        "folds": oof.folds, "repeats": oof.repeats, "seconds": round(oof.seconds, 2), "flagged": n_flagged,
         "notes": oof.notes, "skipped": audit_in.bad_rows[:100], "per_class": counts,
     }, agree)
 

@@ -13,8 +13,12 @@ Speed: a family's slow, marginal options are turned down by default (:data:`FAST
 folds for its calibration (``refit=true`` was worth +1 point on SST-2 for twice the fits); ner-crf skips
 zero-shot sources, the LAC analyser and gazetteer fill-in (spans that would blur what the CRF itself says).
 Small sets get fewer folds (at least 2, and at least 8 examples per fold), and the result says so in ``notes``.
-``repeats`` averages class probabilities over several fold splits (SST-2: 58.6 -> 60.7 % of planted errors
-found with ``refit=true``, ``bench/RESULTS.md``).
+``repeats`` averages class probabilities over several fold splits. Size-aware default: class labels with at
+most :data:`SMALL_SET` (20,000) annotated examples get :data:`SMALL_SET_REPEATS` = 2 splits (twice the fits),
+larger sets one. The default was chosen on TREC and GoEmotions only (repeats 1-3 x refit on/off, ranking by
+self-confidence or normalized margin; a cheaper candidate within 0.5 point of the best wins: 2 splits, no
+refit, self-confidence) and then evaluated on SST-2, TNEWS and CoNLL-2003 (``bench/RESULTS.md``, "Label noise:
+size-aware defaults").
 """
 
 from __future__ import annotations
@@ -36,6 +40,13 @@ FAST_OPTIONS: dict[str, dict[str, Any]] = {
     "text-linear": {"refit": False, "cv_folds": 3, "cv_folds_large": 3, "time_budget": float("inf")},
     "ner-crf": {"zero_shot": False, "lac": False, "fill_in": False},
 }
+
+#: Class labels with at most this many annotated examples get the stronger (costlier) defaults below.
+SMALL_SET = 20_000
+#: Fold splits averaged by default for a small set of class labels (one split above SMALL_SET).
+SMALL_SET_REPEATS = 2
+#: Options added per family for a small set of class labels (over FAST_OPTIONS, under the caller's).
+SMALL_SET_OPTIONS: dict[str, dict[str, Any]] = {}
 
 #: Fewest examples per fold before the fold count is reduced.
 MIN_PER_FOLD = 8
@@ -65,6 +76,8 @@ class OutOfFold:
     seconds: float
     marginals: list[TokenMarginals | None] | None = None
     notes: list[str] = field(default_factory=list)
+    repeats: int = 1  # fold splits averaged
+    options: dict[str, Any] = field(default_factory=dict)  # the family options the fold models used
 
 
 def _has_target(ex: Example, control: ControlSpec) -> bool:
@@ -129,19 +142,21 @@ def out_of_fold(
     family: str | None = None,
     options: dict[str, Any] | None = None,
     progress: Progress | None = None,
-    repeats: int = 1,
+    repeats: int | None = None,
 ) -> OutOfFold:
     """Fit one model per fold on the other folds and predict the held-out fold (see the module doc).
 
     ``repeats`` > 1 (class labels only): that many different fold splits (seeds ``seed``, ``seed + 1``, ...),
-    probabilities averaged; an ensemble that ranks errors a little better for ``repeats`` times the fits."""
+    probabilities averaged; an ensemble that ranks errors a little better for ``repeats`` times the fits.
+    ``repeats=None`` (default): SMALL_SET_REPEATS for class labels with <= SMALL_SET examples, else 1; the
+    family options are FAST_OPTIONS, then SMALL_SET_OPTIONS for such small sets, then ``options``."""
     t0 = time.perf_counter()
     cls = get_family(family) if family else family_for(control)
     if cls is None:
         raise TrainingError(f"no model family for {control.kind} yet", field="family")
     if control.kind not in cls.kinds:
         raise InputError(f"family {cls.name!r} does not serve {control.kind}", field="family")
-    if repeats < 1:
+    if repeats is not None and repeats < 1:
         raise InputError("repeats must be at least 1", field="repeats")
     used = [ex for ex in examples if _has_target(ex, control)]
     notes: list[str] = []
@@ -156,10 +171,14 @@ def out_of_fold(
     if k < folds:
         notes.append(f"{len(used)} examples: {k} folds instead of {folds} (at least {MIN_PER_FOLD} per fold)")
     stratify = control.kind in (TaskKind.TEXT_CHOICES, TaskKind.IMAGE_CHOICES, TaskKind.TEXT_TAXONOMY)
-    if repeats > 1 and not stratify:
+    small = stratify and len(used) <= SMALL_SET
+    if repeats is None:
+        repeats = SMALL_SET_REPEATS if small else 1
+    elif repeats > 1 and not stratify:
         notes.append("repeats apply to class labels only; spans/boxes ran once")
         repeats = 1
-    opts = {**FAST_OPTIONS.get(cls.name, {}), **(options or {})}
+    opts = {**FAST_OPTIONS.get(cls.name, {}), **(SMALL_SET_OPTIONS.get(cls.name, {}) if small else {}),
+            **(options or {})}
     want_marg = callable(getattr(cls, "marginals", None))
     runs: list[list[Prediction]] = []
     margs: list[TokenMarginals | None] | None = None
@@ -211,4 +230,6 @@ def out_of_fold(
         seconds=time.perf_counter() - t0,
         marginals=margs,
         notes=notes,
+        repeats=repeats,
+        options=opts,
     )

@@ -72,7 +72,7 @@ def audit_project(
     families: dict[str, str] | None = None,
     folds: int = 5,
     seed: int = 0,
-    repeats: int = 1,
+    repeats: int | None = None,
     media: Any = None,
     progress: Progress | None = None,
 ) -> ProjectAudit:

@@ -14,7 +14,10 @@ from labelpilot.data.types import Box, Example, Prediction, Span, Target
 from labelpilot.geometry import corners, iou
 from labelpilot.schema.types import TAXONOMY_SEP, ControlSpec, TaskKind
 
-IMAGE_KINDS = frozenset({TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES})
+#: Kinds whose object is a media file: ``Example.image`` holds its URL, then (after ``media.resolve_media``) a
+#: local path. Videos are media files too (the video model reads ``Example.image``).
+IMAGE_KINDS = frozenset({TaskKind.IMAGE_CHOICES, TaskKind.IMAGE_BOXES, TaskKind.VIDEO_CHOICES})
+CHOICE_KINDS = frozenset({TaskKind.TEXT_CHOICES, TaskKind.IMAGE_CHOICES, TaskKind.VIDEO_CHOICES})
 
 
 def _as_text(value: Any) -> str:
@@ -39,7 +42,8 @@ def task_example(task: Mapping[str, Any], control: ControlSpec) -> Example:
         value = data.get(control.value_key)
         if not isinstance(value, str) or not value:
             raise KeyError(f"task data has no image URL under {control.value_key!r}")
-        return Example(image=value, id=ex_id)
+        pair = _as_text(data.get(control.pair_key)) if control.pair_key else None  # a video's text
+        return Example(image=value, text_pair=pair, id=ex_id)
     if control.value_key not in data:
         raise KeyError(f"task data has no {control.value_key!r} field")
     pair = _as_text(data.get(control.pair_key)) if control.pair_key else None
@@ -61,7 +65,7 @@ def result_target(result: Iterable[Mapping[str, Any]], control: ControlSpec) -> 
         if not isinstance(region, Mapping) or region.get("from_name") != control.name:
             continue
         value = region.get("value") or {}
-        if control.kind in (TaskKind.TEXT_CHOICES, TaskKind.IMAGE_CHOICES):
+        if control.kind in CHOICE_KINDS:
             seen = True
             for choice in value.get("choices") or []:
                 (labels.append(choice) if choice in known else problems.append(f"unknown label {choice!r}"))
@@ -157,7 +161,7 @@ def prediction_regions(
     """
     known = set(control.label_keys)
     threshold = control.score_threshold
-    if control.kind in (TaskKind.TEXT_CHOICES, TaskKind.IMAGE_CHOICES):
+    if control.kind in CHOICE_KINDS:
         chosen = [lab for lab in pred.labels if lab in known]
         if not chosen:
             return []

@@ -12,6 +12,8 @@ from typing import Any
 
 #: the file endings read as images (image folders, Pascal VOC folders, seed-003 paths)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
+                            ".3gp"})
 
 
 @dataclass(frozen=True, slots=True)

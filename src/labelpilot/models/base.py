@@ -155,10 +155,20 @@ class ModelBase:
     OPTION_TYPES: ClassVar[Mapping[str, tuple[type, ...]]] = {}
     META_FILE: ClassVar[str] = ""
     FORMAT_VERSION: ClassVar[int] = 1
+    #: attributes rebuilt on first use that must not be pickled (e.g. a zero-shot model holding the process's
+    #: text encoder, with its locks and onnxruntime session); they come back as None
+    TRANSIENT: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, control: ControlSpec, **options: Any) -> None:
         self.control = control
         self.options: dict[str, Any] = self.check_options(options)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in self.TRANSIENT:
+            if name in state:
+                state[name] = None
+        return state
 
     # -- options ----------------------------------------------------------------------------------------
 
@@ -303,6 +313,7 @@ _BUILTIN: dict[str, str] = {
     "image-classifier": "labelpilot.models.vision.classifier:ImageClassifier",
     "image-detector": "labelpilot.models.vision.detector:ImageDetector",
     "doc-fields": "labelpilot.models.document:DocumentFieldModel",
+    "video-frames": "labelpilot.models.video:VideoClassifier",
 }
 
 #: Families that need an optional extra, and the command that installs it.
@@ -310,6 +321,7 @@ EXTRAS: dict[str, str] = {
     "image-classifier": "pip install 'labelpilot[vision]'",
     "image-detector": "pip install 'labelpilot[vision]'",
     "doc-fields": "pip install 'labelpilot[ocr]'",
+    "video-frames": "pip install 'labelpilot[vision,video]'",
 }
 
 #: Which family serves a task kind when the user does not choose one.
@@ -319,6 +331,7 @@ DEFAULT_FAMILY: dict[TaskKind, str] = {
     TaskKind.TEXT_SPANS: "ner-crf",
     TaskKind.IMAGE_CHOICES: "image-classifier",
     TaskKind.IMAGE_BOXES: "image-detector",
+    TaskKind.VIDEO_CHOICES: "video-frames",
 }
 
 #: The family for document images: chosen for a <RectangleLabels> with a per-region <TextArea> on the same

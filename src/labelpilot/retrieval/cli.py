@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from labelpilot.data.types import IMAGE_SUFFIXES
 from labelpilot.errors import InputError
 
 index_app = typer.Typer(no_args_is_help=True, help="Similarity-search indexes: build, list, search, near-duplicates.")
@@ -23,7 +24,6 @@ console = Console()
 DataDir = Annotated[
     Path, typer.Option("--data-dir", envvar="LABELPILOT_DATA_DIR", help="Where models and state are kept.")
 ]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 CHUNK = 2000
 
 

@@ -23,6 +23,7 @@ from labelpilot.schema.types import (
     LabelSchema,
     LabelSpec,
     ObjectSpec,
+    TaskKind,
     UnsupportedControl,
     supported_summary,
 )
@@ -188,7 +189,8 @@ def parse_label_config(config: str) -> LabelSchema:
             reject(f"duplicate label(s) {dupes}")
             continue
         pair_key = None
-        if obj.type in TEXT_OBJECTS:
+        if obj.type in TEXT_OBJECTS or kind is TaskKind.VIDEO_CHOICES:
+            # a second text for text controls; for a <Video>, the task's text (title, transcript) to fuse
             others = [
                 o for o in objects.values() if o.type in TEXT_OBJECTS and o.name != obj.name and o.value_key
             ]
@@ -258,7 +260,7 @@ def make_label_config(
     Everything in labelpilot is described by a label config, so a model trained from files is the same
     kind of object as one trained from a Label Studio project. ``kind`` is one of ``choices``,
     ``taxonomy`` (labels given as "Parent/Child" paths), ``labels`` (spans), ``image-choices``,
-    ``rectangles``.
+    ``rectangles``, ``video-choices`` (with ``pair``: a ``<Text>`` beside the video, fused by the video model).
     """
     from xml.sax.saxutils import quoteattr
 
@@ -291,6 +293,13 @@ def make_label_config(
         choice = ' choice="multiple"' if multiple else ""
         body = (
             f'<Image name="image" value="$image"/><Choices name={name} toName="image"{choice}>'
+            f'{choice_tags("Choice")}</Choices>'
+        )
+    elif kind == "video-choices":
+        choice = ' choice="multiple"' if multiple else ""
+        text = f'<Text name="text" value="${text_key}"/>' if pair else ""
+        body = (
+            f'<Video name="video" value="$video"/>{text}<Choices name={name} toName="video"{choice}>'
             f'{choice_tags("Choice")}</Choices>'
         )
     elif kind == "rectangles":

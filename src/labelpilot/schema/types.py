@@ -16,6 +16,7 @@ class TaskKind(StrEnum):
     TEXT_SPANS = "text-spans"  # <Labels> on <Text>: named entities / spans
     IMAGE_CHOICES = "image-choices"  # <Choices> on <Image>: image classification
     IMAGE_BOXES = "image-boxes"  # <RectangleLabels> on <Image>: object detection
+    VIDEO_CHOICES = "video-choices"  # <Choices> on <Video>: video classification from sampled frames
 
 
 # Control tag -> (object tag -> kind). Everything else is reported as unsupported.
@@ -25,6 +26,7 @@ SUPPORTED: dict[str, dict[str, TaskKind]] = {
         "HyperText": TaskKind.TEXT_CHOICES,
         "Paragraphs": TaskKind.TEXT_CHOICES,
         "Image": TaskKind.IMAGE_CHOICES,
+        "Video": TaskKind.VIDEO_CHOICES,
     },
     "Taxonomy": {"Text": TaskKind.TEXT_TAXONOMY, "HyperText": TaskKind.TEXT_TAXONOMY},
     "Labels": {"Text": TaskKind.TEXT_SPANS},

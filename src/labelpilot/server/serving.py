@@ -77,18 +77,21 @@ def _example(item: Any, i: int, control: ControlSpec, tmp: Path, max_chars: int,
         raise InputError(f"instance {i} is not an object", field=f"instances.{i}")
     ident = item.get("id")
     if control.kind in IMAGE_KINDS:
-        data = item.get("image")
+        key = "video" if control.kind is TaskKind.VIDEO_CHOICES else "image"  # a video: base64 of the file, + "text"
+        data = item.get(key)
         if not isinstance(data, str):
-            raise InputError(f"instance {i}: 'image' (base64) is required", field=f"instances.{i}.image")
+            raise InputError(f"instance {i}: '{key}' (base64) is required", field=f"instances.{i}.{key}")
         try:
             raw = base64.b64decode(data.split(",", 1)[-1], validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise InputError(f"instance {i}: 'image' is not base64", field=f"instances.{i}.image") from exc
+            raise InputError(f"instance {i}: '{key}' is not base64", field=f"instances.{i}.{key}") from exc
         if len(raw) > MAX_IMAGE_BYTES:
-            raise InputError(f"instance {i}: image larger than {MAX_IMAGE_BYTES} bytes", field=f"instances.{i}.image")
+            raise InputError(f"instance {i}: {key} larger than {MAX_IMAGE_BYTES} bytes", field=f"instances.{i}.{key}")
         path = tmp / hashlib.sha256(raw).hexdigest()[:20]
         path.write_bytes(raw)
-        return Example(image=str(path), id=None if ident is None else str(ident))
+        text = item.get("text")
+        return Example(image=str(path), text_pair=text if isinstance(text, str) else None,
+                       id=None if ident is None else str(ident))
     key = control.value_key if own_key and control.value_key and control.value_key in item else "text"
     text = item.get(key, item.get("first_sequence"))
     if not isinstance(text, str):

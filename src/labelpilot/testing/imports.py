@@ -58,7 +58,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("registry", ("labelpilot.registry",)),
     ("loop", ("labelpilot.loop", "labelpilot.audit")),
     ("jobs", ("labelpilot.jobs",)),
-    ("batch", ("labelpilot.batch", "labelpilot.evaluate", "labelpilot.retrieval")),
+    ("batch", ("labelpilot.batch", "labelpilot.evaluate", "labelpilot.retrieval", "labelpilot.quantize")),
     ("server", ("labelpilot.server",)),
     ("bench", ("labelpilot.prelabel", "labelpilot.testing")),
     ("cli", ("labelpilot.cli", "labelpilot.retrieval.cli", "labelpilot.audit.command")),

@@ -215,6 +215,35 @@ def documents_set(directory: Path) -> SyntheticSet:
 
 
 #: which synthetic set each built-in family is checked on (a family may be checked on several)
+def videos_set(directory: Path) -> SyntheticSet:
+    """Video classification: a red or a blue disc moving over noise, 6 frames (written with OpenCV)."""
+    import cv2
+    import numpy as np
+
+    config = ('<View><Video name="video" value="$video"/><Choices name="colour" toName="video">'
+              '<Choice value="red"/><Choice value="blue"/></Choices></View>')
+    colours = {"red": (20, 20, 220), "blue": (220, 40, 20)}  # OpenCV writes BGR
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    exs = []
+    for i in range(12):
+        label = "red" if i % 2 == 0 else "blue"
+        rng = np.random.default_rng(i)
+        path = directory / f"v{i}.avi"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 6.0, (64, 64))
+        bg = (rng.random((64, 64, 3)) * 60 + 100).astype(np.uint8)
+        for t in range(6):
+            frame = bg.copy()
+            cv2.circle(frame, (14 + 6 * t, 32), 10, colours[label], -1)
+            writer.write(frame)
+        writer.release()
+        exs.append(Example(image=str(path), target=Target(labels=(label,)), id=f"v{i}"))
+    bad = directory / "broken.avi"
+    bad.write_bytes(b"not a video")
+    return SyntheticSet("videos", _control(config), exs[:9], exs[9:], Example(image=str(bad)), bad_is_error=True,
+                        fit_options={"image_size": 128, "cv_folds": 3, "frames": 3})
+
+
 FAMILY_SETS: dict[str, tuple[str, ...]] = {
     "text-linear": ("choices", "multi-label", "taxonomy"),
     "ner-crf": ("spans",),
@@ -222,6 +251,7 @@ FAMILY_SETS: dict[str, tuple[str, ...]] = {
     "image-classifier": ("image classes",),
     "image-detector": ("boxes",),
     "doc-fields": ("documents",),
+    "video-frames": ("videos",),
 }
 
 
@@ -232,5 +262,6 @@ def make_set(name: str, directory: Path) -> SyntheticSet:
         "keywords": keywords_set, "image classes": lambda: image_classes_set(Path(directory) / "classes"),
         "boxes": lambda: boxes_set(Path(directory) / "boxes"),
         "documents": lambda: documents_set(Path(directory) / "documents"),
+        "videos": lambda: videos_set(Path(directory) / "videos"),
     }
     return makers[name]()

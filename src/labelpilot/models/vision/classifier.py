@@ -56,6 +56,7 @@ from labelpilot.errors import InputError, LabelpilotError, TrainingError
 from labelpilot.imaging import load_array, open_image, resize_image, to_array
 from labelpilot.models.base import ModelBase, Progress
 from labelpilot.models.vision import backbone
+from labelpilot.models.vision.int8 import QUANT_GRAPH, graph_features
 from labelpilot.schema.types import ControlSpec, TaskKind
 
 log = logging.getLogger(__name__)
@@ -108,19 +109,24 @@ class _Features:
         self.engine = str(options["engine"])
         self.batch_size = max(1, int(options["batch_size"]))
         self.max_pixels = int(options["max_pixels"])
+        self.graph: Path | None = None  # a quantized backbone graph in the model folder (export --quantize)
         self._net: backbone.PooledFeatures | None = None
 
     @property
     def net(self) -> backbone.PooledFeatures:
         if self._net is None:
-            self._net = backbone.pooled_features(self.size, self.engine)
-        return self._net
+            if self.graph is not None:
+
+                self._net = graph_features(self.graph)  # type: ignore[assignment]
+            else:
+                self._net = backbone.pooled_features(self.size, self.engine)
+        return self._net  # type: ignore[return-value]
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_net": None}  # the backbone session is per process (rebuilt on first use)
 
     def key(self, flip: bool) -> str:
-        return f"cls|{self.size}|{self.resize}|{'flip' if flip else 'orig'}"
+        return f"cls|{self.size}|{self.resize}|{'flip' if flip else 'orig'}" + ("|int8" if self.graph else "")
 
     def _array(self, path: str, flip: bool) -> np.ndarray:
         if not flip:
@@ -511,6 +517,9 @@ class ImageClassifier(ModelBase):
             model.constant_ = np.asarray(z["constant"], dtype=np.float64) if "constant" in z.files else None
         model.labels_ = list(meta.get("labels") or [])
         model.multi_label_ = bool(meta.get("multi_label", control.multiple))
+
+        if (d / QUANT_GRAPH).is_file():
+            model._features.graph = d / QUANT_GRAPH
         rep = meta.get("report")
         if rep:
             model.report_ = FitReport.from_dict(rep)

@@ -89,6 +89,7 @@ from labelpilot.geometry import iou_matrix
 from labelpilot.imaging import open_image, to_array
 from labelpilot.models.base import ModelBase, Progress
 from labelpilot.models.vision import backbone
+from labelpilot.models.vision.int8 import QUANT_TAPS, graph_taps
 from labelpilot.schema.types import ControlSpec, TaskKind
 
 log = logging.getLogger(__name__)
@@ -370,6 +371,7 @@ class ImageDetector(ModelBase):
         self.report_: FitReport | None = None
         self._head_lock = threading.Lock()
         self._head_session: Any = None
+        self.taps_graph_: Path | None = None  # a quantized backbone graph in the model folder (export --quantize)
 
     @property
     def is_fitted(self) -> bool:
@@ -393,6 +395,9 @@ class ImageDetector(ModelBase):
         return float(t) if t is not None else float(self.options["score_threshold"])
 
     def _taps(self) -> _Taps:
+        if self.taps_graph_ is not None:
+
+            return graph_taps(self.taps_graph_)  # type: ignore[return-value]
         return _Taps.get(int(self.options["image_size"]), str(self.options["engine"]))
 
     def _new_head(self, n_classes: int) -> Any:
@@ -779,6 +784,9 @@ class ImageDetector(ModelBase):
         model = cls(control, **options)
         model.labels_ = list(meta.get("labels") or [])
         model.head_state_ = (d / HEAD_FILE).read_bytes()
+
+        if (d / QUANT_TAPS).is_file():
+            model.taps_graph_ = d / QUANT_TAPS
         if (d / HEAD_ONNX_FILE).is_file() and backbone.onnx_available():
             model.head_onnx_ = (d / HEAD_ONNX_FILE).read_bytes()
         else:
