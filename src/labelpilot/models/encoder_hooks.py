@@ -1,6 +1,6 @@
 """Where ``text-linear`` meets the text encoder: zero-shot before training, the few-shot head after.
 
-Kept out of text_linear.py so that the TF-IDF model reads on its own. Every hook is a no-op when the model's
+Kept out of ``text_linear/`` so that the TF-IDF model reads on its own. Every hook is a no-op when the model's
 ``encoder`` option is off or the encoder cannot load: the model then behaves exactly as without it.
 """
 
