@@ -42,11 +42,11 @@ from labelpilot.loop import files
 from labelpilot.loop import history as round_history
 from labelpilot.loop.plugin import PluginModel, is_plugin_class, load_object
 from labelpilot.loop.quality import describe, fit_round
-from labelpilot.loop.split import split_train_val
 from labelpilot.models.base import Embeds, Model, build_model, families, family_for, get_family, option_names
 from labelpilot.models.bundle import MANIFEST, Bundle
 from labelpilot.registry import ModelVersion, Registry, parse_model_ref
 from labelpilot.schema import ControlSpec, LabelSchema, TaskKind, make_label_config, parse_label_config
+from labelpilot.split import split_train_val
 from labelpilot.strategies import (
     DEFAULT_STRATEGY,
     Pool,
