@@ -196,7 +196,8 @@ def test_dashboard_pages_training_progress_and_auth(start_server, fake_ls, brows
     fake_ls.tasks[3] = sentiment_tasks()
     # no text encoder: text-linear is its TF-IDF model alone, which keeps the trainings (and the test) short
     server = start_server(BASIC_AUTH_USER=USER, BASIC_AUTH_PASS=PASSWORD, LABELPILOT_RETRAIN_EVERY="0",
-                          LABELPILOT_RETRAIN_SCHEDULE="", LABELPILOT_ENCODER="none")
+                          LABELPILOT_RETRAIN_SCHEDULE="", LABELPILOT_ENCODER="none",
+                          LABELPILOT_AUDIT_MAX_TASKS="1000")  # the first project is audited, the 5,000-task job not
     auth = (USER, PASSWORD)
 
     # without credentials (or with wrong ones) every /ui route is refused, page, script and JSON alike
@@ -275,7 +276,12 @@ def test_dashboard_pages_training_progress_and_auth(start_server, fake_ls, brows
         assert page.locator(".confusion td").count() == 2 * 3  # 2 labels × (2 labels + "no prediction")
         confusion_total = sum(int(t) for t in page.locator(".confusion td").all_inner_texts())
         assert confusion_total == len(POSITIVE) + len(NEGATIVE)
-        assert "None yet" in page.locator("#no-suspects").inner_text()
+        # the Start Training job audited the labels: every annotated task is ranked, most suspect first
+        assert page.locator("#suspects tbody tr").count() == len(POSITIVE) + len(NEGATIVE)
+        head = page.locator("#suspects thead").inner_text()
+        assert "score" in head and "suggested" in head
+        scores = [float(t) for t in page.locator("#suspects tbody tr td:nth-child(3)").all_inner_texts()]
+        assert scores == sorted(scores, reverse=True), scores
         assert page.locator("#jobs tbody tr").first.locator(".state").inner_text() == "done"
         tab.clean()
 

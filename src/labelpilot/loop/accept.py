@@ -57,6 +57,7 @@ import numpy as np
 
 from labelpilot.data.types import FitReport, Prediction
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError
+from labelpilot.files import LABEL_SEP, split_labels
 from labelpilot.loop import files
 from labelpilot.loop.quality import out_of_fold
 from labelpilot.loop.runner import _check_known_labels, _factory, _jsonable, _load_previous, _open_registry
@@ -204,7 +205,7 @@ def read_predictions(path: Path, keys: Sequence[str], multi: bool) -> list[PoolR
         if not sid or sid in seen:
             raise InputError(f"{name} line {n}: {'duplicate' if sid else 'empty'} sampleId {sid!r}", field=name)
         seen.add(sid)
-        labels = files.parse_labels(rec[col["label"]])
+        labels = split_labels(rec[col["label"]])
         bad = [lab for lab in labels if lab not in known]
         if bad:
             raise InputError(
@@ -252,8 +253,8 @@ def _model_ref(report: dict[str, Any], output_dir: Path, model_id: str | None) -
 
 # -- held-out predictions ----------------------------------------------------------------------------------
 def held_out(
-    init_rows: Sequence[files.Row],
-    train_also: Sequence[files.Row],
+    init_rows: Sequence[files.SeedRow],
+    train_also: Sequence[files.SeedRow],
     model: Any,
     control: Any,
     seed: int,
@@ -369,9 +370,9 @@ def run_accept(
     keys = [str(k) for k in report["labels"]]
     multi = bool(report.get("multi_label"))
     seed = int(report.get("random_seed", 0)) if random_seed is None else random_seed
-    init_rows = files.read_rows(input_dir, files.LABEL_FILE, labelled=True)
-    added_rows = files.read_rows(input_dir, files.ADDED_FILE, labelled=True, required=False)
-    unlabel_rows = files.read_rows(input_dir, files.UNLABEL_FILE, labelled=False, required=False)
+    init_rows = files.read_seed_rows(input_dir, files.LABEL_FILE, labelled=True)
+    added_rows = files.read_seed_rows(input_dir, files.ADDED_FILE, labelled=True, required=False)
+    unlabel_rows = files.read_seed_rows(input_dir, files.UNLABEL_FILE, labelled=False, required=False)
     files.check_disjoint([init_rows, added_rows])
     pool_all = read_predictions(output_dir / files.PREDICTIONS_FILE, keys, multi)
     human_ids = {r.sample_id for r in [*init_rows, *added_rows]}
@@ -468,11 +469,11 @@ def run_accept(
     rows_out: list[list[object]] = []
     for r in [*init_rows, *added_rows]:
         rows_out.append([r.sample_id, r.path, *([r.text if r.inline else ""] if inline else []),
-                         files.MULTI_SEP.join(r.labels), "human", ""])
+                         LABEL_SEP.join(r.labels), "human", ""])
     for r, ok in zip(pool, accepted, strict=True):
         if ok:
             rows_out.append([r.sample_id, r.path, *([r.text or ""] if inline else []),
-                             files.MULTI_SEP.join(r.labels), "model", f"{r.score:.6f}"])
+                             LABEL_SEP.join(r.labels), "model", f"{r.score:.6f}"])
     left = [r for r, ok in zip(pool, accepted, strict=True) if not ok]
     predicted_ids = {r.sample_id for r in pool_all}
     unpredicted = [r for r in unlabel_rows if r.sample_id not in predicted_ids and r.sample_id not in human_ids]
@@ -511,7 +512,7 @@ def run_accept(
         "held_out": None if held is None else {
             "method": held.method, "detail": held.detail, "n": int(held.scores.shape[0]),
             "accuracy": float(held.correct.mean()) if held.correct.shape[0] else None,
-            "rows": [{"sampleId": sid, "label": files.MULTI_SEP.join(g), "predicted": files.MULTI_SEP.join(pr),
+            "rows": [{"sampleId": sid, "label": LABEL_SEP.join(g), "predicted": LABEL_SEP.join(pr),
                       "score": None if not math.isfinite(sc) else round(float(sc), 6), "correct": bool(ok)}
                      for sid, g, pr, sc, ok in zip(held.ids, held.gold, held.pred, held.scores, held.correct,
                                                    strict=True)],

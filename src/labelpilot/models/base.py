@@ -155,10 +155,20 @@ class ModelBase:
     OPTION_TYPES: ClassVar[Mapping[str, tuple[type, ...]]] = {}
     META_FILE: ClassVar[str] = ""
     FORMAT_VERSION: ClassVar[int] = 1
+    #: attributes rebuilt on first use that must not be pickled (e.g. a zero-shot model holding the process's
+    #: text encoder, with its locks and onnxruntime session); they come back as None
+    TRANSIENT: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, control: ControlSpec, **options: Any) -> None:
         self.control = control
         self.options: dict[str, Any] = self.check_options(options)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in self.TRANSIENT:
+            if name in state:
+                state[name] = None
+        return state
 
     # -- options ----------------------------------------------------------------------------------------
 

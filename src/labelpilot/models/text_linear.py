@@ -377,6 +377,7 @@ class TextLinearModel(ModelBase):
     name: ClassVar[str] = "text-linear"
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.TEXT_CHOICES, TaskKind.TEXT_TAXONOMY})
     DEFAULTS: ClassVar[dict[str, Any]] = _DEFAULTS
+    TRANSIENT: ClassVar[tuple[str, ...]] = ("_zero_shot",)
     OPTION_TYPES: ClassVar[dict[str, tuple[type, ...]]] = {
         "max_iter": (int, type(None)), "min_df": (int, float, type(None)), "max_features": (int, type(None)),
         "label_descriptions": (dict, type(None))}
