@@ -53,6 +53,7 @@ from labelpilot.testing.corpora import (
     default_data_root,
     load_text_dataset,
 )
+from labelpilot.training import fit_bundle
 
 DEFAULT_STRATEGIES = ("random", "least_confidence", "margin", "entropy", "diverse")
 
@@ -131,11 +132,14 @@ class ExampleRows:
 
 
 class ContractLearner:
-    """A labelpilot model family (e.g. ``text-linear``) through the model contract, for the simulation."""
+    """A labelpilot model family (e.g. ``text-linear``) trained by the one trainer (``training.fit_bundle``, default
+    options, no validation split), for the simulation."""
 
     def __init__(self, family: str, labels: Sequence[str], multi_label: bool) -> None:
-        self.control = parse_label_config(make_label_config(list(labels), multiple=multi_label)).controls[0]
-        self.cls = get_family(family)
+        self.schema = parse_label_config(make_label_config(list(labels), multiple=multi_label))
+        self.control = self.schema.controls[0]
+        self.family = family
+        get_family(family)  # an unknown family fails here, before the first round
         self.labels = list(labels)
         self.multi_label = multi_label
 
@@ -145,8 +149,10 @@ class ContractLearner:
                 return Target(labels=tuple(self.labels[j] for j in np.flatnonzero(v)))
             return Target(labels=(self.labels[int(v)],))
 
-        self.model_ = self.cls(self.control)
-        self.model_.fit([Example(text=t, target=target(v)) for t, v in zip(rows.texts, y, strict=True)])
+        examples = [Example(text=t, target=target(v)) for t, v in zip(rows.texts, y, strict=True)]
+        bundle, _ = fit_bundle(self.schema, {self.control.name: examples}, families={self.control.name: self.family},
+                               min_examples=1, strict=True)
+        self.model_ = bundle.models[self.control.name]
         return self
 
     def predict_proba(self, rows: ExampleRows) -> np.ndarray:

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import platform
-import random
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,10 +32,11 @@ from labelpilot.data.vision_formats import parse_coco, read_voc_dir
 from labelpilot.errors import InputError, TrainingError
 from labelpilot.files import LABEL_SEP, Row, RowWriter, read_rows, split_labels
 from labelpilot.loop.plugin import PluginModel  # the seed-003 plug-in adapter lives with the operator
-from labelpilot.models.base import build_model, family_for, get_family
+from labelpilot.models.base import get_family
 from labelpilot.models.bundle import MANIFEST, Bundle
 from labelpilot.registry import ModelVersion, Registry, parse_model_ref
 from labelpilot.schema import ControlSpec, LabelSchema, TaskKind, make_label_config, parse_label_config
+from labelpilot.training import fit_bundle
 
 KINDS = {
     "choices": "choices", "multilabel": "choices", "taxonomy": "taxonomy", "spans": "labels", "image": "image-choices",
@@ -200,16 +200,6 @@ def schema_for(examples: Sequence[Example], kind: str, labels: Sequence[str] | N
     return parse_label_config(config)
 
 
-def split_val(examples: list[Example], val_size: float, seed: int) -> tuple[list[Example], list[Example] | None]:
-    if val_size <= 0 or len(examples) < 10:
-        return examples, None
-    idx = list(range(len(examples)))
-    random.Random(seed).shuffle(idx)
-    n_val = max(1, round(len(examples) * val_size))
-    val = [examples[i] for i in idx[:n_val]]
-    return [examples[i] for i in idx[n_val:]], val
-
-
 def train_file(
     registry: Registry,
     name: str,
@@ -237,42 +227,15 @@ def train_file(
             loaded.bad_rows.append(f"{ex.id or '?'}: label(s) {unknown} not in --labels")
             continue
         examples.append(ex)
-    cls = family_for(control, family)
-    if cls is None:
-        raise TrainingError(f"no model family for {control.kind} yet")
-    train, val = split_val(examples, val_size, seed)
-    options = dict(options or {})
-    model = build_model(cls, control, options)
-    params = model.get_params() if callable(getattr(model, "get_params", None)) else {}
-    if val is None and "time_budget" in params and "time_budget" not in options:
-        # no validation split asked for: every row goes into the model. text-linear would otherwise skip its
-        # refit on all rows (after scoring a held-out slice) when the refit does not fit its time budget
-        model = build_model(cls, control, {**options, "time_budget": float("inf")})
-    report = model.fit(train, val=val, progress=progress)
-    counts = fit_counts(report, n_given=len(train), n_val_split=len(val or ()))
-    report.notes = [f"counts: {counts}", *report.notes]
+    # one control, one family: its failure is the command's error (strict), not a note
+    bundle, report = fit_bundle(schema, {control.name: examples}, families={control.name: family},
+                                options={control.name: dict(options or {})}, val_size=val_size, seed=seed,
+                                min_examples=1, all_in_model=True, strict=True, count_notes=True,
+                                progress=progress)
     report.skipped = loaded.bad_rows + report.skipped
     report.n_examples = len(examples)
-    mv = registry.register(name, Bundle(schema, {control.name: model}), report=report)
+    mv = registry.register(name, bundle, report=report)
     return mv, report, loaded.bad_rows
-
-
-def fit_counts(report: FitReport, *, n_given: int, n_val_split: int) -> str:
-    """What the model holds and where its metrics come from, from the fit's report: ``n_given`` rows were
-    passed to ``fit`` and ``n_val_split`` more were held out as ``val``."""
-    usable = n_given - len(report.skipped)
-    in_model = report.n_train or usable
-    evaluated = next((n.removeprefix("metrics ") for n in report.notes if n.startswith("metrics")), "")
-    if n_val_split:
-        text = f"{in_model} train / {n_val_split} val (held out by --val-size, not in the model)"
-    else:
-        text = f"{in_model} of {usable} rows in the model (no validation split)"
-        if report.n_val and evaluated:
-            text += f"; metrics {evaluated}" + (", before the refit on all rows" if in_model >= usable else "")
-    if in_model < usable:
-        why = next((n for n in report.notes if "skipped" in n), "")
-        text += f"; REFIT ON ALL ROWS SKIPPED ({usable - in_model} rows not in the model)" + (f": {why}" if why else "")
-    return text
 
 
 def _control(bundle: Bundle) -> tuple[ControlSpec, Any]:

@@ -11,18 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from labelpilot.config import Settings
-from labelpilot.data.labelstudio import pick_annotation, task_training_example
-from labelpilot.data.types import Example, FitReport
+from labelpilot.data.types import FitReport
 from labelpilot.errors import InputError, LabelpilotError, ModelOptionsError, TrainingError
 from labelpilot.jobs.audit_step import audit_due, run_audit
 from labelpilot.jobs.state import ProjectStore, ls_project_id
 from labelpilot.lsclient import LabelStudioClient
-from labelpilot.media import MediaFetcher, resolve_media
-from labelpilot.models.base import Model, build_model, family_for, options_for, validate_options
+from labelpilot.media import MediaFetcher
+from labelpilot.models.base import family_for, options_for, validate_options
 from labelpilot.models.bundle import Bundle
 from labelpilot.netpolicy import FetchPolicy
 from labelpilot.registry import ModelVersion, Registry
-from labelpilot.schema import LabelSchema, parse_label_config, require_supported
+from labelpilot.schema import LabelSchema
+from labelpilot.training import fit_bundle
 
 log = logging.getLogger("labelpilot.training")
 
@@ -87,26 +87,6 @@ def fetch_tasks(store: ProjectStore, uid: str, settings: Settings, *, full_expor
     return store.tasks(uid), notes
 
 
-def build_examples(tasks: list[dict[str, Any]], control) -> tuple[list[Example], list[str]]:
-    examples: list[Example] = []
-    skipped: list[str] = []
-    for task in tasks:
-        if not isinstance(task, dict):
-            skipped.append("a task that is not an object")
-            continue
-        ann = pick_annotation(task.get("annotations") or [])
-        if ann is None:
-            continue
-        result = ann.get("result") or []
-        example, reasons = task_training_example(task, result, control)
-        skipped.extend(reasons)
-        if example is not None:
-            examples.append(example)
-    return examples, skipped
-
-
-
-
 def check_model_options(schema: LabelSchema, options: Any, families: Any = None) -> None:
     """Refuse, before anything is stored or trained, ``extra_params.model_options`` that a control's family does
     not take: a :class:`ModelOptionsError` whose field is ``extra_params.model_options[.<option>]`` and whose
@@ -144,47 +124,10 @@ def train_bundle(
     progress=None,
     media: MediaFetcher | None = None,
 ) -> tuple[Bundle, FitReport]:
-    """Fit one model per supported control. Controls without enough data are left out, with a note."""
-    schema = require_supported(parse_label_config(label_config))
-    models: dict[str, Model] = {}
-    total = FitReport()
-    t0 = time.perf_counter()
-    for control in schema.controls:
-        try:
-            family = family_for(control, (families or {}).get(control.name))
-        except TrainingError as exc:
-            total.notes.append(f"{control.name}: {exc.message}")
-            continue
-        if family is None:
-            total.notes.append(f"{control.name}: no model family for {control.kind} yet")
-            continue
-        examples, skipped = build_examples(tasks, control)
-        errors = resolve_media(examples, control, media)
-        skipped += [f"task {ex.id}: {err}" for ex, err in zip(examples, errors, strict=True) if err]
-        examples = [ex for ex, err in zip(examples, errors, strict=True) if not err]
-        total.skipped.extend(f"{control.name}: {s}" for s in skipped)
-        if len(examples) < min_examples:
-            total.notes.append(f"{control.name}: {len(examples)} annotated tasks, {min_examples} needed")
-            continue
-        model = build_model(family, control, options_for(options, control.name, family.name))
-        try:
-            report = model.fit(examples, progress=progress)
-        except TrainingError as exc:
-            total.notes.append(f"{control.name}: {exc.message}")
-            continue
-        models[control.name] = model
-        total.n_examples = max(total.n_examples, len(examples))
-        total.n_train += report.n_train
-        total.n_val += report.n_val
-        total.labels.extend(report.labels)
-        total.metrics.update({f"{control.name}.{k}" if len(schema.controls) > 1 else k: v
-                              for k, v in report.metrics.items()})
-        total.skipped.extend(f"{control.name}: {s}" for s in report.skipped)
-        total.notes.extend(report.notes)
-    total.seconds = time.perf_counter() - t0
-    if not models:
-        raise TrainingError("nothing to train: " + "; ".join(total.notes or ["no annotated tasks"]))
-    return Bundle(schema, models), total
+    """Fit one model per supported control from Label Studio tasks (:func:`labelpilot.training.fit_bundle`, no
+    validation split). Controls without enough data are left out, with a note."""
+    return fit_bundle(label_config, tasks, families=families, options=options, min_examples=min_examples,
+                      progress=progress, media=media)
 
 
 def train_project(

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from labelpilot.loop.runner import LOOP_OPTIONS, LoopResult, run_loop
-    from labelpilot.loop.split import split_train_val
+    from labelpilot.split import split_train_val
 
 _LAZY = {
     "LOOP_OPTIONS": "labelpilot.loop.runner",
     "LoopResult": "labelpilot.loop.runner",
     "run_loop": "labelpilot.loop.runner",
-    "split_train_val": "labelpilot.loop.split",
+    "split_train_val": "labelpilot.split",
 }
 
 

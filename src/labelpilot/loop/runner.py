@@ -42,11 +42,11 @@ from labelpilot.loop import files
 from labelpilot.loop import history as round_history
 from labelpilot.loop.plugin import PluginModel, is_plugin_class, load_object
 from labelpilot.loop.quality import describe, fit_round
-from labelpilot.loop.split import split_train_val
 from labelpilot.models.base import Embeds, Model, build_model, families, family_for, get_family, option_names
 from labelpilot.models.bundle import MANIFEST, Bundle
 from labelpilot.registry import ModelVersion, Registry, parse_model_ref
 from labelpilot.schema import ControlSpec, LabelSchema, TaskKind, make_label_config, parse_label_config
+from labelpilot.split import split_train_val
 from labelpilot.strategies import (
     DEFAULT_STRATEGY,
     Pool,
@@ -55,6 +55,7 @@ from labelpilot.strategies import (
     canonical_name,
     get_strategy,
 )
+from labelpilot.training import TIME_BUDGET, without_time_budget
 
 #: ``options`` keys the loop itself reads; everything else goes to the model family's constructor.
 LOOP_OPTIONS = ("strategy_params", "dedupe", "family", "refit")
@@ -224,16 +225,18 @@ def _factory(model: Any, control: ControlSpec, seed: int) -> Any:
 
 
 def _without_time_budget(model: Any, control: ControlSpec, opts: dict[str, Any], seed: int, refit: bool) -> Any:
-    """The round's final model holds every label: a family with a training ``time_budget`` (text-linear skips
-    its refit on all examples when the budget would be exceeded) gets an unlimited one unless the caller set
-    it. Only the parameters are copied; such a family trains from scratch on every fit."""
-    if not refit or "time_budget" in opts or isinstance(model, PluginModel):
+    """The round's final model holds every label: a family with a training ``time_budget`` gets an unlimited one
+    unless the caller set it (``training.without_time_budget``, the rule file training follows too). Only the
+    parameters are copied; such a family trains from scratch on every fit."""
+    if not refit or TIME_BUDGET in opts or isinstance(model, PluginModel):
         return model
-    params = model.get_params() if callable(getattr(model, "get_params", None)) else {}
-    if "time_budget" not in params:
+    if not callable(getattr(model, "get_params", None)):
         return model
-    params = {k: v for k, v in params.items() if k != "control"}
-    return _build_model(type(model), control, {**params, "time_budget": float("inf")}, seed)
+    params = {k: v for k, v in model.get_params().items() if k not in ("control", TIME_BUDGET)}
+    lifted = without_time_budget(type(model), control, params)
+    if TIME_BUDGET not in lifted:
+        return model
+    return _build_model(type(model), control, lifted, seed)
 
 
 def _select(
@@ -372,6 +375,7 @@ def run_loop(
             the_model.is_first_train = is_first_train
             the_model.query_cnt = query_cnt
             the_model.strategy = strategy_name
+            # a seed-003 plug-in splits itself: ``split_train_val`` is part of its contract, not a second split
             train_ex, val_ex = the_model.split(init_ex, added_ex, is_first_train, val_size, random_seed)
             if val_size == 0:
                 val_ex = None
