@@ -47,31 +47,14 @@ def audit_command(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from labelpilot.audit.agreement import agreement  # lazy: CLI start-up
-    from labelpilot.audit.inputs import load_ls_export  # lazy: CLI start-up
     from labelpilot.audit.oof import out_of_fold  # lazy: CLI start-up
     from labelpilot.audit.report import class_counts, write_summary, write_suspects_csv  # lazy: CLI start-up
     from labelpilot.audit.suspects import suspects_from_oof  # lazy: CLI start-up
     from labelpilot.batch import Columns  # lazy: CLI start-up
-    from labelpilot.errors import InputError  # lazy: CLI start-up
     from labelpilot.loop.cli import parse_options  # lazy: CLI start-up
 
-    if not data.exists():
-        raise InputError(f"{data}: no such file or folder", field="data")
-    if config is not None:
-        if not config.is_file():
-            raise InputError(f"{config}: no such label config file", field="config")
-        audit_in = load_ls_export(data, config.read_text(encoding="utf-8"), control)
-        remote = [ex.image for ex in audit_in.examples if ex.image and not Path(ex.image).is_file()]
-        if remote:
-            raise InputError(f"{len(remote)} image task(s) point at files not on this machine (e.g. {remote[0]!r}); "
-                             "audit image projects from the server (audit_project) or with local paths",
-                             field="data")
-    else:
-        audit_in = load_file(data, kind, Columns(text=text_col, pair=pair_col, label=label_col, id=id_col), fmt=fmt)
-    for line in audit_in.bad_rows[:10]:
-        console.print(f"[yellow]skipped[/yellow] {line}")
-    if len(audit_in.bad_rows) > 10:
-        console.print(f"[yellow]... {len(audit_in.bad_rows) - 10} more skipped[/yellow]")
+    audit_in = _read_input(data, config, control, kind, Columns(text=text_col, pair=pair_col, label=label_col,
+                                                                 id=id_col), fmt)
     ctl = audit_in.control
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("audit", total=None)
@@ -94,6 +77,36 @@ def audit_command(
         "notes": oof.notes, "skipped": audit_in.bad_rows[:100], "per_class": counts,
     }, agree)
 
+    _print_report(oof, counts, n_flagged, agree, suspects)
+    console.print(f"{n_rows} rows -> {out / 'suspects.csv'}; summary -> {out / 'summary.json'}")
+
+def _read_input(data: Path, config: Path | None, control: str | None, kind: str, cols: Any, fmt: str | None) -> Any:
+    """The examples to audit: a Label Studio export with its config, or a labelled file; skipped rows shown."""
+    from labelpilot.audit.inputs import load_ls_export  # lazy: CLI start-up
+    from labelpilot.errors import InputError  # lazy: CLI start-up
+
+    if not data.exists():
+        raise InputError(f"{data}: no such file or folder", field="data")
+    if config is not None:
+        if not config.is_file():
+            raise InputError(f"{config}: no such label config file", field="config")
+        audit_in = load_ls_export(data, config.read_text(encoding="utf-8"), control)
+        remote = [ex.image for ex in audit_in.examples if ex.image and not Path(ex.image).is_file()]
+        if remote:
+            raise InputError(f"{len(remote)} image task(s) point at files not on this machine (e.g. {remote[0]!r}); "
+                             "audit image projects from the server (audit_project) or with local paths",
+                             field="data")
+    else:
+        audit_in = load_file(data, kind, cols, fmt=fmt)
+    for line in audit_in.bad_rows[:10]:
+        console.print(f"[yellow]skipped[/yellow] {line}")
+    if len(audit_in.bad_rows) > 10:
+        console.print(f"[yellow]... {len(audit_in.bad_rows) - 10} more skipped[/yellow]")
+    return audit_in
+
+
+def _print_report(oof: Any, counts: list[dict[str, Any]], n_flagged: int, agree: Any, suspects: list[Any]) -> None:
+    ctl = oof.control
     console.print(f"{len(oof.examples)} annotated examples of {ctl.name!r} ({ctl.kind}), {oof.family}, "
                   f"{oof.folds} folds, {oof.seconds:.1f} s: {n_flagged} flagged")
     for note in oof.notes:
@@ -109,7 +122,6 @@ def audit_command(
     for i, s in enumerate(suspects[:10], 1):
         head.add_row(str(i), str(s.example_id), "|".join(s.given), "|".join(s.suggested), f"{s.score:.3f}", s.reason)
     console.print(head)
-    console.print(f"{n_rows} rows -> {out / 'suspects.csv'}; summary -> {out / 'summary.json'}")
 
 
 def _print_agreement(agree) -> None:

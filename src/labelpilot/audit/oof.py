@@ -24,7 +24,7 @@ size-aware defaults").
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,6 +133,57 @@ def _average(runs: list[list[Prediction]], multiple: bool) -> list[Prediction]:
     return out
 
 
+def _family(control: ControlSpec, family: str | None) -> type:
+    cls = get_family(family) if family else family_for(control)
+    if cls is None:
+        raise TrainingError(f"no model family for {control.kind} yet", field="family")
+    if control.kind not in cls.kinds:
+        raise InputError(f"family {cls.name!r} does not serve {control.kind}", field="family")
+    return cls
+
+
+def _annotated(control: ControlSpec, examples: Sequence[Example], notes: list[str]) -> list[Example]:
+    used = [ex for ex in examples if _has_target(ex, control)]
+    if len(used) < len(examples):
+        notes.append(f"{len(examples) - len(used)} example(s) without an annotation for {control.name!r} left out")
+    if len(used) < MIN_EXAMPLES:
+        raise InputError(
+            f"an audit needs at least {MIN_EXAMPLES} annotated examples for {control.name!r}, got {len(used)}",
+            field="examples",
+        )
+    return used
+
+
+def _fold(
+    cls: type, control: ControlSpec, opts: dict[str, Any], used: list[Example], fold_of: np.ndarray, f: int,
+    preds: list[Prediction | None], margs: list[TokenMarginals | None] | None, notes: list[str],
+    say: Callable[[str], None],
+) -> None:
+    """Fit on every fold but ``f`` and fill ``preds`` (and ``margs``) for the examples of fold ``f``."""
+    train = [used[i] for i in np.flatnonzero(fold_of != f)]
+    test_idx = np.flatnonzero(fold_of == f)
+    test = [used[i] for i in test_idx]
+    model = cls(control, **opts)
+    try:
+        model.fit(train)
+    except TrainingError as exc:
+        notes.append(f"fold {f + 1}: training failed ({exc.message}); its examples have no prediction")
+        for i in test_idx:
+            preds[i] = Prediction(error=f"fold model failed: {exc.message}")
+        return
+    say(f"predicting {len(test)}")
+    for i, p in zip(test_idx, model.predict(test), strict=True):
+        preds[i] = p
+    if margs is None:
+        return
+    for i, ex in zip(test_idx, test, strict=True):
+        try:
+            offs, tags, _yseq, marg, _logp = model.marginals(ex.text)  # type: ignore[attr-defined]
+            margs[i] = TokenMarginals(list(offs), list(tags), np.asarray(marg, dtype=np.float64))
+        except Exception:  # marginals refine span scores; the predictions stand without them
+            margs[i] = None
+
+
 def out_of_fold(
     control: ControlSpec,
     examples: Sequence[Example],
@@ -151,22 +202,11 @@ def out_of_fold(
     ``repeats=None`` (default): SMALL_SET_REPEATS for class labels with <= SMALL_SET examples, else 1; the
     family options are FAST_OPTIONS, then SMALL_SET_OPTIONS for such small sets, then ``options``."""
     t0 = time.perf_counter()
-    cls = get_family(family) if family else family_for(control)
-    if cls is None:
-        raise TrainingError(f"no model family for {control.kind} yet", field="family")
-    if control.kind not in cls.kinds:
-        raise InputError(f"family {cls.name!r} does not serve {control.kind}", field="family")
+    cls = _family(control, family)
     if repeats is not None and repeats < 1:
         raise InputError("repeats must be at least 1", field="repeats")
-    used = [ex for ex in examples if _has_target(ex, control)]
     notes: list[str] = []
-    if len(used) < len(examples):
-        notes.append(f"{len(examples) - len(used)} example(s) without an annotation for {control.name!r} left out")
-    if len(used) < MIN_EXAMPLES:
-        raise InputError(
-            f"an audit needs at least {MIN_EXAMPLES} annotated examples for {control.name!r}, got {len(used)}",
-            field="examples",
-        )
+    used = _annotated(control, examples, notes)
     k = choose_folds(len(used), folds)
     if k < folds:
         notes.append(f"{len(used)} examples: {k} folds instead of {folds} (at least {MIN_PER_FOLD} per fold)")
@@ -189,32 +229,14 @@ def out_of_fold(
         preds: list[Prediction | None] = [None] * len(used)
         margs = [None] * len(used) if want_marg else None
         for f in range(k):
-            step = r * k + f
-            if progress:
-                progress(step, total, f"fold {f + 1}/{k}" + (f" (repeat {r + 1}/{repeats})" if repeats > 1 else "")
-                         + ": fitting")
-            train = [used[i] for i in np.flatnonzero(fold_of != f)]
-            test_idx = np.flatnonzero(fold_of == f)
-            test = [used[i] for i in test_idx]
-            model = cls(control, **opts)
-            try:
-                model.fit(train)
-            except TrainingError as exc:
-                notes.append(f"fold {f + 1}: training failed ({exc.message}); its examples have no prediction")
-                for i in test_idx:
-                    preds[i] = Prediction(error=f"fold model failed: {exc.message}")
-                continue
-            if progress:
-                progress(step, total, f"fold {f + 1}/{k}: predicting {len(test)}")
-            for i, p in zip(test_idx, model.predict(test), strict=True):
-                preds[i] = p
-            if margs is not None:
-                for i, ex in zip(test_idx, test, strict=True):
-                    try:
-                        offs, tags, _yseq, marg, _logp = model.marginals(ex.text)  # type: ignore[attr-defined]
-                        margs[i] = TokenMarginals(list(offs), list(tags), np.asarray(marg, dtype=np.float64))
-                    except Exception:  # marginals refine span scores; the predictions stand without them
-                        margs[i] = None
+            where = f"fold {f + 1}/{k}" + (f" (repeat {r + 1}/{repeats})" if repeats > 1 else "")
+
+            def say(message: str, step: int = r * k + f, where: str = where) -> None:
+                if progress:
+                    progress(step, total, f"{where}: {message}")
+
+            say("fitting")
+            _fold(cls, control, opts, used, fold_of, f, preds, margs, notes, say)
         runs.append([p if p is not None else Prediction(error="not predicted") for p in preds])
     if progress:
         progress(total, total, "out-of-fold predictions done")
