@@ -64,7 +64,9 @@ class ServedBackend:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"labelpilot serve exited {self.proc.returncode}: {self.tail()}")
             try:
-                if self.client.get("/health", timeout=1).status_code == 200:
+                resp = self.client.get("/health", timeout=1)
+                # past the start-up warm-up (the text encoder), so /setup announces the version task 1 gets
+                if resp.status_code == 200 and not resp.json().get("warming_up"):
                     return self
             except httpx.HTTPError:
                 pass
