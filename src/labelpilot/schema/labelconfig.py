@@ -106,22 +106,20 @@ def _nearest_control(el: etree._Element) -> etree._Element | None:
     return None
 
 
-@lru_cache(maxsize=256)
-def parse_label_config(config: str) -> LabelSchema:
-    """Parse a label config. Raises :class:`SchemaError` for XML that is not a label config.
-
-    Controls that labelpilot cannot pre-label are listed in ``schema.unsupported`` with the reason;
-    they never make parsing fail.
-    """
+def _parse_xml(config: str) -> etree._Element:
+    """The root element of ``config``, after the size and syntax checks."""
     if not isinstance(config, str) or not config.strip():
         raise SchemaError("the label config is empty", field="label_config")
     if len(config.encode()) > MAX_CONFIG_BYTES:
         raise SchemaError("the label config is larger than 1 MB", field="label_config")
     try:
-        root = etree.fromstring(config.encode(), parser=_PARSER)
+        return etree.fromstring(config.encode(), parser=_PARSER)
     except etree.XMLSyntaxError as exc:
         raise SchemaError(f"the label config is not valid XML: {exc}", field="label_config") from exc
 
+
+def _collect_tags(root: etree._Element) -> tuple[dict[str, ObjectSpec], list[etree._Element]]:
+    """The object tags (by name) and the control tag elements, in document order."""
     objects: dict[str, ObjectSpec] = {}
     controls: list[etree._Element] = []
     for el in root.iter():
@@ -140,91 +138,107 @@ def parse_label_config(config: str) -> LabelSchema:
             objects[name] = ObjectSpec(
                 name, el.tag, raw[1:] if raw.startswith("$") else None, (el.get("valueType") or "").lower() or None
             )
+    return objects, controls
 
-    specs: list[ControlSpec] = []
-    unsupported: list[UnsupportedControl] = []
-    for el in controls:
-        name, ctype = el.get("name"), el.tag
-        to_names = [t.strip() for t in el.get("toName", "").split(",") if t.strip()]
-        to_name = to_names[0] if to_names else ""
-        obj = objects.get(to_name)
-        obj_type = obj.type if obj else None
 
-        def reject(reason: str, *, _n=name, _t=ctype, _to=to_name, _ot=obj_type) -> None:
-            unsupported.append(UnsupportedControl(_n, _t, _to, _ot, reason))
+def _control_labels(el: etree._Element) -> tuple[list[LabelSpec], bool]:
+    """A control's labels and whether it takes several of them."""
+    if el.tag.lower() == "taxonomy":
+        return _taxonomy_labels(el), bool((parse_uint(el.get("maxUsages")) or 0) > 1)
+    return _flat_labels(el), el.get("choice", "single").lower() == "multiple"
 
-        if _truthy(el.get("model_skip")):
-            reject("skipped (model_skip=\"true\")")
-            continue
-        kinds = {k.lower(): v for k, v in SUPPORTED.items()}.get(ctype.lower())
-        if kinds is None:
-            reject(f"labelpilot cannot pre-label <{ctype}> yet; supported: {supported_summary()}")
-            continue
-        if obj is None:
-            reject(f"toName=\"{to_name}\" names no object tag in the config")
-            continue
-        kind = {k.lower(): v for k, v in kinds.items()}.get(obj.type.lower())
-        if kind is None:
-            reject(f"<{ctype}> on <{obj.type}> is not supported; supported: {supported_summary()}")
-            continue
-        if obj.value_key is None:
-            reject(f"object \"{obj.name}\" has no $variable to read task data from")
-            continue
-        if (el.get("value") or "").startswith("$") or el.get("apiUrl"):
-            reject("dynamic labels (value=\"$...\" or apiUrl) are not supported yet")
-            continue
-        if ctype.lower() == "taxonomy":
-            labels = _taxonomy_labels(el)
-            max_usages = el.get("maxUsages")
-            multiple = bool((parse_uint(max_usages) or 0) > 1)
-        else:
-            labels = _flat_labels(el)
-            multiple = el.get("choice", "single").lower() == "multiple"
-        if not labels:
-            reject("the control has no labels")
-            continue
-        keys = [lab.key for lab in labels]
-        if len(set(keys)) != len(keys):
-            dupes = sorted({k for k in keys if keys.count(k) > 1})
-            reject(f"duplicate label(s) {dupes}")
-            continue
-        pair_key = None
-        if obj.type in TEXT_OBJECTS or kind is TaskKind.VIDEO_CHOICES:
-            # a second text for text controls; for a <Video>, the task's text (title, transcript) to fuse
-            others = [
-                o for o in objects.values() if o.type in TEXT_OBJECTS and o.name != obj.name and o.value_key
-            ]
-            pair_key = others[0].value_key if others else None
-        specs.append(
-            ControlSpec(
-                name=name,
-                type=ctype,
-                to_name=to_name,
-                object_type=obj.type,
-                value_key=obj.value_key,
-                kind=kind,
-                labels=tuple(labels),
-                multiple=multiple,
-                score_threshold=_float_attr(el, "model_score_threshold", "score_threshold"),
-                pair_key=pair_key,
-                text_is_url=obj.type in TEXT_OBJECTS and obj.value_type == "url",
-                attrs={k: v for k, v in el.attrib.items()},
-            )
-        )
-    # A <TextArea perRegion="true"> on an image that a <RectangleLabels> labels is that control's per-box
-    # transcription (Label Studio's OCR template): filled with the text a document model reads in each box.
+
+def _pair_key(obj: ObjectSpec, kind: TaskKind, objects: dict[str, ObjectSpec]) -> str | None:
+    """A second text for text controls; for a <Video>, the task's text (title, transcript) to fuse."""
+    if obj.type in TEXT_OBJECTS or kind is TaskKind.VIDEO_CHOICES:
+        others = [o for o in objects.values() if o.type in TEXT_OBJECTS and o.name != obj.name and o.value_key]
+        return others[0].value_key if others else None
+    return None
+
+
+def _control_spec(el: etree._Element, objects: dict[str, ObjectSpec]) -> ControlSpec | UnsupportedControl:
+    """The spec of one control tag, or why labelpilot cannot pre-label it (the first reason found)."""
+    name, ctype = el.get("name"), el.tag
+    to_names = [t.strip() for t in el.get("toName", "").split(",") if t.strip()]
+    to_name = to_names[0] if to_names else ""
+    obj = objects.get(to_name)
+
+    def reject(reason: str) -> UnsupportedControl:
+        return UnsupportedControl(name, ctype, to_name, obj.type if obj else None, reason)
+
+    if _truthy(el.get("model_skip")):
+        return reject("skipped (model_skip=\"true\")")
+    kinds = {k.lower(): v for k, v in SUPPORTED.items()}.get(ctype.lower())
+    if kinds is None:
+        return reject(f"labelpilot cannot pre-label <{ctype}> yet; supported: {supported_summary()}")
+    if obj is None:
+        return reject(f"toName=\"{to_name}\" names no object tag in the config")
+    kind = {k.lower(): v for k, v in kinds.items()}.get(obj.type.lower())
+    if kind is None:
+        return reject(f"<{ctype}> on <{obj.type}> is not supported; supported: {supported_summary()}")
+    if obj.value_key is None:
+        return reject(f"object \"{obj.name}\" has no $variable to read task data from")
+    if (el.get("value") or "").startswith("$") or el.get("apiUrl"):
+        return reject("dynamic labels (value=\"$...\" or apiUrl) are not supported yet")
+    labels, multiple = _control_labels(el)
+    if not labels:
+        return reject("the control has no labels")
+    keys = [lab.key for lab in labels]
+    if len(set(keys)) != len(keys):
+        return reject(f"duplicate label(s) {sorted({k for k in keys if keys.count(k) > 1})}")
+    return ControlSpec(
+        name=name,
+        type=ctype,
+        to_name=to_name,
+        object_type=obj.type,
+        value_key=obj.value_key,
+        kind=kind,
+        labels=tuple(labels),
+        multiple=multiple,
+        score_threshold=_float_attr(el, "model_score_threshold", "score_threshold"),
+        pair_key=_pair_key(obj, kind, objects),
+        text_is_url=obj.type in TEXT_OBJECTS and obj.value_type == "url",
+        attrs={k: v for k, v in el.attrib.items()},
+    )
+
+
+def _link_transcriptions(
+    specs: list[ControlSpec], controls: list[etree._Element], unsupported: list[UnsupportedControl]
+) -> tuple[list[ControlSpec], list[UnsupportedControl]]:
+    """A <TextArea perRegion="true"> on an image that a <RectangleLabels> labels is that control's per-box
+    transcription (Label Studio's OCR template): filled with the text a document model reads in each box."""
     per_region = {
         el.get("toName", "").split(",")[0].strip(): el.get("name")
         for el in controls
         if el.tag.lower() == "textarea" and _truthy(el.get("perRegion"))
     }
     linked: set[str] = set()
+    specs = list(specs)
     for i, spec in enumerate(specs):
         name = per_region.get(spec.to_name)
         if name and spec.type.lower() == "rectanglelabels":
             specs[i] = replace(spec, transcription=name)
             linked.add(name)
-    unsupported = [u for u in unsupported if u.name not in linked]
+    return specs, [u for u in unsupported if u.name not in linked]
+
+
+@lru_cache(maxsize=256)
+def parse_label_config(config: str) -> LabelSchema:
+    """Parse a label config. Raises :class:`SchemaError` for XML that is not a label config.
+
+    Controls that labelpilot cannot pre-label are listed in ``schema.unsupported`` with the reason;
+    they never make parsing fail.
+    """
+    objects, controls = _collect_tags(_parse_xml(config))
+    specs: list[ControlSpec] = []
+    unsupported: list[UnsupportedControl] = []
+    for el in controls:
+        spec = _control_spec(el, objects)
+        if isinstance(spec, ControlSpec):
+            specs.append(spec)
+        else:
+            unsupported.append(spec)
+    specs, unsupported = _link_transcriptions(specs, controls, unsupported)
     return LabelSchema(
         controls=tuple(specs), objects=tuple(objects.values()), unsupported=tuple(unsupported), config=config
     )

@@ -88,40 +88,25 @@ def _check_options(cls: type[ModelBase], control: Any, done: list[str]) -> None:
         done.append("badly typed option refused")
 
 
-def check_model(
-    family_cls: type,
-    control: Any,
-    examples: Sequence[Example],
-    *,
-    test: Sequence[Example] | None = None,
-    bad: Example | None = None,
-    bad_is_error: bool = False,
-    fit_options: Mapping[str, Any] | None = None,
-    workdir: Path | None = None,
-) -> list[str]:
-    """Check ``family_cls`` on ``control``: fit on ``examples`` (with ``fit_options``, e.g. a small image size),
-    predict ``test`` (default: the first few examples) and the ``bad`` example. Returns the checks that ran."""
-    done: list[str] = []
-    cls = family_cls
-    assert isinstance(cls, type) and issubclass(cls, ModelBase), f"{cls!r} does not build on models.base.ModelBase"
+def _check_class(cls: type[ModelBase], control: Any) -> None:
+    """The family class has a registry name and a metadata file, and serves ``control``'s kind."""
     assert isinstance(cls.name, str) and cls.name, "a family has a registry name"
     assert control.kind in cls.kinds, f"{cls.name} does not serve {control.kind}"
     assert cls.META_FILE, f"{cls.name} names its metadata file (META_FILE)"
 
-    # construction with defaults, options round trip
+
+def _check_construction(cls: type[ModelBase], control: Any, done: list[str]) -> None:
+    """Construction with defaults and the options round trip."""
     fresh = cls(control)
     assert isinstance(fresh, Model), f"{cls.name} does not satisfy the Model protocol"
     assert fresh.get_options() == cls.option_defaults(), "a default model's options are the declared defaults"
     assert cls.create(control, fresh.get_options()).get_options() == fresh.get_options()
     assert isinstance(fresh.is_fitted, bool)
     done.append("constructed with defaults")
-    _check_options(cls, control, done)
 
-    test = list(test) if test is not None else list(examples[:4])
-    assert test, "check_model needs examples to predict"
 
-    # untrained: a PredictsUntrained model that says it is ready predicts every example
-    model = cls.create(control, fit_options)
+def _check_untrained(model: Any, test: list[Example], done: list[str]) -> None:
+    """A PredictsUntrained model that says it is ready predicts every example."""
     if isinstance(model, PredictsUntrained):
         ready = model.zero_shot_ready()
         assert isinstance(ready, bool), "zero_shot_ready() is a bool"
@@ -130,29 +115,37 @@ def check_model(
             assert len(preds) == len(test) and all(isinstance(p, Prediction) for p in preds)
         done.append("predicts untrained (capability)")
 
-    # fit
+
+def _check_fit_predict(model: Any, examples: Sequence[Example], test: list[Example], done: list[str]
+                       ) -> list[Prediction]:
+    """Fit, then predict: one Prediction per example, in order. Returns the predictions of ``test``."""
     report = model.fit(list(examples))
     assert isinstance(report, FitReport), f"fit returned {type(report).__name__}, not a FitReport"
     assert model.is_fitted, "fit leaves the model fitted"
     done.append("fit")
-
-    # predict: one per example, in order
     preds = model.predict(test)
     assert len(preds) == len(test) and all(isinstance(p, Prediction) for p in preds), "one Prediction per example"
     assert all(p.error is None for p in preds), [p.error for p in preds if p.error]
     assert model.predict([]) == [], "an empty batch gives an empty list"
     _same(model.predict(test[::-1])[::-1], preds, "reversed batch")
     done.append("predict: one per example, in order")
+    return preds
 
-    # a bad example does not spoil the batch
-    if bad is not None:
-        mixed = model.predict([test[0], bad, *test[1:]])
-        assert len(mixed) == len(test) + 1 and isinstance(mixed[1], Prediction)
-        if bad_is_error:
-            assert mixed[1].error, f"the bad example got no error: {mixed[1]}"
-        _same([mixed[0], *mixed[2:]], preds, "a batch with a bad example")
-        done.append("bad example isolated")
 
+def _check_bad_example(model: Any, test: list[Example], preds: list[Prediction], bad: Example,
+                       bad_is_error: bool, done: list[str]) -> None:
+    """A bad example does not spoil the batch."""
+    mixed = model.predict([test[0], bad, *test[1:]])
+    assert len(mixed) == len(test) + 1 and isinstance(mixed[1], Prediction)
+    if bad_is_error:
+        assert mixed[1].error, f"the bad example got no error: {mixed[1]}"
+    _same([mixed[0], *mixed[2:]], preds, "a batch with a bad example")
+    done.append("bad example isolated")
+
+
+def _check_save_load(cls: type[ModelBase], control: Any, model: Any, test: list[Example],
+                     preds: list[Prediction], workdir: Path | None, done: list[str]) -> None:
+    """Save -> load predicts the same; loading from a folder without a model is a 4xx error."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         folder = Path(tmp) / "model"
         model.save(folder)
@@ -171,11 +164,16 @@ def check_model(
         else:
             raise AssertionError("loading from a folder without a model succeeded")
 
+
+def _check_pickle(model: Any, test: list[Example], preds: list[Prediction], done: list[str]) -> None:
     clone = pickle.loads(pickle.dumps(model))
     assert clone.is_fitted and clone.get_options() == model.get_options()
     _same(clone.predict(test), preds, "pickle round trip")
     done.append("pickle round trip")
 
+
+def _check_capabilities(model: Any, test: list[Example], done: list[str]) -> None:
+    """The optional capabilities a fitted model declares: Embeds, TokenMarginals."""
     if isinstance(model, Embeds):
         vectors = model.embed(test)
         assert vectors is not None, "a fitted model that Embeds gives vectors"
@@ -188,4 +186,35 @@ def check_model(
         assert marginals.shape == (len(offsets), len(names)) and len(tags) == len(offsets)
         assert np.allclose(marginals.sum(axis=1), 1.0, atol=1e-3) and math.isfinite(logp)
         done.append("token marginals (capability)")
+
+
+def check_model(
+    family_cls: type,
+    control: Any,
+    examples: Sequence[Example],
+    *,
+    test: Sequence[Example] | None = None,
+    bad: Example | None = None,
+    bad_is_error: bool = False,
+    fit_options: Mapping[str, Any] | None = None,
+    workdir: Path | None = None,
+) -> list[str]:
+    """Check ``family_cls`` on ``control``: fit on ``examples`` (with ``fit_options``, e.g. a small image size),
+    predict ``test`` (default: the first few examples) and the ``bad`` example. Returns the checks that ran."""
+    done: list[str] = []
+    cls = family_cls
+    assert isinstance(cls, type) and issubclass(cls, ModelBase), f"{cls!r} does not build on models.base.ModelBase"
+    _check_class(cls, control)
+    _check_construction(cls, control, done)
+    _check_options(cls, control, done)
+    test = list(test) if test is not None else list(examples[:4])
+    assert test, "check_model needs examples to predict"
+    model = cls.create(control, fit_options)
+    _check_untrained(model, test, done)
+    preds = _check_fit_predict(model, examples, test, done)
+    if bad is not None:
+        _check_bad_example(model, test, preds, bad, bad_is_error, done)
+    _check_save_load(cls, control, model, test, preds, workdir, done)
+    _check_pickle(model, test, preds, done)
+    _check_capabilities(model, test, done)
     return done

@@ -80,85 +80,47 @@ class UnknownDataset(ValueError):
     """A dataset name that :func:`load_text_dataset` does not know."""
 
 
-def load_text_dataset(name: str, root: Path, sizes: Sizes) -> TextData:
-    """Read one of the shared text datasets and subsample pool and test (data seed 0)."""
-    if name == "trec":
+def _read_trec(p: Path) -> tuple[list[str], list[str]]:
+    """TREC: ``COARSE:fine question`` a line (latin-1); the coarse class is the label."""
+    texts, labels = [], []
+    for line in p.read_text(encoding="latin-1").splitlines():
+        if line.strip():
+            head, _, text = line.partition(" ")
+            labels.append(head.split(":")[0])
+            texts.append(text.strip())
+    return texts, labels
 
-        def read(p: Path) -> tuple[list[str], list[str]]:
-            texts, labels = [], []
-            for line in p.read_text(encoding="latin-1").splitlines():
-                if line.strip():
-                    head, _, text = line.partition(" ")
-                    labels.append(head.split(":")[0])
-                    texts.append(text.strip())
-            return texts, labels
 
-        tr, ytr = read(root / "trec" / "train_5500.label")
-        te, yte = read(root / "trec" / "TREC_10.label")
-        analyzer = "word"
-    elif name == "sst2":
+def _read_sst2(p: Path) -> tuple[list[str], list[str]]:
+    """SST-2: ``text<TAB>label`` a line."""
+    texts, labels = [], []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        text, _, lab = line.rpartition("\t")
+        if text.strip():
+            texts.append(text.strip())
+            labels.append(lab.strip())
+    return texts, labels
 
-        def read(p: Path) -> tuple[list[str], list[str]]:
-            texts, labels = [], []
-            for line in p.read_text(encoding="utf-8").splitlines():
-                text, _, lab = line.rpartition("\t")
-                if text.strip():
-                    texts.append(text.strip())
-                    labels.append(lab.strip())
-            return texts, labels
 
-        tr, ytr = read(root / "sst2" / "sentiment-train")
-        te, yte = read(root / "sst2" / "sentiment-test")
-        analyzer = "word"
-    elif name == "tnews":
+def _read_tnews(p: Path) -> tuple[list[str], list[str]]:
+    """TNEWS (CLUE): a JSON object a line with ``sentence`` and ``label_desc``."""
+    rows = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r["sentence"] for r in rows], [r["label_desc"] for r in rows]
 
-        def read(p: Path) -> tuple[list[str], list[str]]:
-            rows = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-            return [r["sentence"] for r in rows], [r["label_desc"] for r in rows]
 
-        tr, ytr = read(root / "tnews" / "train.json")
-        te, yte = read(root / "tnews" / "dev.json")
-        analyzer = "char"
-    elif name == "goemotions":
-        names = (root / "goemotions" / "labels.txt").read_text(encoding="utf-8").split()
+#: The single-label datasets: reader, train and test file under the data root, analyzer.
+_SINGLE_LABEL = {
+    "trec": (_read_trec, "trec/train_5500.label", "trec/TREC_10.label", "word"),
+    "sst2": (_read_sst2, "sst2/sentiment-train", "sst2/sentiment-test", "word"),
+    "tnews": (_read_tnews, "tnews/train.json", "tnews/dev.json", "char"),
+}
 
-        def read(p: Path) -> tuple[list[str], np.ndarray]:
-            texts, rows = [], []
-            for line in p.read_text(encoding="utf-8").splitlines():
-                parts = line.split("\t")
-                if len(parts) >= 2:
-                    texts.append(parts[0])
-                    v = np.zeros(len(names), dtype=np.int8)
-                    v[[int(x) for x in parts[1].split(",")]] = 1
-                    rows.append(v)
-            return texts, np.vstack(rows)
 
-        tr, Ytr = read(root / "goemotions" / "train.tsv")
-        te, Yte = read(root / "goemotions" / "test.tsv")
-        pi, ti = _subsample(len(tr), sizes.pool), _subsample(len(te), sizes.test)
-        return TextData(
-            name, [tr[i] for i in pi], Ytr[pi], [te[i] for i in ti], Yte[ti], names, True, "word", "micro_f1"
-        )
-    elif name == "bdci":
-        # CCF BDCI 2018 car reviews (zh): one CSV row per (content, topic); only train_2.csv is labelled, so
-        # its contents are split into pool and test (data seed 0). Multi-label over the 10 topics.
-        topics: dict[str, set[str]] = {}
-        text_of: dict[str, str] = {}
-        with (root / "bdci2018_car_multilabel" / "train_2.csv").open(encoding="utf-8", newline="") as fh:
-            for row in csv.DictReader(fh):
-                text_of[row["content_id"]] = row["content"]
-                topics.setdefault(row["content_id"], set()).add(row["subject"])
-        names = sorted({t for ts in topics.values() for t in ts})
-        ids = sorted(text_of)
-        order = np.random.default_rng(0).permutation(len(ids))
-        Y = np.zeros((len(ids), len(names)), dtype=np.int8)
-        for i, cid in enumerate(ids):
-            Y[i, [names.index(t) for t in topics[cid]]] = 1
-        pi, ti = order[: sizes.pool], order[sizes.pool : sizes.pool + sizes.test]
-        return TextData(name, [text_of[ids[i]] for i in pi], Y[pi], [text_of[ids[i]] for i in ti], Y[ti], names, True,
-                        "char", "micro_f1")
-    else:
-        raise UnknownDataset(f"unknown text dataset {name!r}; known: {', '.join(TEXT_DATASETS)}")
+def _single_label(name: str, root: Path, sizes: Sizes) -> TextData:
+    """A single-label dataset of :data:`_SINGLE_LABEL`, labels as class ids over the sorted label set."""
+    read, train_file, test_file, analyzer = _SINGLE_LABEL[name]
+    tr, ytr = read(root / train_file)
+    te, yte = read(root / test_file)
     labels = sorted(set(ytr) | set(yte))
     col = {k: j for j, k in enumerate(labels)}
     pi, ti = _subsample(len(tr), sizes.pool), _subsample(len(te), sizes.test)
@@ -172,3 +134,57 @@ def load_text_dataset(name: str, root: Path, sizes: Sizes) -> TextData:
         False,
         analyzer,
     )
+
+
+def _goemotions(root: Path, sizes: Sizes) -> TextData:
+    """GoEmotions: ``text<TAB>label ids`` a line, multi-label over ``labels.txt``."""
+    names = (root / "goemotions" / "labels.txt").read_text(encoding="utf-8").split()
+
+    def read(p: Path) -> tuple[list[str], np.ndarray]:
+        texts, rows = [], []
+        for line in p.read_text(encoding="utf-8").splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2:
+                texts.append(parts[0])
+                v = np.zeros(len(names), dtype=np.int8)
+                v[[int(x) for x in parts[1].split(",")]] = 1
+                rows.append(v)
+        return texts, np.vstack(rows)
+
+    tr, Ytr = read(root / "goemotions" / "train.tsv")
+    te, Yte = read(root / "goemotions" / "test.tsv")
+    pi, ti = _subsample(len(tr), sizes.pool), _subsample(len(te), sizes.test)
+    return TextData(
+        "goemotions", [tr[i] for i in pi], Ytr[pi], [te[i] for i in ti], Yte[ti], names, True, "word", "micro_f1"
+    )
+
+
+def _bdci(root: Path, sizes: Sizes) -> TextData:
+    """CCF BDCI 2018 car reviews (zh): one CSV row per (content, topic); only train_2.csv is labelled, so
+    its contents are split into pool and test (data seed 0). Multi-label over the 10 topics."""
+    topics: dict[str, set[str]] = {}
+    text_of: dict[str, str] = {}
+    with (root / "bdci2018_car_multilabel" / "train_2.csv").open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            text_of[row["content_id"]] = row["content"]
+            topics.setdefault(row["content_id"], set()).add(row["subject"])
+    names = sorted({t for ts in topics.values() for t in ts})
+    ids = sorted(text_of)
+    order = np.random.default_rng(0).permutation(len(ids))
+    Y = np.zeros((len(ids), len(names)), dtype=np.int8)
+    for i, cid in enumerate(ids):
+        Y[i, [names.index(t) for t in topics[cid]]] = 1
+    pi, ti = order[: sizes.pool], order[sizes.pool : sizes.pool + sizes.test]
+    return TextData("bdci", [text_of[ids[i]] for i in pi], Y[pi], [text_of[ids[i]] for i in ti], Y[ti], names, True,
+                    "char", "micro_f1")
+
+
+def load_text_dataset(name: str, root: Path, sizes: Sizes) -> TextData:
+    """Read one of the shared text datasets and subsample pool and test (data seed 0)."""
+    if name in _SINGLE_LABEL:
+        return _single_label(name, root, sizes)
+    if name == "goemotions":
+        return _goemotions(root, sizes)
+    if name == "bdci":
+        return _bdci(root, sizes)
+    raise UnknownDataset(f"unknown text dataset {name!r}; known: {', '.join(TEXT_DATASETS)}")
