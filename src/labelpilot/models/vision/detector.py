@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -81,16 +80,30 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image
 
 from labelpilot.data.types import Box, Example, FitReport, Prediction
 from labelpilot.errors import InputError, LabelpilotError, TrainingError
-from labelpilot.geometry import iou_matrix
 from labelpilot.imaging import open_image, to_array
 from labelpilot.models.base import ModelBase, Progress
 from labelpilot.models.vision import backbone
+from labelpilot.models.vision.boxes import average_precision, nms
+from labelpilot.models.vision.detector_taps import _Taps
+from labelpilot.models.vision.detector_train import (
+    STRIDE,
+    augment,
+    collect_boxes,
+    make_targets,
+    make_variants,
+    train_head,
+    train_threads,
+)
 from labelpilot.models.vision.int8 import QUANT_TAPS, graph_taps
 from labelpilot.schema.types import ControlSpec, TaskKind
+
+# re-exported: these lived here before the split (issue #12) and are imported from here
+__all__ = ["STRIDE", "ImageDetector", "_Taps", "augment", "average_precision", "make_targets", "nms",
+           "train_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +111,6 @@ FORMAT_VERSION = 1
 META_FILE = "image_detector.json"
 HEAD_FILE = "head.pt"
 HEAD_ONNX_FILE = "head.onnx"
-STRIDE = 16
 
 DEFAULTS: dict[str, Any] = {
     "image_size": 320,  # multiple of 32
@@ -119,232 +131,6 @@ DEFAULTS: dict[str, Any] = {
     "max_pixels": 40_000_000,
     "seed": 0,
 }
-
-
-# ------------------------------------------------------- boxes: NMS and AP (IoU: labelpilot.geometry)
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.5, classes: np.ndarray | None = None) -> np.ndarray:
-    """Greedy non-maximum suppression (per class when ``classes`` is given). Returns kept indices, best first."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if len(boxes) == 0:
-        return np.zeros(0, dtype=np.int64)
-    if classes is not None:
-        # offset boxes by class so that boxes of different classes never overlap
-        span = float(max(boxes.max(), 1.0)) + 1.0
-        boxes = boxes + (np.asarray(classes, dtype=np.float64).reshape(-1, 1) * span)
-    order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    suppressed = np.zeros(len(boxes), dtype=bool)
-    ious = iou_matrix(boxes, boxes)
-    for i in order:
-        if suppressed[i]:
-            continue
-        keep.append(int(i))
-        suppressed |= ious[i] > iou
-    return np.asarray(keep, dtype=np.int64)
-
-
-def _corners(boxes: Sequence[Box]) -> np.ndarray:
-    return np.array([[b.x, b.y, b.x + b.width, b.y + b.height] for b in boxes], dtype=np.float64).reshape(-1, 4)
-
-
-def average_precision(
-    predictions: Sequence[Sequence[Box]], truths: Sequence[Sequence[Box]], iou: float = 0.5
-) -> dict[str, float]:
-    """VOC-style (all-point interpolated) AP per label at ``iou``, plus ``"mAP"`` over labels with truths.
-
-    ``predictions[i]`` / ``truths[i]`` are the boxes of image ``i`` (predicted boxes need a score).
-    """
-    labels = sorted({b.label for t in truths for b in t})
-    out: dict[str, float] = {}
-    for label in labels:
-        gts = [_corners([b for b in t if b.label == label]) for t in truths]
-        npos = sum(len(g) for g in gts)
-        dets = [(b.score or 0.0, i, b) for i, p in enumerate(predictions) for b in p if b.label == label]
-        dets.sort(key=lambda d: -d[0])
-        used = [np.zeros(len(g), dtype=bool) for g in gts]
-        tp = np.zeros(len(dets))
-        for k, (_, i, b) in enumerate(dets):
-            g = gts[i]
-            if len(g) == 0:
-                continue
-            overlaps = iou_matrix(_corners([b]), g)[0]
-            j = int(np.argmax(overlaps))
-            if overlaps[j] >= iou and not used[i][j]:
-                tp[k] = 1
-                used[i][j] = True
-        ctp = np.cumsum(tp)
-        cfp = np.cumsum(1 - tp)
-        recall = ctp / max(npos, 1)
-        precision = ctp / np.maximum(ctp + cfp, 1e-12)
-        mrec = np.concatenate([[0.0], recall, [1.0]])
-        mpre = np.concatenate([[0.0], precision, [0.0]])
-        mpre = np.maximum.accumulate(mpre[::-1])[::-1]
-        idx = np.where(mrec[1:] != mrec[:-1])[0]
-        out[label] = float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
-    out["mAP"] = float(np.mean([out[lab] for lab in labels])) if labels else 0.0
-    return out
-
-
-# ------------------------------------------------------------------------------ augmentation
-
-
-def augment(
-    img: Image.Image, boxes: np.ndarray, rng: np.random.Generator, size: int, mode: str = "random"
-) -> tuple[Image.Image, np.ndarray]:
-    """One training variant: ``(size x size image, boxes)``. ``boxes``: (n, 5) relative x1, y1, x2, y2, class.
-
-    ``mode``: ``plain``, ``mirror`` or ``random`` (crop or zoom-out, random mirror, colour jitter).
-    """
-    b = boxes.astype(np.float32).copy()
-    mirror = mode == "mirror"
-    if mode == "random":
-        r = rng.random()
-        width, height = img.size
-        if r < 0.45:
-            for _ in range(20):
-                s = rng.uniform(0.45, 1.0)
-                ar = rng.uniform(0.7, 1.4)
-                cw, ch = min(1.0, s * math.sqrt(ar)), min(1.0, s / math.sqrt(ar))
-                cx, cy = rng.uniform(0, 1 - cw), rng.uniform(0, 1 - ch)
-                nb = b.copy()
-                nb[:, [0, 2]] = np.clip((nb[:, [0, 2]] - cx) / cw, 0, 1)
-                nb[:, [1, 3]] = np.clip((nb[:, [1, 3]] - cy) / ch, 0, 1)
-                before = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-                after = (nb[:, 2] - nb[:, 0]) * (nb[:, 3] - nb[:, 1]) * cw * ch
-                keep = after > 0.5 * before
-                partial = (after > 0) & ~keep  # a box cut in half would teach wrong edges: try again
-                if not partial.any() and (keep.any() or len(b) == 0):
-                    box = (int(cx * width), int(cy * height), max(int(cx * width) + 1, int((cx + cw) * width)),
-                           max(int(cy * height) + 1, int((cy + ch) * height)))
-                    img = img.crop(box)
-                    b = nb[keep]
-                    break
-        elif r < 0.7:
-            z = rng.uniform(1.1, 1.8)
-            nw, nh = int(width * z), int(height * z)
-            ox, oy = int(rng.integers(0, nw - width + 1)), int(rng.integers(0, nh - height + 1))
-            fill = tuple(int(v) for v in rng.integers(90, 170, 3))
-            canvas = Image.new("RGB", (nw, nh), fill)  # type: ignore[arg-type]
-            canvas.paste(img, (ox, oy))
-            img = canvas
-            b[:, [0, 2]] = (b[:, [0, 2]] * width + ox) / nw
-            b[:, [1, 3]] = (b[:, [1, 3]] * height + oy) / nh
-        mirror = rng.random() < 0.5
-    if mirror:
-        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        x1 = 1.0 - b[:, 2]
-        b[:, 2] = 1.0 - b[:, 0]
-        b[:, 0] = x1
-    img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    if mode == "random":
-        for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
-            img = enhancer(img).enhance(float(rng.uniform(0.7, 1.3)))
-    return img, b
-
-
-def make_targets(boxes: np.ndarray, n_classes: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """TTFNet targets on the stride-16 grid: heatmap (C, H, W), box corners in pixels (4, H, W), weights (H, W)."""
-    g = size // STRIDE
-    heat = np.zeros((n_classes, g, g), dtype=np.float32)
-    reg = np.zeros((4, g, g), dtype=np.float32)
-    weight = np.zeros((g, g), dtype=np.float32)
-    if len(boxes) == 0:
-        return heat, reg, weight
-    order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))  # small boxes win
-    ys, xs = np.mgrid[0:g, 0:g].astype(np.float32)
-    for x1, y1, x2, y2, c in boxes[order]:
-        w, h = (x2 - x1) * g, (y2 - y1) * g
-        if w <= 0 or h <= 0:
-            continue
-        cx = min(int((x1 + x2) / 2 * g), g - 1)
-        cy = min(int((y1 + y2) / 2 * g), g - 1)
-        sx, sy = max(0.54 * w / 6, 0.3), max(0.54 * h / 6, 0.3)
-        gauss = np.exp(-((xs - cx) ** 2 / (2 * sx * sx) + (ys - cy) ** 2 / (2 * sy * sy)))
-        heat[int(c)] = np.maximum(heat[int(c)], gauss)
-        inside = (xs + 0.5 >= x1 * g) & (xs + 0.5 <= x2 * g) & (ys + 0.5 >= y1 * g) & (ys + 0.5 <= y2 * g)
-        mask = (gauss > 0.05) & inside
-        if not mask.any():
-            mask = np.zeros_like(inside)
-            mask[cy, cx] = True
-        wts = gauss * mask
-        wts = wts / wts.sum() * math.log(max(w * h * STRIDE * STRIDE, 2.0))
-        reg[:, mask] = np.array([x1 * size, y1 * size, x2 * size, y2 * size], dtype=np.float32)[:, None]
-        weight[mask] = wts[mask]
-    return heat, reg, weight
-
-
-# ------------------------------------------------------------------------------ backbone taps
-
-
-class _Taps:
-    """Frozen backbone: (N, 3, S, S) -> (stride-16 (N, 112, S/16, S/16), stride-32 (N, 320, S/32, S/32))."""
-
-    _shared: ClassVar[dict[tuple[int, str], _Taps]] = {}
-    _lock = threading.Lock()
-
-    def __init__(self, size: int, engine: str) -> None:
-        if engine == "auto":
-            engine = "onnx" if backbone.onnx_available() else "torch"
-        self.size, self.engine = size, engine
-        self._session: Any = None
-        self._module: Any = None
-        self._run_lock = threading.Lock()
-        if engine == "onnx":
-            try:
-                data = backbone.cached_onnx(f"lite0-taps16-32-{size}", self._export)
-                self._session = backbone.ort_session(data)
-                return
-            except Exception as exc:
-                log.warning("image-detector: ONNX backbone unavailable (%s); using torch", exc)
-                self.engine = "torch"
-        self._module = self._torch_module()
-
-    @staticmethod
-    def _torch_module() -> Any:
-        backbone.require_torch()
-        from labelpilot.models.vision.nets import TapsNet  # lazy: nets defines torch modules (torch, the vision extra)
-
-        return TapsNet(backbone.efficientnet()).eval()
-
-    def _export(self) -> bytes:
-        torch = backbone.require_torch()
-        sample = torch.zeros(1, 3, self.size, self.size)
-        return backbone.export_onnx(self._torch_module(), sample, ["x"], ["c4", "c5"])
-
-    @classmethod
-    def get(cls, size: int, engine: str) -> _Taps:
-        with cls._lock:
-            key = (size, engine)
-            if key not in cls._shared:
-                cls._shared[key] = cls(size, engine)
-            return cls._shared[key]
-
-    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if self._session is not None:
-            c4, c5 = self._session.run(None, {"x": batch})
-            return c4, c5
-        torch = backbone.require_torch()
-        with self._run_lock, torch.inference_mode():
-            c4, c5 = self._module(torch.from_numpy(batch))
-            return c4.numpy(), c5.numpy()
-
-
-def train_threads() -> int:
-    """Torch threads for training: ``$LABELPILOT_TORCH_THREADS``, else 1 when the cores are already busy
-    (load average >= cores - 0.5: OpenMP threads then spin and one epoch took 9x longer), else up to 2."""
-    env = os.environ.get("LABELPILOT_TORCH_THREADS")
-    if env and env.isascii() and env.isdigit() and int(env) > 0:
-        return int(env)
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    return 1 if load >= cores - 0.5 else max(1, min(2, cores))
 
 
 # ---------------------------------------------------------------------------------- the model
@@ -409,88 +195,10 @@ class ImageDetector(ModelBase):
 
     # ------------------------------------------------------------------ training data
 
-    def _collect(self, examples: Sequence[Example], known: list[str]) -> tuple[list[str], list[np.ndarray],
-                                                                             list[str]]:
-        index = {k: i for i, k in enumerate(known)}
-        paths, boxes, skipped = [], [], []
-        for ex in examples:
-            where = f"example {ex.id}" if ex.id is not None else "an example"
-            if not ex.image:
-                skipped.append(f"{where}: no image")
-                continue
-            if ex.target is None:
-                skipped.append(f"{where}: no annotation")
-                continue
-            rows = []
-            for b in ex.target.boxes:
-                if b.label not in index:
-                    skipped.append(f"{where}: box label {b.label!r} is not in the control (box ignored)")
-                    continue
-                x1, y1 = min(max(b.x, 0.0), 1.0), min(max(b.y, 0.0), 1.0)
-                x2, y2 = min(max(b.x + b.width, 0.0), 1.0), min(max(b.y + b.height, 0.0), 1.0)
-                if x2 - x1 < 1e-4 or y2 - y1 < 1e-4:
-                    skipped.append(f"{where}: empty or out-of-image box ignored")
-                    continue
-                rows.append((x1, y1, x2, y2, index[b.label]))
-            if ex.target.boxes and not rows:  # not a negative: its boxes just could not be used
-                skipped.append(f"{where}: none of its boxes is usable; example left out")
-                continue
-            paths.append(ex.image)
-            boxes.append(np.array(rows, dtype=np.float32).reshape(-1, 5))
-        return paths, boxes, skipped
-
     def _variants(
         self, paths: list[str], boxes: list[np.ndarray], n_classes: int, progress: Progress | None, total: int
     ) -> tuple[dict[str, np.ndarray], list[str]]:
-        size = int(self.options["image_size"])
-        per_image = max(2, min(int(self.options["variants"]), int(self.options["max_variants"]) // max(1, len(paths))))
-        taps = self._taps()
-        rng = np.random.default_rng(int(self.options["seed"]))
-        c4s, c5s, heats, regs, weights = [], [], [], [], []
-        skipped: list[str] = []
-        pending: list[np.ndarray] = []
-        pending_targets: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        done = 0
-
-        def flush() -> None:
-            if not pending:
-                return
-            c4, c5 = taps(np.stack(pending))
-            c4s.append(c4.astype(np.float16))
-            c5s.append(c5.astype(np.float16))
-            for h, r, w in pending_targets:
-                heats.append(h)
-                regs.append(r)
-                weights.append(w)
-            pending.clear()
-            pending_targets.clear()
-
-        for path, bx in zip(paths, boxes, strict=True):
-            try:
-                img = open_image(path, max_pixels=int(self.options["max_pixels"]), min_side=size).image
-            except LabelpilotError as exc:
-                skipped.append(f"{os.path.basename(path)}: {exc.message}")
-                done += per_image
-                continue
-            for k in range(per_image):
-                mode = "plain" if k == 0 else "mirror" if k == 1 else "random"
-                var_img, var_boxes = augment(img, bx, rng, size, mode)
-                pending.append(to_array(var_img))
-                pending_targets.append(make_targets(var_boxes, n_classes, size))
-                if len(pending) >= 16:
-                    flush()
-            img.close()
-            done += per_image
-            if progress is not None:
-                progress(done, total, "detector features")
-        flush()
-        if not c4s:
-            return {}, skipped
-        data = {
-            "c4": np.concatenate(c4s), "c5": np.concatenate(c5s),
-            "heat": np.stack(heats), "reg": np.stack(regs), "weight": np.stack(weights),
-        }
-        return data, skipped
+        return make_variants(self._taps(), paths, boxes, n_classes, self.options, progress, total)
 
     # ------------------------------------------------------------------ training
 
@@ -503,7 +211,7 @@ class ImageDetector(ModelBase):
     ) -> FitReport:
         t0 = time.perf_counter()
         known = list(self.control.label_keys)
-        paths, boxes, skipped = self._collect(examples, known)
+        paths, boxes, skipped = collect_boxes(examples, known)
         present = sorted({int(c) for b in boxes for c in b[:, 4]})
         if not present:
             raise TrainingError("no usable boxes to train the image-detector on")
@@ -547,40 +255,7 @@ class ImageDetector(ModelBase):
         t_feat = time.perf_counter() - t_feat
         head = self._new_head(len(labels))
         head.train()
-        c4 = torch.from_numpy(data["c4"])
-        c5 = torch.from_numpy(data["c5"])
-        heat = torch.from_numpy(data["heat"])
-        reg = torch.from_numpy(data["reg"])
-        weight = torch.from_numpy(data["weight"])
-        n = len(c4)
-        steps_per_epoch = math.ceil(n / bs)
-        opt = torch.optim.AdamW(head.parameters(), lr=float(self.options["lr"]),
-                                weight_decay=float(self.options["weight_decay"]))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(self.options["lr"]),
-                                                    total_steps=epochs * steps_per_epoch, pct_start=0.15)
-        grid = _grid(torch, int(self.options["image_size"]))
-        gen = torch.Generator().manual_seed(int(self.options["seed"]))
-        losses = []
-        t_head = time.perf_counter()
-        for epoch in range(epochs):
-            perm = torch.randperm(n, generator=gen)
-            running = 0.0
-            for step in range(steps_per_epoch):
-                idx = perm[step * bs : (step + 1) * bs]
-                if len(idx) < 2:  # BatchNorm needs two samples
-                    continue
-                logits, ltrb = head(c4[idx].float(), c5[idx].float())
-                loss = _focal_loss(torch, logits, heat[idx]) + 5.0 * _giou_loss(torch, _decode(torch, ltrb, grid),
-                                                                                   reg[idx], weight[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                running += float(loss.item())
-                if progress is not None:
-                    progress(n_var + epoch * steps_per_epoch + step + 1, total, f"detector epoch {epoch + 1}/{epochs}")
-            losses.append(running / steps_per_epoch)
-        t_head = time.perf_counter() - t_head
+        losses, n, t_head = train_head(torch, head, data, self.options, progress, n_var, total)
         head.eval()
         self.head_, self.labels_ = head, labels
         self.head_state_ = None
@@ -802,50 +477,6 @@ class ImageDetector(ModelBase):
         if missing:
             log.warning("image-detector: labels %s of the saved model are not in the control", sorted(missing))
         return model
-
-
-# ------------------------------------------------------------------------------ torch helpers
-
-
-def _grid(torch: Any, size: int) -> tuple[Any, Any]:
-    g = size // STRIDE
-    ys, xs = torch.meshgrid(torch.arange(g, dtype=torch.float32), torch.arange(g, dtype=torch.float32), indexing="ij")
-    return (xs + 0.5) * STRIDE, (ys + 0.5) * STRIDE
-
-
-def _decode(torch: Any, ltrb: Any, grid: tuple[Any, Any]) -> Any:
-    cx, cy = grid
-    return torch.stack([cx - ltrb[:, 0], cy - ltrb[:, 1], cx + ltrb[:, 2], cy + ltrb[:, 3]], dim=1)
-
-
-def _focal_loss(torch: Any, logits: Any, target: Any) -> Any:
-    """CenterNet's penalty-reduced pixel focal loss (alpha 2, beta 4), normalised by the number of centres."""
-    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
-    pos = target.eq(1).float()
-    pos_loss = torch.log(p) * (1 - p) ** 2 * pos
-    neg_loss = torch.log(1 - p) * p**2 * (1 - target) ** 4 * (1 - pos)
-    return -(pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1.0)
-
-
-def _giou_loss(torch: Any, pred: Any, target: Any, weight: Any) -> Any:
-    mask = weight > 0
-    if not bool(mask.any()):
-        return pred.sum() * 0.0
-    p = pred.permute(0, 2, 3, 1)[mask]
-    t = target.permute(0, 2, 3, 1)[mask]
-    w = weight[mask]
-    ix1, iy1 = torch.max(p[:, 0], t[:, 0]), torch.max(p[:, 1], t[:, 1])
-    ix2, iy2 = torch.min(p[:, 2], t[:, 2]), torch.min(p[:, 3], t[:, 3])
-    inter = (ix2 - ix1).clamp(min=0) * (iy2 - iy1).clamp(min=0)
-    area_p = (p[:, 2] - p[:, 0]).clamp(min=0) * (p[:, 3] - p[:, 1]).clamp(min=0)
-    area_t = (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])
-    union = (area_p + area_t - inter).clamp(min=1e-6)
-    iou = inter / union
-    ex1, ey1 = torch.min(p[:, 0], t[:, 0]), torch.min(p[:, 1], t[:, 1])
-    ex2, ey2 = torch.max(p[:, 2], t[:, 2]), torch.max(p[:, 3], t[:, 3])
-    enclose = ((ex2 - ex1) * (ey2 - ey1)).clamp(min=1e-6)
-    giou = iou - (enclose - union) / enclose
-    return ((1 - giou) * w).sum() / w.sum().clamp(min=1e-6)
 
 
 def _weights_id_or_none() -> str | None:

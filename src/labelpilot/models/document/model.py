@@ -1,77 +1,33 @@
-"""``doc-fields``: key fields on document images, for ``<RectangleLabels>`` on ``<Image>`` whose labels are
-field names (日期, 结论, Invoice No., ...): OCR, then a classifier over the OCR text segments.
-
-Pipeline
-    1. OCR (:mod:`labelpilot.ocr`, rapidocr PP-OCR det + rec, cached per image).
-    2. Segments: each OCR line, split after a colon (``日期：2024-03-05`` -> ``日期：`` + ``2024-03-05``; the
-       split position comes from rapidocr's word boxes), so a key and its value are separate segments.
-    3. Features per segment: character 1-3-grams of its text (digits folded to 0), 1-2-grams of the text of
-       its neighbours (left on the same row, above, below: where the key of a value usually is), its
-       position on the page (raw and binned), size relative to the page's median line, and shape cues
-       (length, digit / CJK / letter ratios, ends with a colon, was split off a key, looks like a date).
-       Text features are hashed (no vocabulary to store).
-    4. Pass 1: a multinomial logistic regression over the field labels plus "O" (not a field).
-       Optional pass 2 (``context=True``): the same features plus pass 1's probabilities for the segment and
-       its four neighbours, trained on out-of-fold pass-1 probabilities. Off by default: on the synthetic
-       report pages it scored no better than pass 1 alone.
-    5. Decoding: a segment whose best field label reaches ``segment_threshold`` joins a group with the
-       segments of the same label next to it (the lines of a wrapped paragraph, the words of a row); a label
-       keeps at most as many groups per page as the training pages had boxes of it. A group's box is the
-       union of its segments, corrected by the median offset between annotated boxes and OCR boxes seen in
-       training (people draw boxes tighter or looser than OCR), and its score is its mean probability.
-       Each box carries the OCR text, which the backend writes into a per-region ``<TextArea>`` when the
-       config has one (Label Studio's OCR template).
-
-Training targets come from the annotated boxes: a segment takes the label of the box that covers at least
-half of its width and overlaps it by half of the smaller height, else "O". A box that covers no OCR text
-is reported in ``FitReport.skipped``.
-
-Before any annotation (``is_fitted`` is False) the model proposes, for labels whose names can be keys on
-the page (日期, Name, Total, ...), the value printed next to such a key (:mod:`labelpilot.models.doc_keyvalue`;
-``zero_shot_ready()`` says whether a control's names allow it, scores 0.3-0.6). Once trained, the classifier's
-boxes are served, and the key/value proposals only for labels the training pages never had.
-
-Pages turned by 90/180/270 degrees are detected and OCR'd upright when the page-orientation model is installed
-(option ``orient``, :mod:`labelpilot.orientation`); segments, features and training targets live on the
-upright page and the returned boxes are mapped back onto the image as stored. Pages that are blank or not
-documents at all give few or no confident segments, hence empty or low-score predictions; a page that
-cannot be read fails only its own prediction.
-
-Saved as JSON + ``.npz`` (no pickle). Options (``extra_params``): ``C``, ``segment_threshold``,
-``score_threshold``, ``det_side``, ``use_cls``, ``n_features``, ``zero_shot``, ``orient``.
+"""doc-fields: the :class:`DocumentFieldModel` family class (OCR + segment classifier; pipeline in the package
+doc, :mod:`labelpilot.models.document`). Segments and their features live in
+:mod:`labelpilot.models.document.segments`, grouping and scoring in :mod:`labelpilot.models.document.grouping`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import re
-import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from scipy import sparse
 
-from labelpilot import geometry
 from labelpilot.data.types import Box, Example, FitReport, Prediction
 from labelpilot.errors import InputError, MediaError, TrainingError
-from labelpilot.metrics import prf
 from labelpilot.models import doc_keyvalue as kv
 from labelpilot.models.base import ModelBase, Progress
+from labelpilot.models.document.grouping import OTHER, _best_annotation, _groups, _join, _softmax, _union, field_scores
+from labelpilot.models.document.segments import Segment, _dense, _neighbours, _norm, segments_of
 from labelpilot.ocr import OcrEngine, OcrLine, OcrPage, OcrSettings, rapidocr_available
 from labelpilot.orientation import orientation_available
 from labelpilot.schema.types import ControlSpec, TaskKind
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("labelpilot.models.document")  # the name it had as one module
 
 FORMAT_VERSION = 1
 META_FILE = "doc_fields.json"
 ARRAYS_FILE = "doc_fields.npz"
-OTHER = "O"
 
 DEFAULTS: dict[str, Any] = {
     "C": 4.0,
@@ -87,184 +43,6 @@ DEFAULTS: dict[str, Any] = {
     "zero_shot": True,  # before training (and for labels training never saw): values next to keys named like labels
     "orient": "auto",  # undo page rotation before OCR: True, False, or "auto" (when the model is installed)
 }
-
-_COLONS = (":", "：")
-_DATE = re.compile(
-    r"(\d{4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}日?)|(\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})|"
-    r"([A-Za-z]{3,9}\.?\s+\d{1,2},?\s+\d{4})|(\d{1,2}\s+[A-Za-z]{3,9}\.?\s+\d{4})"
-)
-_N_DENSE = 36
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    text: str
-    box: tuple[float, float, float, float]  # pixels
-    score: float  # OCR confidence
-    split_value: bool = False  # the part after a colon of a longer line
-    is_key: bool = False  # ends with a colon
-
-    @property
-    def height(self) -> float:
-        return max(1.0, self.box[3] - self.box[1])
-
-
-# ------------------------------------------------------------------------------------------ segments
-
-
-def _char_spans(line: OcrLine) -> list[tuple[float, float] | None]:
-    """The x extent of each character of ``line.text`` (None for spaces): from rapidocr's word boxes when
-    they spell the line, else the line box shared out by character width (CJK full, others ~0.55)."""
-    text = line.text
-    out: list[tuple[float, float] | None] = [None] * len(text)
-    pieces: list[tuple[str, float, float]] = []
-    if line.words and "".join(w.text for w in line.words).replace(" ", "") == text.replace(" ", ""):
-        pieces = [(w.text.replace(" ", ""), w.box[0], w.box[2]) for w in line.words]
-    else:
-        pieces = [(text.replace(" ", ""), line.box[0], line.box[2])]
-    chars = [i for i, ch in enumerate(text) if ch != " "]
-    k = 0
-    for word, x0, x1 in pieces:
-        total = sum(kv.char_weight(c) for c in word) or 1.0
-        acc = 0.0
-        for c in word:
-            w = kv.char_weight(c)
-            if k < len(chars):
-                out[chars[k]] = (x0 + (x1 - x0) * acc / total, x0 + (x1 - x0) * (acc + w) / total)
-            acc += w
-            k += 1
-    return out
-
-
-def _cuts(line: OcrLine, spans: list[tuple[float, float] | None]) -> list[int]:
-    """Where to cut a line into segments: after each key's colon; before the next key when a value is
-    followed by another key on the same line (at the widest gap between them); and at any gap wider than
-    1.2 line heights (text of two columns read as one line)."""
-    text = line.text
-    colons = [i + 1 for i, ch in enumerate(text[:-1]) if ch in _COLONS and i >= 1 and text[i + 1 :].strip()]
-    cuts = set(colons)
-    pos = [i for i, sp in enumerate(spans) if sp is not None]
-
-    def widest_gap(a: int, b: int) -> tuple[float, int]:
-        best, at = -1.0, -1
-        inside = [i for i in pos if a <= i < b]
-        for p_, q in pairwise(inside):
-            gap = spans[q][0] - spans[p_][1]  # type: ignore[index]
-            if gap > best:
-                best, at = gap, q
-        return best, at
-
-    for a, b in pairwise(colons):  # value + next key between two colons
-        _, at = widest_gap(a, b - 1)
-        if at > a:
-            cuts.add(at)
-    for p_, q in pairwise(pos):
-        if spans[q][0] - spans[p_][1] > 1.2 * line.height:  # type: ignore[index]
-            cuts.add(q)
-    return sorted(c for c in cuts if 0 < c < len(text))
-
-
-def segments_of(page: OcrPage) -> list[Segment]:
-    """OCR lines cut into key and value segments (see :func:`_cuts`), each with the tightest box known."""
-    out: list[Segment] = []
-    for line in page.lines:
-        spans = _char_spans(line)
-        bounds = [0, *_cuts(line, spans), len(line.text)]
-        several = len(bounds) > 2
-        for a, b in pairwise(bounds):
-            xs = [sp for sp in spans[a:b] if sp is not None]
-            text = line.text[a:b].strip()
-            if not xs or not text:
-                continue
-            x0, x1 = min(v[0] for v in xs), max(v[1] for v in xs)
-            ys = [w.box for w in line.words if w.box[2] > x0 and w.box[0] < x1]
-            y0 = min((v[1] for v in ys), default=line.box[1])
-            y1 = max((v[3] for v in ys), default=line.box[3])
-            is_key = text.endswith(_COLONS)
-            out.append(Segment(text, (x0, y0, x1, y1), line.score, split_value=several and not is_key, is_key=is_key))
-    return out
-
-
-def _neighbours(segs: Sequence[Segment]) -> np.ndarray:
-    """(n, 4) indices of the left, right, above and below neighbour of each segment (-1: none)."""
-    n = len(segs)
-    nb = np.full((n, 4), -1, dtype=np.int64)
-    if n == 0:
-        return nb
-    b = np.array([s.box for s in segs], dtype=np.float64)
-    h = np.maximum(b[:, 3] - b[:, 1], 1.0)
-    cy = (b[:, 1] + b[:, 3]) / 2
-    for i in range(n):
-        x0, y0, x1, y1 = b[i]
-        vover = np.minimum(b[:, 3], y1) - np.maximum(b[:, 1], y0)
-        same_row = vover >= 0.5 * np.minimum(h, h[i])
-        same_row[i] = False
-        left = same_row & (b[:, 2] <= x0 + 0.3 * h[i])
-        if left.any():
-            nb[i, 0] = int(np.where(left)[0][np.argmax(b[left, 2])])
-        right = same_row & (b[:, 0] >= x1 - 0.3 * h[i])
-        if right.any():
-            nb[i, 1] = int(np.where(right)[0][np.argmin(b[right, 0])])
-        hover = (np.minimum(b[:, 2], x1) - np.maximum(b[:, 0], x0)) > 0
-        hover |= np.abs(b[:, 0] - x0) < 1.5 * h[i]
-        hover[i] = False
-        above = hover & (cy < cy[i] - 0.5 * h[i]) & (cy[i] - cy < 4 * h[i])
-        if above.any():
-            nb[i, 2] = int(np.where(above)[0][np.argmax(cy[above])])
-        below = hover & (cy > cy[i] + 0.5 * h[i]) & (cy - cy[i] < 4 * h[i])
-        if below.any():
-            nb[i, 3] = int(np.where(below)[0][np.argmin(cy[below])])
-    return nb
-
-
-def _norm(text: str) -> str:
-    return re.sub(r"\d", "0", unicodedata.normalize("NFKC", text).lower())
-
-
-def _dense(segs: Sequence[Segment], nb: np.ndarray, width: int, height: int) -> np.ndarray:
-    n = len(segs)
-    out = np.zeros((n, _N_DENSE), dtype=np.float64)
-    if n == 0:
-        return out
-    b = np.array([s.box for s in segs], dtype=np.float64)
-    h = np.maximum(b[:, 3] - b[:, 1], 1.0)
-    med_h = float(np.median(h))
-    order = np.argsort((b[:, 1] + b[:, 3]) / 2)
-    rank = np.empty(n)
-    rank[order] = np.arange(n) / max(1, n - 1)
-    for i, s in enumerate(segs):
-        t = s.text
-        L = max(1, len(t))
-        cx, cy = (b[i, 0] + b[i, 2]) / 2 / width, (b[i, 1] + b[i, 3]) / 2 / height
-        f = [
-            b[i, 0] / width,
-            b[i, 2] / width,
-            b[i, 1] / height,
-            cx,
-            cy,
-            (b[i, 2] - b[i, 0]) / width,
-            h[i] / med_h,
-            math.log1p(len(t)) / 4,
-            sum(c.isdigit() for c in t) / L,
-            sum(unicodedata.east_asian_width(c) in ("W", "F") for c in t) / L,
-            sum(c.isalpha() and c.isascii() for c in t) / L,
-            sum(unicodedata.category(c).startswith("P") for c in t) / L,
-            float(s.is_key),
-            float(s.split_value),
-            float(bool(_DATE.search(t))),
-            rank[i],
-            *(float(nb[i, k] >= 0) for k in range(4)),
-            (b[i, 0] - b[nb[i, 0], 2]) / med_h / 10 if nb[i, 0] >= 0 else 0.0,
-            float(s.score),
-        ]
-        # binned position: 6 columns x 8 rows, one-hot
-        f.extend(float(k == min(5, int(cx * 6))) for k in range(6))
-        f.extend(float(k == min(7, int(cy * 8))) for k in range(8))
-        out[i, : len(f)] = f
-    return out
-
-
-# ------------------------------------------------------------------------------------------ the model
 
 
 class DocumentFieldModel(ModelBase):
@@ -420,9 +198,33 @@ class DocumentFieldModel(ModelBase):
     def fit(
         self, examples: Sequence[Example], *, val: Sequence[Example] | None = None, progress: Progress | None = None
     ) -> FitReport:
-        from sklearn.linear_model import LogisticRegression
-
         report = FitReport()
+        pages = self._training_pages(examples, report, progress)
+        if progress:
+            progress(len(examples), len(examples), "training the field classifier")
+        all_labels = sorted({lab for *_, labels, _ in pages for lab in labels if lab != OTHER})
+        if not all_labels:
+            raise TrainingError("no annotated box covers OCR text: nothing to learn from", field=self.control.name)
+        classes = [OTHER, *all_labels]
+        x_pages, y_pages = self._training_matrices(pages, classes)
+        self._fit_passes(pages, x_pages, y_pages, classes)
+        self._fit_layout(pages, all_labels)
+        report.n_train = len(pages)
+        report.labels = all_labels
+        pred_train = self._decode_pages(pages)
+        report.metrics.update({f"train_{k}": v for k, v in field_scores(pred_train, [p[4] for p in pages]).items()})
+        report.metrics["segments"] = float(sum(len(yp) for yp in y_pages))
+        if val:
+            report.n_val = len(val)
+            report.metrics.update({f"val_{k}": v for k, v in field_scores(self.predict(val), list(val)).items()})
+        self.report_ = report
+        return report
+
+    def _training_pages(
+        self, examples: Sequence[Example], report: FitReport, progress: Progress | None
+    ) -> list[tuple[list[Segment], np.ndarray, OcrPage, list[str], Example]]:
+        """OCR of the annotated pages: (segments, neighbours, page, segment labels, example on the upright page)
+        per usable page; the others are noted in ``report.skipped``."""
         known = set(self.control.label_keys)
         pages: list[tuple[list[Segment], np.ndarray, OcrPage, list[str], Example]] = []
         for n, ex in enumerate(examples):
@@ -448,14 +250,13 @@ class DocumentFieldModel(ModelBase):
             labels, notes = self._targets(segs, ex2, page)
             report.skipped.extend(notes)
             pages.append((segs, _neighbours(segs), page, labels, ex2))
-        if progress:
-            progress(len(examples), len(examples), "training the field classifier")
-        all_labels = sorted({lab for *_, labels, _ in pages for lab in labels if lab != OTHER})
-        if not all_labels:
-            raise TrainingError("no annotated box covers OCR text: nothing to learn from", field=self.control.name)
-        classes = [OTHER, *all_labels]
+        return pages
+
+    def _training_matrices(
+        self, pages: Sequence[tuple[Any, ...]], classes: Sequence[str]
+    ) -> tuple[list[sparse.csr_matrix], list[np.ndarray]]:
+        """Fits the dense scaler on all training segments at once, then each page's (features, class indices)."""
         cidx = {c: i for i, c in enumerate(classes)}
-        # the dense scaler is fitted on all training segments at once
         dense_pages = [_dense(s, nb, p.width, p.height) for s, nb, p, *_ in pages]
         dense_all = np.vstack(dense_pages)
         self.dense_mean_ = dense_all.mean(axis=0)
@@ -466,6 +267,15 @@ class DocumentFieldModel(ModelBase):
             for (s, nb, p, *_), dense in zip(pages, dense_pages, strict=True)
         ]
         y_pages = [np.array([cidx[lab] for lab in labels]) for *_, labels, _ in pages]
+        return x_pages, y_pages
+
+    def _fit_passes(
+        self, pages: Sequence[tuple[Any, ...]], x_pages: list[sparse.csr_matrix], y_pages: list[np.ndarray],
+        classes: list[str],
+    ) -> None:
+        """Pass 1 on all segments; with ``context``, pass 2 on out-of-fold pass-1 probabilities (3 folds by page)."""
+        from sklearn.linear_model import LogisticRegression
+
         x = sparse.vstack(x_pages, format="csr")
         y = np.concatenate(y_pages)
         C = float(self.options["C"])
@@ -479,27 +289,29 @@ class DocumentFieldModel(ModelBase):
         self.classes_ = classes
         w1, b1 = self._full_coef(m1, len(classes))
         self.coef_, self.intercept_ = [w1], [b1]
-        if self.options["context"] and len(pages) >= 3:
-            # out-of-fold pass-1 probabilities (3 folds by page) train pass 2
-            folds = np.arange(len(pages)) % 3
-            oof = [np.zeros((xp.shape[0], len(classes))) for xp in x_pages]
-            for f in range(3):
-                tr = [i for i in range(len(pages)) if folds[i] != f]
-                te = [i for i in range(len(pages)) if folds[i] == f]
-                ytr = np.concatenate([y_pages[i] for i in tr])
-                if len(set(ytr.tolist())) < 2:
-                    continue
-                mf = lr().fit(sparse.vstack([x_pages[i] for i in tr]), ytr)
-                w, b = self._full_coef(mf, len(classes))
-                for i in te:
-                    oof[i] = _softmax(x_pages[i] @ w.T + b)
-            ctx = np.vstack([self._context(o, nb) for o, (_, nb, *_) in zip(oof, pages, strict=True)])
-            x2 = sparse.hstack([x, sparse.csr_matrix(ctx * 3.0)], format="csr")
-            m2 = lr().fit(x2, y)
-            w2, b2 = self._full_coef(m2, len(classes))
-            self.coef_.append(w2)
-            self.intercept_.append(b2)
-        # how many boxes of a label a page holds, and how annotated boxes sit around the OCR boxes
+        if not (self.options["context"] and len(pages) >= 3):
+            return
+        folds = np.arange(len(pages)) % 3
+        oof = [np.zeros((xp.shape[0], len(classes))) for xp in x_pages]
+        for f in range(3):
+            tr = [i for i in range(len(pages)) if folds[i] != f]
+            te = [i for i in range(len(pages)) if folds[i] == f]
+            ytr = np.concatenate([y_pages[i] for i in tr])
+            if len(set(ytr.tolist())) < 2:
+                continue
+            mf = lr().fit(sparse.vstack([x_pages[i] for i in tr]), ytr)
+            w, b = self._full_coef(mf, len(classes))
+            for i in te:
+                oof[i] = _softmax(x_pages[i] @ w.T + b)
+        ctx = np.vstack([self._context(o, nb) for o, (_, nb, *_) in zip(oof, pages, strict=True)])
+        x2 = sparse.hstack([x, sparse.csr_matrix(ctx * 3.0)], format="csr")
+        m2 = lr().fit(x2, y)
+        w2, b2 = self._full_coef(m2, len(classes))
+        self.coef_.append(w2)
+        self.intercept_.append(b2)
+
+    def _fit_layout(self, pages: Sequence[tuple[Any, ...]], all_labels: Sequence[str]) -> None:
+        """How many boxes of a label a page holds, and how annotated boxes sit around the OCR boxes."""
         counts: dict[str, int] = {}
         offsets: dict[str, list[list[float]]] = {}
         for segs, _nb, page, labels, ex in pages:
@@ -517,16 +329,6 @@ class DocumentFieldModel(ModelBase):
         self.box_offsets_ = {lab: np.median(np.array(v), axis=0).round(4).tolist() for lab, v in offsets.items()}
         if every:
             self.box_offsets_["*"] = np.median(np.array(every), axis=0).round(4).tolist()
-        report.n_train = len(pages)
-        report.labels = all_labels
-        pred_train = self._decode_pages(pages)
-        report.metrics.update({f"train_{k}": v for k, v in field_scores(pred_train, [p[4] for p in pages]).items()})
-        report.metrics["segments"] = float(len(y))
-        if val:
-            report.n_val = len(val)
-            report.metrics.update({f"val_{k}": v for k, v in field_scores(self.predict(val), list(val)).items()})
-        self.report_ = report
-        return report
 
     @staticmethod
     def _full_coef(m: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -682,101 +484,3 @@ class DocumentFieldModel(ModelBase):
         return model
 
 
-# ------------------------------------------------------------------------------------------ helpers
-
-
-def _softmax(z: Any) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _union(boxes: Sequence[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
-
-
-def _join(parts: Sequence[str]) -> str:
-    out = ""
-    for p in parts:
-        if out and ((out[-1].isascii() and out[-1].isalnum()) or (p[:1].isascii() and p[:1].isalnum())):
-            out += " "
-        out += p
-    return out
-
-
-def _groups(segs: Sequence[Segment], labels: Sequence[str]) -> list[tuple[str, list[int]]]:
-    """Connected runs of same-label segments: next to each other on a row, or the lines of a paragraph
-    (vertically adjacent and overlapping or left-aligned). Members come in reading order."""
-    idx = [i for i, lab in enumerate(labels) if lab != OTHER]
-    parent = {i: i for i in idx}
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a_pos, a in enumerate(idx):
-        for b in idx[a_pos + 1 :]:
-            if labels[a] != labels[b]:
-                continue
-            ax0, ay0, ax1, ay1 = segs[a].box
-            bx0, by0, bx1, by1 = segs[b].box
-            h = max(segs[a].height, segs[b].height)
-            vover = min(ay1, by1) - max(ay0, by0)
-            hgap = max(bx0 - ax1, ax0 - bx1)
-            vgap = max(by0 - ay1, ay0 - by1)
-            hover = min(ax1, bx1) - max(ax0, bx0)
-            same_row = vover > 0.5 * min(segs[a].height, segs[b].height) and hgap < 2.0 * h
-            stacked = vgap < 1.0 * h and (hover > 0 or abs(ax0 - bx0) < 1.5 * h)
-            if same_row or stacked:
-                parent[find(a)] = find(b)
-    groups: dict[int, list[int]] = {}
-    for i in idx:
-        groups.setdefault(find(i), []).append(i)
-    out = []
-    for members in groups.values():
-        members.sort(key=lambda i: (segs[i].box[1], segs[i].box[0]))
-        out.append((labels[members[0]], members))
-    return out
-
-
-def _best_annotation(
-    box: tuple[float, float, float, float], ex: Example, page: OcrPage, label: str
-) -> tuple[float, float, float, float] | None:
-    best, best_iou = None, 0.3
-    for b in ex.target.boxes if ex.target else ():
-        if b.label != label:
-            continue
-        a = (b.x * page.width, b.y * page.height, (b.x + b.width) * page.width, (b.y + b.height) * page.height)
-        overlap = geometry.iou(a, box)
-        if overlap > best_iou:
-            best, best_iou = a, overlap
-    return best
-
-
-def field_scores(preds: Sequence[Prediction], examples: Sequence[Example], iou: float = 0.5) -> dict[str, float]:
-    """Field-level precision / recall / F1: a predicted box is right when it has the label of a gold box of
-    the page and IoU >= ``iou`` with it (each gold box matched once; coordinates relative to the page)."""
-    tp = fp = fn = 0
-    for pred, ex in zip(preds, examples, strict=True):
-        gold = list(ex.target.boxes) if ex.target else []
-        used = [False] * len(gold)
-        for b in sorted(pred.boxes, key=lambda b: -(b.score or 0)):
-            pb = geometry.corners(b.x, b.y, b.width, b.height)
-            best, best_j = 0.0, -1
-            for j, g in enumerate(gold):
-                if used[j] or g.label != b.label:
-                    continue
-                v = geometry.iou(pb, geometry.corners(g.x, g.y, g.width, g.height))
-                if v > best:
-                    best, best_j = v, j
-            if best_j >= 0 and best >= iou:
-                used[best_j] = True
-                tp += 1
-            else:
-                fp += 1
-        fn += used.count(False)
-    p, r, f1 = prf(tp, fp, fn)
-    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4)}
