@@ -59,8 +59,9 @@ from labelpilot.data.types import FitReport, Prediction
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError
 from labelpilot.files import LABEL_SEP, split_labels
 from labelpilot.loop import files
+from labelpilot.loop.build import _check_known_labels, _factory, _load_previous, _open_registry
 from labelpilot.loop.quality import out_of_fold
-from labelpilot.loop.runner import _check_known_labels, _factory, _jsonable, _load_previous, _open_registry
+from labelpilot.loop.runner import _jsonable
 from labelpilot.models.bundle import Bundle
 from labelpilot.registry import parse_model_ref
 
