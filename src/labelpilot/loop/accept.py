@@ -59,8 +59,9 @@ from labelpilot.data.types import FitReport, Prediction
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError
 from labelpilot.files import LABEL_SEP, split_labels
 from labelpilot.loop import files
+from labelpilot.loop.build import _check_known_labels, _factory, _load_previous, _open_registry
 from labelpilot.loop.quality import out_of_fold
-from labelpilot.loop.runner import _check_known_labels, _factory, _jsonable, _load_previous, _open_registry
+from labelpilot.loop.runner import _jsonable
 from labelpilot.models.bundle import Bundle
 from labelpilot.registry import parse_model_ref
 
@@ -330,6 +331,122 @@ def _per_class(
     return out
 
 
+def _round_model(
+    ref: str | None, reg: Any, output_dir: Path, keys: Sequence[str], *, need_model: bool, name: str | None,
+    notes: list[str],
+) -> tuple[Any, Any, str | None, str | None, Path | None]:
+    """The round's model (model, control, parent ref, ref, its folder): loaded and checked, or Nones with a note."""
+    model = control = None
+    parent_ref = None
+    model_path: Path | None = None
+    in_other_registry = False
+    if ref is None and need_model:
+        raise InputError(
+            f"no model: {output_dir}/model is missing and report.json names no registry version (pass --model-id)"
+            + ("" if name else "; without a model no threshold can be chosen: pass --threshold T or --all"),
+            field="model_id",
+        )
+    if ref is not None and reg is None and not Path(ref).is_dir():
+        if need_model:
+            raise InputError(f"the round's model is {ref} in a registry: pass --registry (the loop's)",
+                             field="registry")
+        notes.append(f"the round's model {ref} is in a registry that was not given: accuracy not estimated")
+        ref, in_other_registry = None, True
+    if ref is not None:
+        _schema, control, model, parent_ref, _hist = _load_previous(ref, reg)
+        if str(control.kind) not in CHOICE_KINDS:
+            raise InputError(
+                f"the round's model is a {control.kind} model: accept handles choices (single- and multi-label) "
+                "only, as `labelpilot loop` does in this version; spans and boxes are not supported",
+                field="model",
+            )
+        if list(control.label_keys) != keys:
+            raise InputError(f"the model's labels ({', '.join(control.label_keys)}) are not the round's "
+                             f"({', '.join(keys)})", field="model_id")
+        in_registry = reg is not None and not Path(ref).is_dir()
+        model_path = reg.get(*parse_model_ref(ref)).path if in_registry else Path(ref)
+
+    if ref is None and not in_other_registry:
+        notes.append(f"no model in {output_dir} (and no --model-id): accuracy not estimated")
+    return model, control, parent_ref, ref, model_path
+
+
+def _threshold_for(
+    held_in: tuple[Sequence[files.SeedRow], Sequence[files.SeedRow]], model: Any, control: Any, report: dict[str, Any],
+    *, seed: int, choose: bool, accept_all: bool, threshold: float | None, target_accuracy: float, min_held_out: int,
+    lower_bound: bool, notes: list[str],
+) -> tuple[HeldOut | None, float | None, float, str]:
+    """Held-out predictions (always when the model is there: they give the estimate) and the threshold:
+    (held, threshold reported, threshold applied, how it was chosen)."""
+    init_rows, added_rows = held_in
+    held: HeldOut | None = None
+    if model is not None:
+        used_added = added_rows if int((report.get("split") or {}).get("added_used", 0)) else []
+        try:
+            if len(init_rows) < min_held_out:
+                raise InputError(
+                    f"{files.LABEL_FILE} has {len(init_rows)} rows, fewer than {min_held_out}: too few held-out "
+                    "labels to choose a threshold; pass --threshold T or --all",
+                    field=files.LABEL_FILE,
+                )
+            held = held_out(init_rows, used_added, model, control, seed)
+        except InputError as exc:
+            if choose:
+                raise
+            notes.append(f"accuracy not estimated: {exc.message}")
+    if choose:
+        assert held is not None
+        t = choose_threshold(held.scores, held.correct, target_accuracy, min_held_out, lower_bound=lower_bound)
+        if t is None:
+            how = (f"no threshold reaches {target_accuracy:.3f} on {held.scores.shape[0]} held-out labels with at "
+                   f"least {min_held_out} above it: nothing is accepted (lower --target-accuracy, or --threshold "
+                   "/ --all)")
+            t_eff = math.inf
+        else:
+            what = "the Wilson lower bound of the held-out labels' accuracy reaches" if lower_bound else (
+                "the held-out labels reach")
+            how = f"lowest score at which {what} {target_accuracy:.3f} ({held.detail})"
+            t_eff = t
+    elif accept_all:
+        t, t_eff, how = None, -math.inf, "--all: every model label is accepted"
+    else:
+        t, t_eff, how = threshold, float(threshold), "--threshold, set by hand"
+
+    return held, t, t_eff, how
+
+
+def _write_final(
+    final_dir: Path, label_csv: tuple[list[str], list[list[object]]], unlabel_csv: tuple[list[str], list[list[object]]],
+    out: dict[str, Any], *, name: str | None, reg: Any, model_path: Path | None, parent_ref: str | None,
+    report: dict[str, Any],
+) -> Any:
+    """Stage the three files next to their targets (and register the model), then rename them in; the registry
+    version or None."""
+    header, rows_out = label_csv
+    left_header, left_rows = unlabel_csv
+    final_dir.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        staged.append((_tmp_csv(final_dir / FINAL_LABEL_FILE, header, rows_out), final_dir / FINAL_LABEL_FILE))
+        staged.append((_tmp_csv(final_dir / FINAL_UNLABEL_FILE, left_header, left_rows),
+                       final_dir / FINAL_UNLABEL_FILE))
+        mv = None
+        if name is not None:
+            mv = _register(reg, name, model_path, parent_ref, report, out)
+            out["model"]["registered"] = {"name": mv.name, "version": mv.version, "tag": mv.tag}
+        fd, tmp = tempfile.mkstemp(prefix=f".{ACCEPT_REPORT_FILE}.", suffix=".tmp", dir=final_dir)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(_jsonable(out), fh, ensure_ascii=False, indent=1)
+        staged.append((Path(tmp), final_dir / ACCEPT_REPORT_FILE))
+        for src, dst in staged:
+            os.replace(src, dst)
+    finally:
+        for src, _dst in staged:
+            if src.exists():
+                src.unlink()
+    return mv
+
+
 def run_accept(
     input_dir: str | Path,
     output_dir: str | Path,
@@ -386,71 +503,11 @@ def run_accept(
     ref = _model_ref(report, output_dir, model_id)
     choose = threshold is None and not accept_all
     need_model = name is not None or choose
-    model = control = None
-    parent_ref = None
-    model_path: Path | None = None
-    in_other_registry = False
-    if ref is None and need_model:
-        raise InputError(
-            f"no model: {output_dir}/model is missing and report.json names no registry version (pass --model-id)"
-            + ("" if name else "; without a model no threshold can be chosen: pass --threshold T or --all"),
-            field="model_id",
-        )
-    if ref is not None and reg is None and not Path(ref).is_dir():
-        if need_model:
-            raise InputError(f"the round's model is {ref} in a registry: pass --registry (the loop's)",
-                             field="registry")
-        notes.append(f"the round's model {ref} is in a registry that was not given: accuracy not estimated")
-        ref, in_other_registry = None, True
-    if ref is not None:
-        _schema, control, model, parent_ref, _hist = _load_previous(ref, reg)
-        if str(control.kind) not in CHOICE_KINDS:
-            raise InputError(
-                f"the round's model is a {control.kind} model: accept handles choices (single- and multi-label) "
-                "only, as `labelpilot loop` does in this version; spans and boxes are not supported",
-                field="model",
-            )
-        if list(control.label_keys) != keys:
-            raise InputError(f"the model's labels ({', '.join(control.label_keys)}) are not the round's "
-                             f"({', '.join(keys)})", field="model_id")
-        in_registry = reg is not None and not Path(ref).is_dir()
-        model_path = reg.get(*parse_model_ref(ref)).path if in_registry else Path(ref)
-
-    if ref is None and not in_other_registry:
-        notes.append(f"no model in {output_dir} (and no --model-id): accuracy not estimated")
-    # held-out predictions (always when the model is there: they give the estimate) and the threshold
-    held: HeldOut | None = None
-    if model is not None:
-        used_added = added_rows if int((report.get("split") or {}).get("added_used", 0)) else []
-        try:
-            if len(init_rows) < min_held_out:
-                raise InputError(
-                    f"{files.LABEL_FILE} has {len(init_rows)} rows, fewer than {min_held_out}: too few held-out "
-                    "labels to choose a threshold; pass --threshold T or --all",
-                    field=files.LABEL_FILE,
-                )
-            held = held_out(init_rows, used_added, model, control, seed)
-        except InputError as exc:
-            if choose:
-                raise
-            notes.append(f"accuracy not estimated: {exc.message}")
-    if choose:
-        assert held is not None
-        t = choose_threshold(held.scores, held.correct, target_accuracy, min_held_out, lower_bound=lower_bound)
-        if t is None:
-            how = (f"no threshold reaches {target_accuracy:.3f} on {held.scores.shape[0]} held-out labels with at "
-                   f"least {min_held_out} above it: nothing is accepted (lower --target-accuracy, or --threshold "
-                   "/ --all)")
-            t_eff = math.inf
-        else:
-            what = "the Wilson lower bound of the held-out labels' accuracy reaches" if lower_bound else (
-                "the held-out labels reach")
-            how = f"lowest score at which {what} {target_accuracy:.3f} ({held.detail})"
-            t_eff = t
-    elif accept_all:
-        t, t_eff, how = None, -math.inf, "--all: every model label is accepted"
-    else:
-        t, t_eff, how = threshold, float(threshold), "--threshold, set by hand"
+    model, control, parent_ref, ref, model_path = _round_model(ref, reg, output_dir, keys, need_model=need_model,
+                                                                name=name, notes=notes)
+    held, t, t_eff, how = _threshold_for((init_rows, added_rows), model, control, report, seed=seed, choose=choose,
+                                         accept_all=accept_all, threshold=threshold, target_accuracy=target_accuracy,
+                                         min_held_out=min_held_out, lower_bound=lower_bound, notes=notes)
 
     scores = np.array([r.score for r in pool], dtype=np.float64)
     has_label = np.array([bool(r.labels) for r in pool], dtype=bool)
@@ -523,26 +580,8 @@ def run_accept(
         "notes": notes,
     }
 
-    final_dir.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[Path, Path]] = []
-    try:
-        staged.append((_tmp_csv(final_dir / FINAL_LABEL_FILE, header, rows_out), final_dir / FINAL_LABEL_FILE))
-        staged.append((_tmp_csv(final_dir / FINAL_UNLABEL_FILE, left_header, left_rows),
-                       final_dir / FINAL_UNLABEL_FILE))
-        mv = None
-        if name is not None:
-            mv = _register(reg, name, model_path, parent_ref, report, out)
-            out["model"]["registered"] = {"name": mv.name, "version": mv.version, "tag": mv.tag}
-        fd, tmp = tempfile.mkstemp(prefix=f".{ACCEPT_REPORT_FILE}.", suffix=".tmp", dir=final_dir)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_jsonable(out), fh, ensure_ascii=False, indent=1)
-        staged.append((Path(tmp), final_dir / ACCEPT_REPORT_FILE))
-        for src, dst in staged:
-            os.replace(src, dst)
-    finally:
-        for src, _dst in staged:
-            if src.exists():
-                src.unlink()
+    mv = _write_final(final_dir, (header, rows_out), (left_header, left_rows), out, name=name, reg=reg,
+                      model_path=model_path, parent_ref=parent_ref, report=report)
     return AcceptResult(final_dir / FINAL_LABEL_FILE, final_dir / FINAL_UNLABEL_FILE, final_dir / ACCEPT_REPORT_FILE,
                         out, None if mv is None else f"{mv.name}@{mv.version}", notes)
 

@@ -51,6 +51,7 @@ loop_app = typer.Typer(
 
 
 @loop_app.callback(invoke_without_command=True)
+# Long only by its typer option declarations (one per CLI option); the body just calls run_loop (issue 12).
 def loop_command(
     ctx: typer.Context,
     input_dir: Annotated[
@@ -145,6 +146,7 @@ def loop_command(
 
 
 @loop_app.command("accept")
+# Long only by its typer option declarations (one per CLI option); the body just calls run_accept (issue 12).
 def accept_command(
     input_dir: Annotated[
         Path, typer.Option(help="The loop's input folder: input_label.csv, input_added_label.csv, input_unlabel.csv")
