@@ -28,6 +28,7 @@ from labelpilot.config import Settings
 from labelpilot.data.labelstudio import prediction_regions
 from labelpilot.data.types import Prediction
 from labelpilot.errors import LabelpilotError
+from labelpilot.ids import parse_uint
 from labelpilot.jobs.state import ls_project_id
 from labelpilot.lsclient import LabelStudioClient
 from labelpilot.registry import ModelVersion, Registry
@@ -58,9 +59,10 @@ def suspect_predictions(audit: ProjectAudit, label_config: str, model_version: s
     for c in audit.controls:
         control = schema.control(c.control)
         for s in c.suspects:
-            if s.example_id is None or not str(s.example_id).isdigit():
+            task_id = parse_uint(s.example_id)
+            if task_id is None:
                 continue
-            entry = by_task.setdefault(s.example_id, {"task": int(s.example_id), "result": [], "score": 0.0,
+            entry = by_task.setdefault(s.example_id, {"task": task_id, "result": [], "score": 0.0,
                                                       "model_version": model_version})
             entry["score"] = round(max(entry["score"], float(s.score)), 4)
             if control.kind in (TaskKind.TEXT_CHOICES, TaskKind.IMAGE_CHOICES, TaskKind.TEXT_TAXONOMY):
@@ -117,9 +119,8 @@ def run_audit(
                                                                                           version))}
         except LabelpilotError as exc:
             notes.append(f"suspects not sent to Label Studio: {exc.message}")
-    summary = {**audit.to_dict(top=0), "label_studio": pushed, "seconds": round(time.perf_counter() - t0, 2)}
-    for c in summary["controls"]:
-        c.pop("suspects", None)
+    summary = {"controls": [{k: v for k, v in c.to_dict(top=1).items() if k != "suspects"} for c in audit.controls],
+               "label_studio": pushed, "seconds": round(time.perf_counter() - t0, 2)}
     log.info("project %s: label audit of %d tasks in %.1fs%s", mv.name, len(tasks), summary["seconds"],
              f", {pushed['created']} suspect predictions sent" if pushed else "")
     changes: dict[str, Any] = {"suspects": report_rows(audit), "audit": summary}

@@ -145,6 +145,7 @@ def train_project(
         store.update_job(job_id, progress=f"{message} ({done}/{total})")
 
     extra = project.get("extra_params") or {}
+    media = media_fetcher(project, settings)
     bundle, report = train_bundle(
         project["label_config"],
         tasks,
@@ -152,7 +153,7 @@ def train_project(
         families=extra.get("families") if isinstance(extra, dict) else None,
         min_examples=settings.min_examples,
         progress=progress,
-        media=media_fetcher(project, settings),
+        media=media,
     )
     report.notes = notes + report.notes
     registry = Registry(settings.data_dir / "registry")
@@ -162,8 +163,7 @@ def train_project(
     skip = audit_due(settings, full_export=full_export, n_tasks=annotated)
     if skip is None:  # the version is served already; the audit only adds to its report
         store.update_job(job_id, progress="auditing labels")
-        mv = run_audit(settings, project, tasks, mv, client=_client_or_none(project, settings),
-                       media=media_fetcher(project, settings),
+        mv = run_audit(settings, project, tasks, mv, client=_client_or_none(project, settings), media=media,
                        progress=lambda message: store.update_job(job_id, progress=message))
     return mv
 

@@ -73,6 +73,7 @@ class NerCrfModel(_Training, ModelBase):
     """Linear-chain CRF tagger for one ``<Labels>`` control (see the family doc, :mod:`labelpilot.models.ner_crf`)."""
 
     name: ClassVar[str] = "ner-crf"
+    TRANSIENT: ClassVar[tuple[str, ...]] = ("_tagger", "_tlock", "_zs")  # per process; the lock is remade
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.TEXT_SPANS})
     DEFAULTS: ClassVar[dict[str, Any]] = DEFAULTS
     OPTION_TYPES: ClassVar[dict[str, tuple[type, ...]]] = {
@@ -101,13 +102,6 @@ class NerCrfModel(_Training, ModelBase):
     @property
     def is_fitted(self) -> bool:
         return self.model_bytes_ is not None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_tagger"] = None
-        state["_tlock"] = None
-        state["_zs"] = None
-        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
