@@ -229,3 +229,40 @@ def test_tnews_zero_shot_from_label_names_beats_the_issue_bar() -> None:
     preds = model.predict([Example(text=r["sentence"]) for r in rows])
     acc = float(np.mean([p.labels == (r["label_desc"],) for p, r in zip(preds, rows, strict=True)]))
     assert acc >= 0.30, acc
+
+
+def _coded(n: int, seed: int = 0, noise: float = 0.0) -> list[Example]:
+    """Texts whose class is given away by one code word among random fillers (a ``noise`` share carry another
+    class's code word): nothing in them means anything to the encoder."""
+    rng = np.random.default_rng(seed)
+    codes = {"Sports": "zorblat", "Finance": "quimvex", "Technology": "plendor", "Food": "trasque"}
+    fillers = ["river", "window", "yellow", "market", "garden", "silent", "paper", "orange", "mountain", "coffee"]
+    out = []
+    for i in range(n):
+        label = list(codes)[i % 4]
+        code = codes[list(codes)[rng.integers(4)]] if rng.random() < noise else codes[label]
+        words = [*rng.choice(fillers, size=5).tolist(), code]
+        rng.shuffle(words)
+        out.append(Example(text=" ".join(words), target=Target(labels=(label,))))
+    return out
+
+
+@needs_encoder
+def test_a_head_that_adds_no_accuracy_is_dropped_and_the_model_serves_without_encoding() -> None:
+    spec = control(TOPICS.format(extra=""))
+    train = _coded(1200, noise=0.3)
+    plain = TextLinearModel(spec, encoder=False)
+    plain.fit(train)
+    kept = TextLinearModel(spec, encoder_min_gain=0.0)
+    kept_report = kept.fit(train)
+    assert kept_report.metrics["encoder_mix"] > 0  # log-loss alone mixes some of the head in
+    assert not any("encoder head dropped" in n for n in kept_report.notes)
+    model = TextLinearModel(spec)
+    report = model.fit(train)
+    assert report.metrics["encoder_heldout_n"] >= 1000
+    assert model.fewshot_ is not None and model.fewshot_.mix == 0.0 and report.metrics["encoder_mix"] == 0.0
+    assert any("encoder head dropped" in n for n in report.notes)
+    texts = [Example(text=ex.text) for ex in _coded(40, seed=1)]
+    assert np.allclose(model.predict_proba(texts), plain.predict_proba(texts), atol=1e-6)
+    small = TextLinearModel(spec)  # too few held-out predictions to judge: the head is never dropped
+    assert not any("encoder head dropped" in n for n in small.fit(train[:200]).notes)

@@ -82,6 +82,17 @@ def _full_inputs(inputs: dict[str, Any], seen: np.ndarray, k: int) -> dict[str, 
     return out
 
 
+MIN_GAIN_ROWS = 1000  # held-out predictions needed before a head can be judged not worth its serving cost
+
+
+def _not_worth_serving(head: FewShotHead, metrics: dict[str, float], min_gain: float) -> bool:
+    """A mixed-in head whose held-out accuracy gain over TF-IDF alone is below ``min_gain``, judged on at
+    least :data:`MIN_GAIN_ROWS` predictions (small sets keep the head: there it is what helps most)."""
+    if head.mix <= 0.0 or min_gain <= 0.0 or metrics.get("encoder_heldout_n", 0.0) < MIN_GAIN_ROWS:
+        return False
+    return metrics["mixed_accuracy"] - metrics["tfidf_accuracy"] < min_gain
+
+
 def after_fit(model: Any, report: FitReport) -> None:
     """Fit the few-shot head of a freshly fitted single-label model and choose its mix weight."""
     inputs, model._fewshot_inputs = model._fewshot_inputs, None
@@ -101,6 +112,7 @@ def after_fit(model: Any, report: FitReport) -> None:
         return
     descriptions = model.label_descriptions if isinstance(model.label_descriptions, dict) else None
     classes = model.classes_
+    every_label_seen = full is None or len(set(model.classes_)) == len(full)
     if full is not None:
         seen = np.array([full.index(c) for c in model.classes_], dtype=np.int64)
         inputs, classes = _full_inputs(inputs, seen, len(full)), full
@@ -114,6 +126,17 @@ def after_fit(model: Any, report: FitReport) -> None:
     report.metrics.update(metrics)
     if "tfidf_accuracy" not in metrics:
         report.notes.append(f"encoder head only ({encoder.name}): no held-out TF-IDF predictions to mix by")
+        return
+    if every_label_seen and _not_worth_serving(head, metrics, model.encoder_min_gain):
+        report.notes.append(
+            f"encoder head dropped: it adds {100 * (metrics['mixed_accuracy'] - metrics['tfidf_accuracy']):+.1f} "
+            f"points of held-out accuracy ({int(metrics['encoder_heldout_n'])} predictions, "
+            f"encoder_min_gain {model.encoder_min_gain}); the model serves TF-IDF alone, without encoding"
+        )
+        head.mix = 0.0
+        report.metrics.update(encoder_mix=0.0, mixed_accuracy=metrics["tfidf_accuracy"])
+        if "accuracy" in report.metrics:
+            report.metrics["accuracy"] = metrics["tfidf_accuracy"]
         return
     report.notes.append(
         f"encoder head mixed in with weight {head.mix:.1f} ({encoder.name}, {time.perf_counter() - t0:.2f}s); "

@@ -228,5 +228,6 @@ def fit_head(
         "tfidf_accuracy": float((p_tfidf.argmax(axis=1) == y_ho).mean()),
         "mixed_accuracy": float((p_mix.argmax(axis=1) == y_ho).mean()),
         "mixed_log_loss": losses[head.mix],
+        "encoder_heldout_n": float(y_ho.shape[0]),
     })
     return head, metrics
