@@ -182,8 +182,16 @@ def test_sub_path_mount_and_metrics_formats(start_server) -> None:
         assert client.get("/s/s3cret/health").json()["status"] == "UP"
         assert client.get("/s/wrong/setup").status_code in (404, 405)
         assert client.post("/s/wrong/webhook", json={"action": "X"}).status_code == 404
+        assert client.get("/no/such/path/123").status_code == 404
+        assert client.post("/v1/models/nosuchmodel/predict", json={"tasks": []}).status_code in (404, 422)
         text = client.get("/metrics").text
         assert "labelpilot_http_requests_total" in text
+        # route labels are the matched routes' templates (secret prefix dropped), never raw paths
+        assert 'method="GET",route="/health",status="200"' in text
+        assert 'method="POST",route="/webhook",status="404"' in text
+        assert 'method="POST",route="/v1/models/{name}/predict",status="404"' in text
+        assert 'method="GET",route="other",status="404"' in text
+        assert "/no/such/path" not in text and "nosuchmodel" not in text and "s3cret" not in text
         assert isinstance(client.get("/metrics", headers={"Accept": "application/json"}).json(), dict)
 
 

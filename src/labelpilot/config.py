@@ -47,8 +47,6 @@ class Settings(BaseSettings):
     #: run jobs in one long-lived trainer process (imports loaded once); False = a fresh process per job
     warm_trainer: bool = True
     redis_url: str | None = None  # jobs go to RQ on this Redis when set; in-process otherwise
-    #: postgresql://... for state shared by several machines (issue 14; only labelpilot.pgdb reads it so far)
-    database_url: str | None = None
     train_timeout: float = 3600.0
 
     # Label Studio access (win over what /setup sends).

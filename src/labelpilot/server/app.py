@@ -31,7 +31,21 @@ from labelpilot.server.predictor import Predictor, warm_up
 
 log = logging.getLogger("labelpilot.server")
 
-_KNOWN_ROUTES = {"/", "/health", "/setup", "/predict", "/webhook", "/versions", "/metrics", "/training"}
+_SECRET_PREFIX = "/s/{secret}"
+
+
+def route_label(scope: dict) -> str:
+    """The metrics label of a request: the template of the route it matched (``/v1/models/{name}/predict``;
+    the secret webhook prefix dropped; the dashboard's pages and files as one ``/ui``), ``other`` when none
+    matched, so the label set stays bounded by the app's own routes and a new route is labelled without a
+    hand-kept list."""
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if not isinstance(template, str):
+        return "other"
+    if template.startswith(_SECRET_PREFIX):
+        template = template[len(_SECRET_PREFIX):] or "/"
+    return "/ui" if template == "/ui" or template.startswith("/ui/") else template
 
 
 class RegistryModels:
@@ -85,12 +99,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, _send)
         finally:
-            path = scope.get("path", "")
-            if path.startswith("/s/"):
-                path = "/" + path.split("/", 3)[-1] if path.count("/") >= 3 else "/"
-            route = path if path in _KNOWN_ROUTES else ("/v1" if path.startswith("/v1/") else
-                                                        "/ui" if path == "/ui" or path.startswith("/ui/") else "other")
-            self.metrics.observe_http(route, scope.get("method", ""), status["code"], time.perf_counter() - t0)
+            self.metrics.observe_http(route_label(scope), scope.get("method", ""), status["code"],
+                                      time.perf_counter() - t0)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

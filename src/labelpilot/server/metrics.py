@@ -1,8 +1,8 @@
 """Prometheus metrics of this process (a registry of its own, so tests can run several apps).
 
-Label values are bounded: routes come from a fixed list (the middleware), methods from the HTTP verbs,
-statuses are numbers, and model names only appear once they name a served model, with at most
-``MAX_MODEL_SERIES`` (model, version) pairs; later ones are counted as ``other``.
+Label values are bounded: routes are the templates of the app's own routes (``app.route_label``),
+methods come from the HTTP verbs, statuses are numbers, and model names only appear once they name a
+served model, with at most ``MAX_MODEL_SERIES`` (model, version) pairs; later ones are counted as ``other``.
 
 Predict-service (`/v1`) requests are also counted in ``traffic``, a bounded ring of per-10-s buckets
 (``server/traffic.py``) from which the dashboard draws requests/s, latency percentiles and errors over time.
