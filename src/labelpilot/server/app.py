@@ -31,7 +31,7 @@ from labelpilot.server.predictor import Predictor, warm_up
 
 log = logging.getLogger("labelpilot.server")
 
-_SECRET_PREFIX = "/s/{secret}"
+_SECRET_PREFIX = "/s/{secret}"  # the secret webhook mount (create_app) and what route_label strips
 
 
 def route_label(scope: dict) -> str:
@@ -160,7 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ui.router)  # the dashboard, behind the same basic auth as the Label Studio routes
     app.include_router(retrieval_api.router)  # /v1/indexes, /v1/faq (issue 15)
     for r in (ls_backend.public, ls_backend.router, ls_backend.hooks):
-        app.include_router(r, prefix="/s/{secret}", include_in_schema=False)
+        app.include_router(r, prefix=_SECRET_PREFIX, include_in_schema=False)
     app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
