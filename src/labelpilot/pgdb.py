@@ -18,7 +18,7 @@ MIGRATION_LOCK_KEY = 0x6C62706C6D6967
 
 def connect(url: str) -> Any:
     """An autocommit psycopg connection to ``url`` (``postgresql://...``); psycopg is the ``postgres`` extra."""
-    import psycopg  # optional dependency: only deployments with LABELPILOT_DATABASE_URL need it
+    import psycopg  # optional dependency (the postgres extra): only shared-state deployments need it
 
     return psycopg.connect(url, autocommit=True)
 
