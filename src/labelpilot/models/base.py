@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
@@ -146,7 +147,8 @@ class ModelBase:
     A family declares ``name``, ``kinds``, ``DEFAULTS`` (option -> default; the constructor's keywords), and
     ``OPTION_TYPES`` for options whose default does not say the type (``None``, or ``"auto"`` beside booleans).
     ``META_FILE`` / ``FORMAT_VERSION`` name its metadata file. It keeps its own ``fit``/``predict``/``save``/
-    ``load``; ``save_meta`` and ``load_meta`` write and check the metadata in one way for all.
+    ``load``; ``save_meta`` and ``load_meta`` write and check the metadata in one way for all (``from_saved``,
+    :func:`saved_report` and ``warn_unknown_labels`` are the steps every ``load`` shares).
     """
 
     name: ClassVar[str]
@@ -251,6 +253,20 @@ class ModelBase:
         meta = read_meta(directory, cls.META_FILE, cls.name, cls.FORMAT_VERSION, required)
         return meta, cls.check_options(saved_options(meta, cls.DEFAULTS))
 
+    @classmethod
+    def from_saved(cls, directory: Path, control: ControlSpec, required: tuple[str, ...] = ()) -> tuple[Self, dict]:
+        """A fresh model of ``control`` with a saved model's options, and that model's metadata
+        (:meth:`load_meta`): the first step of every family's ``load``."""
+        meta, options = cls.load_meta(directory, required)
+        return cls(control, **options), meta
+
+    def warn_unknown_labels(self, labels: Iterable[str], logger: logging.Logger, consequence: str = "") -> None:
+        """Log (on the family's ``logger``) the labels of a loaded model that its control no longer has."""
+        missing = set(labels) - set(self.control.label_keys)
+        if missing:
+            logger.warning("%s: labels %s of the saved model are not in the control%s", self.name, sorted(missing),
+                           consequence)
+
 
 def option_names(cls: type, control: ControlSpec) -> set[str]:
     """The options a family class takes: a :class:`ModelBase` family's declared ones; for a class outside the
@@ -287,6 +303,12 @@ def build_model(cls: type, control: ControlSpec, options: Mapping[str, Any] | No
 def saved_options(meta: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """The options stored in a saved model's metadata that this version still knows."""
     return {k: v for k, v in (meta.get("options") or {}).items() if k in defaults}
+
+
+def saved_report(meta: Mapping[str, Any]) -> FitReport | None:
+    """The fit report stored in a saved model's metadata (None when it has none)."""
+    rep = meta.get("report")
+    return FitReport.from_dict(rep) if rep else None
 
 
 def write_meta(directory: Path, name: str, meta: dict[str, Any]) -> None:

@@ -150,8 +150,7 @@ class KeywordModel(ModelBase):
 
     @classmethod
     def load(cls, directory: Path, control: ControlSpec) -> KeywordModel:
-        meta, options = cls.load_meta(directory)
-        model = cls(control, **options)
+        model, meta = cls.from_saved(directory, control)
         model.n_docs_ = int(meta.get("n_docs", 0))
         model.doc_freq_ = Counter({str(k): int(v) for k, v in (meta.get("doc_freq") or {}).items()})
         return model

@@ -59,10 +59,11 @@ from labelpilot.data.types import Example, FitReport, Prediction
 from labelpilot.encoders import get_encoder
 from labelpilot.encoders.base import EncoderUnavailable
 from labelpilot.errors import InputError, LabelpilotError, MediaError, TrainingError
+from labelpilot.imaging import resize_image, to_array
 from labelpilot.models.base import Progress, write_meta
 from labelpilot.models.vision import backbone
 from labelpilot.models.vision import classifier as image_cls
-from labelpilot.models.vision.int8 import QUANT_GRAPH, graph_features
+from labelpilot.models.vision.inputs import CachedFeatures, CacheKey, normalise_rows
 from labelpilot.schema.types import ControlSpec, TaskKind
 
 log = logging.getLogger(__name__)
@@ -187,32 +188,15 @@ def sample_frames(path: str, options: dict[str, Any]) -> list[np.ndarray]:
     return [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames]
 
 
-class _VideoFeatures:
+class _VideoFeatures(CachedFeatures):
     """Pooled (mean + max over sampled frames) backbone features of videos, cached per file content hash,
     plus the fused text vector when the model uses text. Same interface as the image classifier's features."""
 
     def __init__(self, options: dict[str, Any]) -> None:
+        super().__init__(options)
         self.options = options
-        self.size = int(options["image_size"])
-        self.resize = str(options["resize"])
-        self.engine = str(options["engine"])
-        self.batch_size = max(1, int(options["batch_size"]))
-        self.graph: Path | None = None  # a quantized backbone graph (``labelpilot export --quantize``)
         self.text_encoder: str | None = None  # set when the model fuses text
         self.text_dim = 0
-        self._net: Any = None
-
-    @property
-    def net(self) -> Any:
-        if self._net is None:
-            if self.graph is not None:
-                self._net = graph_features(self.graph)
-            else:
-                self._net = backbone.pooled_features(self.size, self.engine)
-        return self._net
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_net": None}  # the backbone session is per process (rebuilt on first use)
 
     @property
     def dim(self) -> int:
@@ -230,17 +214,17 @@ class _VideoFeatures:
         out = []
         for rgb in sample_frames(path, self.options):
             img = Image.fromarray(rgb)
-            small = image_cls.resize_image(img, self.size, self.resize)  # type: ignore[arg-type]
+            small = resize_image(img, self.size, self.resize)  # type: ignore[arg-type]
             if flip:
                 small = small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            out.append(image_cls.to_array(small))
+            out.append(to_array(small))
         return np.stack(out)
 
     def _pooled(self, frames: np.ndarray) -> np.ndarray:
         feats = []
         for start in range(0, len(frames), self.batch_size):
             feats.append(self.net(frames[start : start + self.batch_size]))
-        f = image_cls._normalise(np.concatenate(feats))
+        f = normalise_rows(np.concatenate(feats))
         v = np.concatenate([f.mean(axis=0), f.max(axis=0)])
         return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
@@ -267,15 +251,12 @@ class _VideoFeatures:
             if not path:
                 errors[i] = "example has no video"
                 continue
-            key = None
+            key: CacheKey | None = None
             if cache:
-                digest = backbone.file_digest(path)
-                if digest is not None:
-                    key = (digest, self.key(flip))
-                    hit = backbone.FEATURES.get(key)
-                    if hit is not None:
-                        video[i] = hit
-                        continue
+                key, hit = self.cached(path, flip)
+                if hit is not None:
+                    video[i] = hit
+                    continue
             try:
                 video[i] = self._pooled(self._frames_array(str(path), flip))
                 if key is not None:
@@ -387,19 +368,8 @@ class VideoClassifier(image_cls.ImageClassifier):
     @classmethod
     def load(cls, directory: Path, control: ControlSpec) -> VideoClassifier:
         d = Path(directory)
-        meta, options = cls.load_meta(d, required=(HEAD_FILE,))
-        model = cls(control, **options)
-        with np.load(d / HEAD_FILE, allow_pickle=False) as z:
-            model.coef_ = np.asarray(z["coef"], dtype=np.float32)
-            model.intercept_ = np.asarray(z["intercept"], dtype=np.float32)
-            model.constant_ = np.asarray(z["constant"], dtype=np.float64) if "constant" in z.files else None
-        model.labels_ = list(meta.get("labels") or [])
-        model.multi_label_ = bool(meta.get("multi_label", control.multiple))
+        model, meta = cls.from_saved(d, control, required=(HEAD_FILE,))
         f: _VideoFeatures = model._features  # type: ignore[assignment]
         f.text_encoder, f.text_dim = meta.get("text_encoder"), int(meta.get("text_dim") or 0)
-
-        if (d / QUANT_GRAPH).is_file():
-            f.graph = d / QUANT_GRAPH
-        if meta.get("report"):
-            model.report_ = FitReport.from_dict(meta["report"])
+        model._restore_head(d, meta)
         return model

@@ -16,7 +16,7 @@ from scipy import sparse
 from labelpilot.data.types import Box, Example, FitReport, Prediction
 from labelpilot.errors import InputError, MediaError, TrainingError
 from labelpilot.models import doc_keyvalue as kv
-from labelpilot.models.base import ModelBase, Progress
+from labelpilot.models.base import ModelBase, Progress, saved_report
 from labelpilot.models.document.grouping import OTHER, _best_annotation, _groups, _join, _softmax, _union, field_scores
 from labelpilot.models.document.segments import Segment, _dense, _neighbours, _norm, segments_of
 from labelpilot.ocr import OcrEngine, OcrLine, OcrPage, OcrSettings, rapidocr_available
@@ -466,8 +466,7 @@ class DocumentFieldModel(ModelBase):
     @classmethod
     def load(cls, directory: Path, control: ControlSpec) -> DocumentFieldModel:
         d = Path(directory)
-        meta, options = cls.load_meta(d, required=(ARRAYS_FILE,))
-        model = cls(control, **options)
+        model, meta = cls.from_saved(d, control, required=(ARRAYS_FILE,))
         with np.load(d / ARRAYS_FILE, allow_pickle=False) as z:
             model.dense_mean_, model.dense_scale_ = z["dense_mean"], z["dense_scale"]
             for i in range(int(meta["passes"])):
@@ -476,11 +475,8 @@ class DocumentFieldModel(ModelBase):
         model.classes_ = list(meta["classes"])
         model.max_per_page_ = {k: int(v) for k, v in (meta.get("max_per_page") or {}).items()}
         model.box_offsets_ = meta.get("box_offsets") or {}
-        if meta.get("report"):
-            model.report_ = FitReport.from_dict(meta["report"])
-        missing = set(model.classes_[1:]) - set(control.label_keys)
-        if missing:
-            log.warning("doc-fields: labels %s of the saved model are not in the control", sorted(missing))
+        model.report_ = saved_report(meta)
+        model.warn_unknown_labels(model.classes_[1:], log)
         return model
 
 

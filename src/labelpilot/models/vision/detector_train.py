@@ -20,6 +20,7 @@ from labelpilot.data.types import Example
 from labelpilot.errors import LabelpilotError
 from labelpilot.imaging import open_image, to_array
 from labelpilot.models.base import Progress
+from labelpilot.models.vision.inputs import annotated_images
 
 STRIDE = 16
 
@@ -113,15 +114,11 @@ def collect_boxes(examples: Sequence[Example], known: list[str]) -> tuple[list[s
     """The training images, their usable boxes as (n, 5) relative x1, y1, x2, y2, label index into ``known``,
     and notes on what was left out (no image, no annotation, unknown labels, empty boxes)."""
     index = {k: i for i, k in enumerate(known)}
-    paths, boxes, skipped = [], [], []
-    for ex in examples:
-        where = f"example {ex.id}" if ex.id is not None else "an example"
-        if not ex.image:
-            skipped.append(f"{where}: no image")
-            continue
-        if ex.target is None:
-            skipped.append(f"{where}: no annotation")
-            continue
+    paths: list[str] = []
+    boxes: list[np.ndarray] = []
+    skipped: list[str] = []
+    for where, ex in annotated_images(examples, skipped):
+        assert ex.image is not None and ex.target is not None
         rows = []
         for b in ex.target.boxes:
             if b.label not in index:
