@@ -41,6 +41,25 @@ def test_result_target_per_kind_and_bad_parts_reported() -> None:
     assert result_target([], S.control("c")) == (None, [])
 
 
+def test_result_target_reports_every_left_out_region_label_in_order() -> None:
+    box = {"x": 10, "y": 20, "width": 30, "height": 40}
+    result = [
+        {"from_name": "ner", "value": {"start": 0, "end": 2, "labels": ["LOC", "PER"]}},  # one unknown, one kept
+        {"from_name": "ner", "value": {"start": 3, "labels": ["PER", "LOC"]}},  # no end: both labels reported so
+        {"from_name": "box", "value": {**box, "x": None, "rectanglelabels": ["raccoon", "cat"]}},
+        {"from_name": "box", "value": {**box, "rectanglelabels": ["cat", "raccoon"]}},
+        {"from_name": "box", "value": {**box, "rotation": 90, "rectanglelabels": ["cat", "raccoon"]}},
+    ]
+    t, problems = result_target(result, S.control("ner"))
+    assert t.spans == (Span(0, 2, "PER"),)
+    assert problems == ["unknown label 'LOC'"] + ["span without integer start/end"] * 2
+    t, problems = result_target(result, S.control("box"))
+    assert [(b.x, b.y, b.width, b.height, b.label) for b in t.boxes] == [(0.1, 0.2, 0.3, 0.4, "raccoon")]
+    assert problems == ["box without numeric x/y/width/height"] * 2 + ["unknown label 'cat'"] * 2 + [
+        "rotated box (rotation != 0) left out"
+    ]
+
+
 def test_pick_annotation_prefers_ground_truth_then_latest_and_skips_cancelled() -> None:
     anns = [
         {"id": 1, "updated_at": "2026-01-02", "result": []},

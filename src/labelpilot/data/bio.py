@@ -207,19 +207,14 @@ def tags_to_spans(offsets: Sequence[tuple[int, int]], tags: Sequence[str], text:
         elif prefix == "B":
             close()
             cur_type, cur_start, cur_end = typ, s, e
-        elif prefix in ("I", "M"):
+        elif prefix in ("I", "M", "E", "L"):  # inside or last: extend a span of the type, else start one
             if cur_type == typ:
                 cur_end = e
             else:
                 close()
                 cur_type, cur_start, cur_end = typ, s, e
-        elif prefix in ("E", "L"):
-            if cur_type == typ:
-                cur_end = e
-            else:
+            if prefix in ("E", "L"):
                 close()
-                cur_type, cur_start, cur_end = typ, s, e
-            close()
         else:  # S, U
             close()
             cur_type, cur_start, cur_end = typ, s, e

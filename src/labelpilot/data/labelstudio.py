@@ -7,8 +7,8 @@ Studio boxes are percent of the original image (0..100), the core's are relative
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from labelpilot.data.types import Box, Example, Prediction, Span, Target
 from labelpilot.geometry import corners, iou
@@ -50,6 +50,32 @@ def task_example(task: Mapping[str, Any], control: ControlSpec) -> Example:
     return Example(text=_as_text(data[control.value_key]), text_pair=pair, id=ex_id)
 
 
+_W = TypeVar("_W")
+
+
+def _numbers(value: Mapping[str, Any], keys: Sequence[str], kind: type) -> tuple[Any, ...] | None:
+    """``value[k]`` as ``kind`` (int or float) for every key, or None when one is missing or not a number."""
+    try:
+        return tuple(kind(value[k]) for k in keys)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _usable_labels(
+    labels: Iterable[str] | None, known: set[str], problems: list[str], where: _W | None, unreadable: str
+) -> Iterator[tuple[str, _W]]:
+    """(label, ``where``) for each label of one region that makes a target. For each other label the reason
+    goes to ``problems``: ``unreadable`` when the region's position (``where``) could not be read, else that
+    the label is unknown."""
+    for lab in labels or []:
+        if where is None:
+            problems.append(unreadable)
+        elif lab not in known:
+            problems.append(f"unknown label {lab!r}")
+        else:
+            yield lab, where
+
+
 def result_target(result: Iterable[Mapping[str, Any]], control: ControlSpec) -> tuple[Target | None, list[str]]:
     """The gold target of ``control`` in an annotation result, and reasons for parts left out.
 
@@ -76,32 +102,19 @@ def result_target(result: Iterable[Mapping[str, Any]], control: ControlSpec) -> 
                 (labels.append(key) if key in known else problems.append(f"unknown taxonomy path {key!r}"))
         elif control.kind is TaskKind.TEXT_SPANS:
             seen = True
-            for lab in value.get("labels") or []:
-                try:
-                    start, end = int(value["start"]), int(value["end"])
-                except (KeyError, TypeError, ValueError):
-                    problems.append("span without integer start/end")
-                    continue
-                if lab not in known:
-                    problems.append(f"unknown label {lab!r}")
-                    continue
+            where = _numbers(value, ("start", "end"), int)
+            for lab, (start, end) in _usable_labels(value.get("labels"), known, problems, where,
+                                                    "span without integer start/end"):
                 spans.append(Span(start, end, lab, text=value.get("text")))
         elif control.kind is TaskKind.IMAGE_BOXES:
             seen = True
-            for lab in value.get("rectanglelabels") or []:
-                try:
-                    x, y = float(value["x"]) / 100, float(value["y"]) / 100
-                    w, h = float(value["width"]) / 100, float(value["height"]) / 100
-                except (KeyError, TypeError, ValueError):
-                    problems.append("box without numeric x/y/width/height")
-                    continue
-                if lab not in known:
-                    problems.append(f"unknown label {lab!r}")
-                    continue
+            where = _numbers(value, ("x", "y", "width", "height"), float)
+            for lab, (x, y, w, h) in _usable_labels(value.get("rectanglelabels"), known, problems, where,
+                                                    "box without numeric x/y/width/height"):
                 if float(value.get("rotation") or 0) != 0:
                     problems.append("rotated box (rotation != 0) left out")
                     continue
-                boxes.append(Box(x, y, w, h, lab))
+                boxes.append(Box(x / 100, y / 100, w / 100, h / 100, lab))
     if not seen:
         return None, problems
     return Target(labels=tuple(dict.fromkeys(labels)), spans=tuple(spans), boxes=tuple(boxes)), problems

@@ -20,7 +20,8 @@ Which model labels are accepted: all (``accept_all``), those with a score at or 
 or (default) those above the lowest threshold at which the **held-out** human labels reach
 ``target_accuracy`` (``lower_bound``: at which the Wilson lower bound of their accuracy does). Held-out
 predictions come from :func:`labelpilot.loop.quality.out_of_fold` (the loop's own cross-validation, or
-hold-out above ``CV_MAX_N`` labels) with fresh copies of the round's model. Only
+hold-out above ``CV_MAX_N`` labels) with fresh copies of the round's model (:mod:`labelpilot.loop.threshold`:
+the held-out predictions, the Wilson interval and the threshold choice). Only
 the rows of ``input_label.csv`` are scored: the rows of ``input_added_label.csv`` are the hard examples the
 strategy picked, not a random sample of the pool, so they are trained on in every fold but never scored
 (they would make the estimate pessimistic and the threshold too high). The loop keeps no per-row
@@ -55,13 +56,23 @@ from typing import Any
 
 import numpy as np
 
-from labelpilot.data.types import FitReport, Prediction
-from labelpilot.errors import InputError, LabelpilotError, NotFoundError
+from labelpilot.data.types import FitReport
+from labelpilot.errors import InputError, NotFoundError
 from labelpilot.files import LABEL_SEP, split_labels
 from labelpilot.loop import files
-from labelpilot.loop.build import _check_known_labels, _factory, _load_previous, _open_registry
-from labelpilot.loop.quality import out_of_fold
+from labelpilot.loop.build import _load_previous, _open_registry
 from labelpilot.loop.runner import _jsonable
+from labelpilot.loop.threshold import (
+    MIN_HELD_OUT,
+    Z_95,
+    HeldOut,
+    choose_threshold,
+    decision_confidence,
+    estimate,
+    per_class,
+    threshold_for,
+    wilson,
+)
 from labelpilot.models.bundle import Bundle
 from labelpilot.registry import parse_model_ref
 
@@ -69,9 +80,6 @@ FINAL_LABEL_FILE = "final_label.csv"
 FINAL_UNLABEL_FILE = "final_unlabel.csv"
 ACCEPT_REPORT_FILE = "accept.json"
 DEFAULT_TARGET = 0.95
-#: The threshold must leave at least this many held-out rows above it (one right answer is not 100 %).
-MIN_HELD_OUT = 10
-Z_95 = 1.959964
 CHOICE_KINDS = ("text-choices", "text-taxonomy", "image-choices")
 
 
@@ -87,18 +95,6 @@ class PoolRow:
     line: int
 
 
-@dataclass
-class HeldOut:
-    """Out-of-fold predictions of human-labelled rows: score and whether the model was right."""
-
-    ids: list[str]
-    gold: list[tuple[str, ...]]
-    pred: list[tuple[str, ...]]
-    scores: np.ndarray
-    correct: np.ndarray
-    method: str
-    detail: str
-
 
 @dataclass
 class AcceptResult:
@@ -110,63 +106,7 @@ class AcceptResult:
     notes: list[str] = field(default_factory=list)
 
 
-# -- statistics ----------------------------------------------------------------------------------------
-def wilson(k: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``k / n`` (``(0, 1)`` when ``n`` is 0)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def choose_threshold(
-    scores: np.ndarray, correct: np.ndarray, target: float, min_n: int = MIN_HELD_OUT, *, lower_bound: bool = False,
-    z: float = Z_95,
-) -> float | None:
-    """The lowest score ``t`` (one of ``scores``) such that the rows scoring ``>= t`` are right at least
-    ``target`` of the time and are at least ``min_n``; None when no ``t`` reaches the target. ``lower_bound``:
-    the Wilson lower bound of that share must reach ``target`` (the point estimate at the chosen ``t`` is
-    biased upwards a little, since ``t`` is chosen where it just reaches the target)."""
-    if scores.shape[0] == 0:
-        return None
-    order = np.argsort(-scores, kind="stable")
-    s, c = scores[order], correct[order].astype(np.float64)
-    cum_n = np.arange(1, s.shape[0] + 1)
-    cum_acc = np.cumsum(c) / cum_n
-    if lower_bound:
-        zz = z * z
-        centre = (cum_acc + zz / (2 * cum_n)) / (1 + zz / cum_n)
-        half = z * np.sqrt(cum_acc * (1 - cum_acc) / cum_n + zz / (4 * cum_n * cum_n)) / (1 + zz / cum_n)
-        cum_acc = centre - half
-    # only cut between distinct scores: all rows tied at a score are in or out together
-    last_of_tie = np.r_[s[1:] != s[:-1], True]
-    ok = np.flatnonzero(last_of_tie & (cum_acc >= target - 1e-12) & (cum_n >= min_n))
-    return float(s[ok[-1]]) if ok.shape[0] else None
-
-
-def _estimate(held: HeldOut | None, threshold: float | None, z: float = Z_95) -> dict[str, Any]:
-    """Accuracy of the held-out rows at or above ``threshold`` (None: all), with its Wilson interval."""
-    if held is None:
-        return {"accuracy": None, "low": None, "high": None, "n": 0, "correct": 0}
-    mask = np.ones(held.scores.shape[0], dtype=bool) if threshold is None else held.scores >= threshold
-    n, k = int(mask.sum()), int(held.correct[mask].sum())
-    if n == 0:
-        return {"accuracy": None, "low": None, "high": None, "n": 0, "correct": 0}
-    lo, hi = wilson(k, n, z)
-    return {"accuracy": k / n, "low": lo, "high": hi, "n": n, "correct": k}
-
-
 # -- reading ---------------------------------------------------------------------------------------------
-def decision_confidence(labels: Sequence[str], probs: dict[str, float] | None, score: float, multi: bool) -> float:
-    """The score thresholds apply to (see the module docstring)."""
-    if not multi or not probs:
-        return float(score)
-    chosen = set(labels)
-    return float(min((p if k in chosen else 1.0 - p) for k, p in probs.items()))
-
 
 def read_predictions(path: Path, keys: Sequence[str], multi: bool) -> list[PoolRow]:
     """The loop's ``predictions.csv``, checked (columns, known labels, numeric scores)."""
@@ -252,53 +192,6 @@ def _model_ref(report: dict[str, Any], output_dir: Path, model_id: str | None) -
     return str(folder) if folder.is_dir() else None
 
 
-# -- held-out predictions ----------------------------------------------------------------------------------
-def held_out(
-    init_rows: Sequence[files.SeedRow],
-    train_also: Sequence[files.SeedRow],
-    model: Any,
-    control: Any,
-    seed: int,
-) -> HeldOut:
-    """Out-of-fold predictions of ``init_rows`` by fresh copies of ``model`` (the loop's cross-validation),
-    with ``train_also`` in every fold's training set."""
-
-    make = _factory(model, control, seed)
-    if make is None:
-        raise InputError(
-            "this model (a seed-003 plug-in, or one without get_params) cannot be re-created for held-out "
-            "predictions, so no threshold can be chosen: pass --threshold T or --all",
-            field="model",
-        )
-    _check_known_labels([*init_rows, *train_also], control)
-    examples = [r.example() for r in init_rows]
-    try:
-        idx, preds, method, detail = out_of_fold(make, examples, seed=seed,
-                                                 always_train=[r.example() for r in train_also])
-    except LabelpilotError:
-        raise
-    except Exception as exc:  # a fold with too few classes and the like
-        raise InputError(
-            f"held-out predictions failed ({type(exc).__name__}: {exc}); pass --threshold T or --all", field="model"
-        ) from None
-    multi = bool(control.multiple)
-    gold = [init_rows[i].labels for i in idx]
-    pred = [p.labels if p.error is None else () for p in preds]
-    scores = np.array([_held_score(p, multi) for p in preds], dtype=np.float64)
-    if multi:
-        correct = np.array([set(g) == set(p) for g, p in zip(gold, pred, strict=True)], dtype=bool)
-    else:
-        correct = np.array([p[:1] == g[:1] for g, p in zip(gold, pred, strict=True)], dtype=bool)
-    return HeldOut([init_rows[i].sample_id for i in idx], gold, pred, scores, correct, method, detail)
-
-
-def _held_score(p: Prediction, multi: bool) -> float:
-    if p.error is not None:
-        return -math.inf
-    # the same rounding as predictions.csv, so a threshold taken from here means the same there
-    probs = {k: round(float(v), 6) for k, v in (p.probs or {}).items()}
-    return decision_confidence(p.labels, probs, round(float(p.score), 6), multi)
-
 
 # -- writing -----------------------------------------------------------------------------------------------
 def _tmp_csv(final: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
@@ -308,27 +201,6 @@ def _tmp_csv(final: Path, header: Sequence[str], rows: Sequence[Sequence[object]
         w.writerow(header)
         w.writerows(rows)
     return Path(tmp)
-
-
-def _per_class(
-    keys: Sequence[str], pool: Sequence[PoolRow], accepted: np.ndarray, held: HeldOut | None, t: float | None,
-    z: float,
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k in keys:
-        in_k = np.array([k in r.labels for r in pool], dtype=bool)
-        entry: dict[str, Any] = {"predicted": int(in_k.sum()), "accepted": int((in_k & accepted).sum()),
-                                 "left_for_humans": int((in_k & ~accepted).sum())}
-        if held is not None:
-            mask = np.array([k in p for p in held.pred], dtype=bool)
-            if t is not None:
-                mask &= held.scores >= t
-            n, c = int(mask.sum()), int(held.correct[mask].sum())
-            lo, hi = wilson(c, n, z)
-            entry["held_out"] = {"n": n, "accuracy": c / n if n else None, "low": lo if n else None,
-                                 "high": hi if n else None}
-        out[k] = entry
-    return out
 
 
 def _round_model(
@@ -371,49 +243,6 @@ def _round_model(
     return model, control, parent_ref, ref, model_path
 
 
-def _threshold_for(
-    held_in: tuple[Sequence[files.SeedRow], Sequence[files.SeedRow]], model: Any, control: Any, report: dict[str, Any],
-    *, seed: int, choose: bool, accept_all: bool, threshold: float | None, target_accuracy: float, min_held_out: int,
-    lower_bound: bool, notes: list[str],
-) -> tuple[HeldOut | None, float | None, float, str]:
-    """Held-out predictions (always when the model is there: they give the estimate) and the threshold:
-    (held, threshold reported, threshold applied, how it was chosen)."""
-    init_rows, added_rows = held_in
-    held: HeldOut | None = None
-    if model is not None:
-        used_added = added_rows if int((report.get("split") or {}).get("added_used", 0)) else []
-        try:
-            if len(init_rows) < min_held_out:
-                raise InputError(
-                    f"{files.LABEL_FILE} has {len(init_rows)} rows, fewer than {min_held_out}: too few held-out "
-                    "labels to choose a threshold; pass --threshold T or --all",
-                    field=files.LABEL_FILE,
-                )
-            held = held_out(init_rows, used_added, model, control, seed)
-        except InputError as exc:
-            if choose:
-                raise
-            notes.append(f"accuracy not estimated: {exc.message}")
-    if choose:
-        assert held is not None
-        t = choose_threshold(held.scores, held.correct, target_accuracy, min_held_out, lower_bound=lower_bound)
-        if t is None:
-            how = (f"no threshold reaches {target_accuracy:.3f} on {held.scores.shape[0]} held-out labels with at "
-                   f"least {min_held_out} above it: nothing is accepted (lower --target-accuracy, or --threshold "
-                   "/ --all)")
-            t_eff = math.inf
-        else:
-            what = "the Wilson lower bound of the held-out labels' accuracy reaches" if lower_bound else (
-                "the held-out labels reach")
-            how = f"lowest score at which {what} {target_accuracy:.3f} ({held.detail})"
-            t_eff = t
-    elif accept_all:
-        t, t_eff, how = None, -math.inf, "--all: every model label is accepted"
-    else:
-        t, t_eff, how = threshold, float(threshold), "--threshold, set by hand"
-
-    return held, t, t_eff, how
-
 
 def _write_final(
     final_dir: Path, label_csv: tuple[list[str], list[list[object]]], unlabel_csv: tuple[list[str], list[list[object]]],
@@ -447,6 +276,114 @@ def _write_final(
     return mv
 
 
+def _read_round(
+    input_dir: Path, output_dir: Path, keys: Sequence[str], multi: bool, notes: list[str]
+) -> tuple[tuple[list[files.SeedRow], list[files.SeedRow], list[files.SeedRow]], list[PoolRow], list[PoolRow]]:
+    """The loop's three input files, the round's predictions and those of them still without a human label."""
+    init_rows = files.read_seed_rows(input_dir, files.LABEL_FILE, labelled=True)
+    added_rows = files.read_seed_rows(input_dir, files.ADDED_FILE, labelled=True, required=False)
+    unlabel_rows = files.read_seed_rows(input_dir, files.UNLABEL_FILE, labelled=False, required=False)
+    files.check_disjoint([init_rows, added_rows])
+    pool_all = read_predictions(output_dir / files.PREDICTIONS_FILE, keys, multi)
+    human_ids = {r.sample_id for r in [*init_rows, *added_rows]}
+    pool = [r for r in pool_all if r.sample_id not in human_ids]  # labelled since the round: the human wins
+    if len(pool) < len(pool_all):
+        notes.append(f"{len(pool_all) - len(pool)} predicted rows have a human label since the round; "
+                     "the human label is kept")
+    return (init_rows, added_rows, unlabel_rows), pool_all, pool
+
+
+def _estimates(
+    held: HeldOut | None, t: float | None, n_acc: int, n_human: int
+) -> tuple[dict[str, Any], float | None]:
+    """The estimated accuracy of the accepted model labels, and of the whole final set (human labels count
+    as right)."""
+    est = estimate(held, t)
+    if held is None:
+        est["note"] = "not estimated: no held-out predictions (see notes)"
+    final_est = None
+    if est["accuracy"] is not None and n_acc + n_human:
+        final_est = (n_human + est["accuracy"] * n_acc) / (n_human + n_acc)
+    return est, final_est
+
+
+def _accepted(pool: Sequence[PoolRow], t_eff: float) -> tuple[np.ndarray, np.ndarray]:
+    """(accepted, has a label) per pool row: a model label is accepted when its score reaches ``t_eff``."""
+    scores = np.array([r.score for r in pool], dtype=np.float64)
+    has_label = np.array([bool(r.labels) for r in pool], dtype=bool)
+    accepted = has_label & (scores >= t_eff)
+    return accepted, has_label
+
+
+def _mode(accept_all: bool, threshold: float | None, target_accuracy: float, lower_bound: bool) -> dict[str, Any]:
+    """``accept.json``'s account of how model labels were to be accepted (all, by hand, or by the target)."""
+    choose = threshold is None and not accept_all
+    return {
+        "mode": "all" if accept_all else ("threshold" if threshold is not None else "target"),
+        "target_accuracy": None if accept_all or threshold is not None else target_accuracy,
+        "lower_bound_rule": bool(lower_bound and choose),
+    }
+
+
+def _check_arguments(
+    input_dir: Path, output_dir: Path, target_accuracy: float, threshold: float | None, accept_all: bool
+) -> None:
+    """Refuse contradictory or out-of-range settings and missing folders (InputError naming the field)."""
+    if accept_all and threshold is not None:
+        raise InputError("give either --all or --threshold, not both", field="threshold")
+    if not 0.0 < target_accuracy <= 1.0:
+        raise InputError(f"target_accuracy must be in (0, 1], got {target_accuracy}", field="target_accuracy")
+    if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise InputError(f"threshold must be in [0, 1], got {threshold}", field="threshold")
+    if not input_dir.is_dir():
+        raise InputError(f"input_dir {input_dir} is not a folder", field="input_dir")
+    if not output_dir.is_dir():
+        raise InputError(f"output_dir {output_dir} is not a folder (the output of `labelpilot loop`)",
+                         field="output_dir")
+
+
+def _final_tables(
+    seed_rows: tuple[Sequence[files.SeedRow], Sequence[files.SeedRow], Sequence[files.SeedRow]],
+    pool: Sequence[PoolRow], pool_all: Sequence[PoolRow], accepted: np.ndarray, human_ids: set[str],
+    notes: list[str],
+) -> tuple[tuple[list[str], list[list[object]]], tuple[list[str], list[list[object]]]]:
+    """(header, rows) of ``final_label.csv`` (human labels, then the accepted model labels) and of
+    ``final_unlabel.csv`` (the rest of the pool, then unlabelled rows the round did not predict)."""
+    init_rows, added_rows, unlabel_rows = seed_rows
+    inline = any(r.inline for r in [*init_rows, *added_rows, *unlabel_rows]) or any(r.text for r in pool)
+    header = ["sampleId", "path", *(["text"] if inline else []), "label", "source", "score"]
+    rows_out: list[list[object]] = []
+    for r in [*init_rows, *added_rows]:
+        rows_out.append([r.sample_id, r.path, *([r.text if r.inline else ""] if inline else []),
+                         LABEL_SEP.join(r.labels), "human", ""])
+    for r, ok in zip(pool, accepted, strict=True):
+        if ok:
+            rows_out.append([r.sample_id, r.path, *([r.text or ""] if inline else []),
+                             LABEL_SEP.join(r.labels), "model", f"{r.score:.6f}"])
+    left = [r for r, ok in zip(pool, accepted, strict=True) if not ok]
+    predicted_ids = {r.sample_id for r in pool_all}
+    unpredicted = [r for r in unlabel_rows if r.sample_id not in predicted_ids and r.sample_id not in human_ids]
+    if unpredicted:
+        notes.append(f"{len(unpredicted)} rows of {files.UNLABEL_FILE} were not predicted by the round: left for "
+                     "humans")
+    left_header = ["sampleId", "path", *(["text"] if inline else [])]
+    left_rows = [[r.sample_id, r.path, *([r.text or ""] if inline else [])] for r in left]
+    left_rows += [[r.sample_id, r.path, *([r.text if r.inline else ""] if inline else [])] for r in unpredicted]
+    return (header, rows_out), (left_header, left_rows)
+
+
+def _held_out_report(held: HeldOut | None) -> dict[str, Any] | None:
+    """``accept.json``'s ``held_out``: how the held-out predictions were made and every row of them."""
+    return None if held is None else {
+        "method": held.method, "detail": held.detail, "n": int(held.scores.shape[0]),
+        "accuracy": float(held.correct.mean()) if held.correct.shape[0] else None,
+        "rows": [{"sampleId": sid, "label": LABEL_SEP.join(g), "predicted": LABEL_SEP.join(pr),
+                  "score": None if not math.isfinite(sc) else round(float(sc), 6), "correct": bool(ok)}
+                 for sid, g, pr, sc, ok in zip(held.ids, held.gold, held.pred, held.scores, held.correct,
+                                               strict=True)],
+    }
+
+
 def run_accept(
     input_dir: str | Path,
     output_dir: str | Path,
@@ -471,83 +408,38 @@ def run_accept(
 
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     final_dir = Path(final_dir) if final_dir is not None else output_dir
-    if accept_all and threshold is not None:
-        raise InputError("give either --all or --threshold, not both", field="threshold")
-    if not 0.0 < target_accuracy <= 1.0:
-        raise InputError(f"target_accuracy must be in (0, 1], got {target_accuracy}", field="target_accuracy")
-    if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-        raise InputError(f"threshold must be in [0, 1], got {threshold}", field="threshold")
-    if not input_dir.is_dir():
-        raise InputError(f"input_dir {input_dir} is not a folder", field="input_dir")
-    if not output_dir.is_dir():
-        raise InputError(f"output_dir {output_dir} is not a folder (the output of `labelpilot loop`)",
-                         field="output_dir")
+    _check_arguments(input_dir, output_dir, target_accuracy, threshold, accept_all)
 
     report = _read_report(output_dir)
     keys = [str(k) for k in report["labels"]]
     multi = bool(report.get("multi_label"))
     seed = int(report.get("random_seed", 0)) if random_seed is None else random_seed
-    init_rows = files.read_seed_rows(input_dir, files.LABEL_FILE, labelled=True)
-    added_rows = files.read_seed_rows(input_dir, files.ADDED_FILE, labelled=True, required=False)
-    unlabel_rows = files.read_seed_rows(input_dir, files.UNLABEL_FILE, labelled=False, required=False)
-    files.check_disjoint([init_rows, added_rows])
-    pool_all = read_predictions(output_dir / files.PREDICTIONS_FILE, keys, multi)
-    human_ids = {r.sample_id for r in [*init_rows, *added_rows]}
-    pool = [r for r in pool_all if r.sample_id not in human_ids]  # labelled since the round: the human wins
     notes: list[str] = []
-    if len(pool) < len(pool_all):
-        notes.append(f"{len(pool_all) - len(pool)} predicted rows have a human label since the round; "
-                     "the human label is kept")
+    (init_rows, added_rows, unlabel_rows), pool_all, pool = _read_round(input_dir, output_dir, keys, multi, notes)
+    human_ids = {r.sample_id for r in [*init_rows, *added_rows]}
 
     reg = _open_registry(registry)
     ref = _model_ref(report, output_dir, model_id)
     choose = threshold is None and not accept_all
-    need_model = name is not None or choose
-    model, control, parent_ref, ref, model_path = _round_model(ref, reg, output_dir, keys, need_model=need_model,
-                                                                name=name, notes=notes)
-    held, t, t_eff, how = _threshold_for((init_rows, added_rows), model, control, report, seed=seed, choose=choose,
+    model, control, parent_ref, ref, model_path = _round_model(ref, reg, output_dir, keys, notes=notes, name=name,
+                                                                need_model=name is not None or choose)
+    held, t, t_eff, how = threshold_for((init_rows, added_rows), model, control, report, seed=seed, choose=choose,
                                          accept_all=accept_all, threshold=threshold, target_accuracy=target_accuracy,
                                          min_held_out=min_held_out, lower_bound=lower_bound, notes=notes)
 
-    scores = np.array([r.score for r in pool], dtype=np.float64)
-    has_label = np.array([bool(r.labels) for r in pool], dtype=bool)
-    accepted = has_label & (scores >= t_eff)
-    est = _estimate(held, None if accept_all else t_eff)
-    if held is None:
-        est["note"] = "not estimated: no held-out predictions (see notes)"
+    accepted, has_label = _accepted(pool, t_eff)
     n_acc, n_human = int(accepted.sum()), len(human_ids)
-    final_est = None
-    if est["accuracy"] is not None and n_acc + n_human:
-        final_est = (n_human + est["accuracy"] * n_acc) / (n_human + n_acc)
+    est, final_est = _estimates(held, None if accept_all else t_eff, n_acc, n_human)
 
-    # the files
-    inline = any(r.inline for r in [*init_rows, *added_rows, *unlabel_rows]) or any(r.text for r in pool)
-    header = ["sampleId", "path", *(["text"] if inline else []), "label", "source", "score"]
-    rows_out: list[list[object]] = []
-    for r in [*init_rows, *added_rows]:
-        rows_out.append([r.sample_id, r.path, *([r.text if r.inline else ""] if inline else []),
-                         LABEL_SEP.join(r.labels), "human", ""])
-    for r, ok in zip(pool, accepted, strict=True):
-        if ok:
-            rows_out.append([r.sample_id, r.path, *([r.text or ""] if inline else []),
-                             LABEL_SEP.join(r.labels), "model", f"{r.score:.6f}"])
-    left = [r for r, ok in zip(pool, accepted, strict=True) if not ok]
-    predicted_ids = {r.sample_id for r in pool_all}
-    unpredicted = [r for r in unlabel_rows if r.sample_id not in predicted_ids and r.sample_id not in human_ids]
-    if unpredicted:
-        notes.append(f"{len(unpredicted)} rows of {files.UNLABEL_FILE} were not predicted by the round: left for "
-                     "humans")
-    left_header = ["sampleId", "path", *(["text"] if inline else [])]
-    left_rows = [[r.sample_id, r.path, *([r.text or ""] if inline else [])] for r in left]
-    left_rows += [[r.sample_id, r.path, *([r.text if r.inline else ""] if inline else [])] for r in unpredicted]
+    (header, rows_out), (left_header, left_rows) = _final_tables(
+        (init_rows, added_rows, unlabel_rows), pool, pool_all, accepted, human_ids, notes
+    )
 
-    per_class = _per_class(keys, pool, accepted, held, None if accept_all else t_eff, Z_95)
+    classes = per_class(keys, [r.labels for r in pool], accepted, held, None if accept_all else t_eff, Z_95)
     out = {
         "input_dir": str(input_dir),
         "output_dir": str(output_dir),
-        "mode": "all" if accept_all else ("threshold" if threshold is not None else "target"),
-        "target_accuracy": None if accept_all or threshold is not None else target_accuracy,
-        "lower_bound_rule": bool(lower_bound and choose),
+        **_mode(accept_all, threshold, target_accuracy, lower_bound),
         "threshold": t,
         "threshold_rule": how,
         "score": "confidence of the label" if not multi else "least sure per-label decision (p or 1-p)",
@@ -556,24 +448,11 @@ def run_accept(
         "estimated_accuracy": {**est, "interval": "Wilson 95%",
                                "on": "held-out human labels of input_label.csv at or above the threshold"},
         "estimated_accuracy_final_set": final_est,
-        "counts": {
-            "human": n_human,
-            "predicted": len(pool),
-            "accepted": n_acc,
-            "left_for_humans": len(left_rows),
-            "no_label_predicted": int((~has_label).sum()),
-            "coverage": n_acc / len(pool) if pool else None,
-            "final_labelled": n_human + n_acc,
-        },
-        "per_class": per_class,
-        "held_out": None if held is None else {
-            "method": held.method, "detail": held.detail, "n": int(held.scores.shape[0]),
-            "accuracy": float(held.correct.mean()) if held.correct.shape[0] else None,
-            "rows": [{"sampleId": sid, "label": LABEL_SEP.join(g), "predicted": LABEL_SEP.join(pr),
-                      "score": None if not math.isfinite(sc) else round(float(sc), 6), "correct": bool(ok)}
-                     for sid, g, pr, sc, ok in zip(held.ids, held.gold, held.pred, held.scores, held.correct,
-                                                   strict=True)],
-        },
+        "counts": {"human": n_human, "predicted": len(pool), "accepted": n_acc, "left_for_humans": len(left_rows),
+                   "no_label_predicted": int((~has_label).sum()), "coverage": n_acc / len(pool) if pool else None,
+                   "final_labelled": n_human + n_acc},
+        "per_class": classes,
+        "held_out": _held_out_report(held),
         "model": {"from": ref, "registered": None},
         "files": {"final_label": str(final_dir / FINAL_LABEL_FILE),
                   "final_unlabel": str(final_dir / FINAL_UNLABEL_FILE)},

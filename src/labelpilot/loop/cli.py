@@ -50,8 +50,22 @@ loop_app = typer.Typer(
 )
 
 
+def _echo_round(rep: dict[str, Any], predictions_csv: Path) -> None:
+    """The round's summary on stdout: what was predicted and marked, where the model is, stopping advice."""
+    where = rep["model"]["registry"] or rep["model"]["dir"]
+    typer.echo(rep["summary"])
+    typer.echo(
+        f"predicted {rep['split']['pool']}, marked {rep['strategy']['query_cnt']} hard examples by "
+        f"{rep['strategy']['used']}; model: {where}"
+    )
+    typer.echo(f"predictions: {predictions_csv}")
+    stop = rep["stopping"]
+    typer.echo(
+        f"stopping (round {stop['rounds']}): {'suggest stop' if stop['stop'] else 'continue'} ({stop['reason']})"
+    )
+
+
 @loop_app.callback(invoke_without_command=True)
-# Long only by its typer option declarations (one per CLI option); the body just calls run_loop (issue 12).
 def loop_command(
     ctx: typer.Context,
     input_dir: Annotated[
@@ -131,22 +145,56 @@ def loop_command(
     except LabelpilotError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
-    rep = result.report
-    where = rep["model"]["registry"] or rep["model"]["dir"]
-    typer.echo(rep["summary"])
-    typer.echo(
-        f"predicted {rep['split']['pool']}, marked {rep['strategy']['query_cnt']} hard examples by "
-        f"{rep['strategy']['used']}; model: {where}"
-    )
-    typer.echo(f"predictions: {result.predictions_csv}")
-    stop = rep["stopping"]
-    typer.echo(
-        f"stopping (round {stop['rounds']}): {'suggest stop' if stop['stop'] else 'continue'} ({stop['reason']})"
-    )
+    _echo_round(result.report, result.predictions_csv)
+
+
+def _accept_registry(
+    registry: Path | None, data_dir: Path, output_dir: Path, *, name: str | None, model_id: str | None
+) -> Path | None:
+    """The registry ``loop accept`` uses: ``--registry``, else DATA_DIR/registry when something needs one
+    (``--name``, a ``NAME@VERSION`` model id, or a round whose report.json names a registry version)."""
+    reg_root = registry
+    if reg_root is None and (name is not None or (model_id and not Path(model_id).is_dir())):
+        reg_root = data_dir / "registry"
+    if reg_root is None:
+        # the loop's registry version, if report.json names one, lives under the default registry
+        report_path = output_dir / "report.json"
+        try:
+            reported = json.loads(report_path.read_text(encoding="utf-8")).get("model", {}).get("registry")
+        except (OSError, ValueError, AttributeError):
+            reported = None
+        if reported:
+            reg_root = data_dir / "registry"
+    return reg_root
+
+
+def _echo_accept(res: Any) -> None:
+    """``loop accept``'s summary on stdout: threshold, counts, estimate, per class, notes, files."""
+    rep = res.report
+    c, est = rep["counts"], rep["estimated_accuracy"]
+    thr = "none" if rep["threshold"] is None else f"{rep['threshold']:.4f}"
+    typer.echo(f"threshold {thr}: {rep['threshold_rule']}")
+    cov = "n/a" if c["coverage"] is None else f"{c['coverage']:.1%}"
+    typer.echo(f"accepted {c['accepted']} of {c['predicted']} model labels ({cov}), {c['left_for_humans']} left for "
+               f"humans, {c['human']} human labels")
+    if est["accuracy"] is not None:
+        typer.echo(f"estimated accuracy of the accepted labels: {est['accuracy']:.3f} "
+                   f"[{est['low']:.3f}, {est['high']:.3f}] (Wilson 95%, {est['n']} held-out labels)")
+    else:
+        typer.echo(f"estimated accuracy of the accepted labels: {est.get('note', 'not estimated')}")
+    for label, e in rep["per_class"].items():
+        h = e.get("held_out") or {}
+        acc = "" if h.get("accuracy") is None else f", held-out {h['accuracy']:.3f} (n={h['n']})"
+        typer.echo(f"  {label}: accepted {e['accepted']}, left {e['left_for_humans']}{acc}")
+    for note in res.notes:
+        typer.echo(f"note: {note}")
+    if res.model_ref:
+        typer.echo(f"registered: {res.model_ref}")
+    typer.echo(f"final labels: {res.final_csv}")
+    typer.echo(f"report: {res.report_path}")
 
 
 @loop_app.command("accept")
-# Long only by its typer option declarations (one per CLI option); the body just calls run_accept (issue 12).
 def accept_command(
     input_dir: Annotated[
         Path, typer.Option(help="The loop's input folder: input_label.csv, input_added_label.csv, input_unlabel.csv")
@@ -191,18 +239,7 @@ def accept_command(
     """
     from labelpilot.loop.accept import run_accept  # lazy: CLI start-up
 
-    reg_root = registry
-    if reg_root is None and (name is not None or (model_id and not Path(model_id).is_dir())):
-        reg_root = data_dir / "registry"
-    if reg_root is None:
-        # the loop's registry version, if report.json names one, lives under the default registry
-        report_path = output_dir / "report.json"
-        try:
-            reported = json.loads(report_path.read_text(encoding="utf-8")).get("model", {}).get("registry")
-        except (OSError, ValueError, AttributeError):
-            reported = None
-        if reported:
-            reg_root = data_dir / "registry"
+    reg_root = _accept_registry(registry, data_dir, output_dir, name=name, model_id=model_id)
     try:
         res = run_accept(
             input_dir, output_dir, target_accuracy=target_accuracy, threshold=threshold, accept_all=accept_all,
@@ -212,25 +249,4 @@ def accept_command(
     except LabelpilotError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
-    rep = res.report
-    c, est = rep["counts"], rep["estimated_accuracy"]
-    thr = "none" if rep["threshold"] is None else f"{rep['threshold']:.4f}"
-    typer.echo(f"threshold {thr}: {rep['threshold_rule']}")
-    cov = "n/a" if c["coverage"] is None else f"{c['coverage']:.1%}"
-    typer.echo(f"accepted {c['accepted']} of {c['predicted']} model labels ({cov}), {c['left_for_humans']} left for "
-               f"humans, {c['human']} human labels")
-    if est["accuracy"] is not None:
-        typer.echo(f"estimated accuracy of the accepted labels: {est['accuracy']:.3f} "
-                   f"[{est['low']:.3f}, {est['high']:.3f}] (Wilson 95%, {est['n']} held-out labels)")
-    else:
-        typer.echo(f"estimated accuracy of the accepted labels: {est.get('note', 'not estimated')}")
-    for label, e in rep["per_class"].items():
-        h = e.get("held_out") or {}
-        acc = "" if h.get("accuracy") is None else f", held-out {h['accuracy']:.3f} (n={h['n']})"
-        typer.echo(f"  {label}: accepted {e['accepted']}, left {e['left_for_humans']}{acc}")
-    for note in res.notes:
-        typer.echo(f"note: {note}")
-    if res.model_ref:
-        typer.echo(f"registered: {res.model_ref}")
-    typer.echo(f"final labels: {res.final_csv}")
-    typer.echo(f"report: {res.report_path}")
+    _echo_accept(res)

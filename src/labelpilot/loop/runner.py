@@ -131,6 +131,19 @@ class _Outcome:
     cpu: dict[str, float]
 
 
+@dataclass(frozen=True)
+class _Round:
+    """Everything one round has read and done, as step 5 (outputs and ``report.json``) needs it. ``run``: the
+    call's own settings and its start time; ``split``: the training and validation examples."""
+
+    run: dict[str, Any]
+    inputs: _Inputs
+    start: StartingModel
+    split: tuple[list[Example], list[Example] | None]
+    previous: _Previous
+    outcome: _Outcome
+
+
 def _train_predict_select(
     start: StartingModel,
     train_ex: list[Example],
@@ -207,18 +220,11 @@ def _advise(
 
 
 def _round_report(
-    run: dict[str, Any],
-    inputs: _Inputs,
-    start: StartingModel,
-    split: tuple[list[Example], list[Example] | None],
-    previous: _Previous,
-    outcome: _Outcome,
-    new_history: list[dict[str, Any]],
-    advice: StopAdvice,
-    where: tuple[ModelVersion | None, Path | None],
+    rnd: _Round, new_history: list[dict[str, Any]], advice: StopAdvice, where: tuple[ModelVersion | None, Path | None]
 ) -> dict[str, Any]:
-    """``report.json`` (see the module docstring). ``run``: the call's own settings and its start time."""
-    train_ex, val_ex = split
+    """``report.json`` (see the module docstring)."""
+    run, inputs, start, previous, outcome = rnd.run, rnd.inputs, rnd.start, rnd.previous, rnd.outcome
+    train_ex, val_ex = rnd.split
     mv, model_dir = where
     control, the_model, selection = start.control, start.model, outcome.selection
     pool_ids = [r.sample_id for r in inputs.pool_rows]
@@ -272,12 +278,7 @@ def _round_report(
 
 def _write_outputs(
     output_dir: Path,
-    run: dict[str, Any],
-    inputs: _Inputs,
-    start: StartingModel,
-    split: tuple[list[Example], list[Example] | None],
-    previous: _Previous,
-    outcome: _Outcome,
+    rnd: _Round,
     *,
     reg: Registry | None,
     model_id: str | None,
@@ -285,7 +286,8 @@ def _write_outputs(
 ) -> tuple[dict[str, Any], ModelVersion | None, Path | None]:
     """Step 5: stage the outputs next to ``output_dir``, register the model, then move everything in.
     Returns (report, registry version or None, model folder or None)."""
-    new_history, advice = _advise(previous, outcome, [r.sample_id for r in inputs.pool_rows])
+    inputs, start, outcome = rnd.inputs, rnd.start, rnd.outcome
+    new_history, advice = _advise(rnd.previous, outcome, [r.sample_id for r in inputs.pool_rows])
     control, pool, selection = start.control, outcome.pool, outcome.selection
     parent = output_dir.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -309,7 +311,7 @@ def _write_outputs(
             bundle.save(stage / "model")
             round_history.write_folder(stage / "model", new_history)
             model_dir = output_dir / "model"
-        report = _round_report(run, inputs, start, split, previous, outcome, new_history, advice, (mv, model_dir))
+        report = _round_report(rnd, new_history, advice, (mv, model_dir))
         (stage / files.REPORT_FILE).write_text(
             json.dumps(_jsonable(report), ensure_ascii=False, indent=1), encoding="utf-8"
         )
@@ -377,8 +379,8 @@ def run_loop(
         outcome = _train_predict_select(start, train_ex, val_ex, pool_ex, pool_ids, is_image=inputs.is_image,
                                         query_cnt=query_cnt, strategy_name=strategy_name,
                                         strategy_params=strategy_params, refit=refit, seed=random_seed)
-        report, mv, model_dir = _write_outputs(output_dir, run, inputs, start, (train_ex, val_ex), previous,
-                                               outcome, reg=reg, model_id=model_id, model_name=model_name)
+        rnd = _Round(run, inputs, start, (train_ex, val_ex), previous, outcome)
+        report, mv, model_dir = _write_outputs(output_dir, rnd, reg=reg, model_id=model_id, model_name=model_name)
     return LoopResult(
         output_dir=output_dir,
         predictions_csv=output_dir / files.PREDICTIONS_FILE,

@@ -84,6 +84,17 @@ def sample_candidates(pool: Pool, max_candidates: int, rng: np.random.Generator)
     return cand
 
 
+def picks_then_ranked(
+    picks: np.ndarray, scores: np.ndarray, n: int, pool: Pool, rng: np.random.Generator, dedupe: float | None,
+    name: str,
+) -> Selection:
+    """The batch of a strategy that picks some items itself: ``picks`` first, then the rest of the valid pool
+    by ``scores`` (to fill up after de-duplication), as one :class:`Selection` named ``name``."""
+    order = np.concatenate([np.asarray(picks, dtype=np.int64), rank_by_score(scores, rng, pool.valid)])
+    idx, info = fill_batch(order, n, pool, dedupe)
+    return Selection(idx, scores, name, info)
+
+
 class KCenterGreedy:
     """Core-set: repeatedly pick the valid item with the largest cosine distance to its nearest labelled
     or picked item. Scores: distance to the labelled set (1 when nothing is labelled)."""
@@ -115,9 +126,7 @@ class KCenterGreedy:
             picks.append(i)
             dist = np.minimum(dist, 1.0 - _cosine_to(X, X[i]))
             dist[i] = -np.inf
-        order = np.concatenate([np.asarray(picks, dtype=np.int64), rank_by_score(scores, rng, pool.valid)])
-        idx, info = fill_batch(order, n, pool, self.dedupe)
-        return Selection(idx, scores, self.name, info)
+        return picks_then_ranked(np.asarray(picks, dtype=np.int64), scores, n, pool, rng, self.dedupe, self.name)
 
 
 class ClusterSampling:
@@ -125,6 +134,8 @@ class ClusterSampling:
     closest to each centroid. Scores: cosine similarity to the own centroid (typicality)."""
 
     name = "kmeans"
+    #: None: ``n`` clusters, one pick each (:class:`ColdStart` sets fewer, with picks shared by cluster size)
+    n_clusters: int | None = None
 
     def __init__(
         self, max_candidates: int = 20_000, random_state: int | None = None, dedupe: float | None = DEFAULT_DEDUPE
@@ -136,12 +147,10 @@ class ClusterSampling:
     def select(self, pool: Pool, n: int) -> Selection:
         rng = check_random_state(self.random_state)
         cand = sample_candidates(pool, self.max_candidates, rng)
-        picks, typical = representatives(candidate_vectors(pool, cand), n, rng)
+        picks, typical = representatives(candidate_vectors(pool, cand), n, rng, self.n_clusters)
         scores = np.full(pool.size, np.nan)
         scores[cand] = typical
-        order = np.concatenate([cand[picks], rank_by_score(scores, rng, pool.valid)])
-        idx, info = fill_batch(order, n, pool, self.dedupe)
-        return Selection(idx, scores, self.name, info)
+        return picks_then_ranked(cand[picks], scores, n, pool, rng, self.dedupe, self.name)
 
 
 def representatives(
@@ -182,7 +191,7 @@ def representatives(
     return np.asarray(picks, dtype=np.int64), typical
 
 
-class ColdStart:
+class ColdStart(ClusterSampling):
     """The first batch, before any model exists: representative items, stratified by clusters.
 
     ``n_clusters`` (default: ``n``) k-means clusters of the pool vectors (TF-IDF of the texts when the pool
@@ -205,15 +214,9 @@ class ColdStart:
         self.dedupe = dedupe
 
     def select(self, pool: Pool, n: int) -> Selection:
-        rng = check_random_state(self.random_state)
-        cand = sample_candidates(pool, self.max_candidates, rng)
-        picks, typical = representatives(candidate_vectors(pool, cand), n, rng, self.n_clusters)
-        scores = np.full(pool.size, np.nan)
-        scores[cand] = typical
-        order = np.concatenate([cand[picks], rank_by_score(scores, rng, pool.valid)])
-        idx, info = fill_batch(order, n, pool, self.dedupe)
-        info["clusters"] = self.n_clusters or n
-        return Selection(idx, scores, self.name, info)
+        sel = super().select(pool, n)
+        sel.info["clusters"] = self.n_clusters or n
+        return sel
 
 
 class DiverseUncertainty:
@@ -346,6 +349,4 @@ class Badge:
             diff = G - G[i]
             d2 = np.minimum(d2, np.einsum("ij,ij->i", diff, diff))
             d2[picks] = 0.0
-        order = np.concatenate([cand[np.asarray(picks, dtype=np.int64)], rank_by_score(scores, rng, pool.valid)])
-        idx, info = fill_batch(order, n, pool, self.dedupe)
-        return Selection(idx, scores, self.name, info)
+        return picks_then_ranked(cand[np.asarray(picks, dtype=np.int64)], scores, n, pool, rng, self.dedupe, self.name)
