@@ -25,7 +25,7 @@ from fastapi import Depends, Request
 from labelpilot.batch import read_export
 from labelpilot.config import Settings
 from labelpilot.errors import NotFoundError
-from labelpilot.jobs.runner import make_runner
+from labelpilot.jobs.runner import InProcessRunner, RQRunner, make_runner
 from labelpilot.jobs.state import ProjectStore
 from labelpilot.jobs.training import media_fetcher
 from labelpilot.models.bundle import Bundle
@@ -104,7 +104,7 @@ class Services:
     registry: Registry | None = None
     store: ProjectStore | None = None
     predictor: Predictor | None = None
-    runner: Any = None  # InProcessRunner or RQRunner (labelpilot.jobs.runner.make_runner)
+    runner: InProcessRunner | RQRunner | None = None
     warm: threading.Event | None = None  # set when the start-up warm-up is over (/health says warming_up)
     retrieval: Any = None  # labelpilot.server.retrieval_api.Retrieval, made on first use
 
