@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.metadata
 import json
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ pytest.importorskip("pandas", reason="seed-003 plug-ins need pandas (pip install
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "plugin_demo"
 sys.path.insert(0, str(DEMO))
 
+from tests.entry_points import install_entry_points  # noqa: E402
 from tests.test_loop import TEXTS, make_input, read_csv  # noqa: E402
 
 
@@ -70,9 +70,10 @@ def test_plugin_without_flags_uses_labelpilot_strategy(tmp_path: Path, monkeypat
     assert res.report["strategy"]["used"] == "entropy" and len(res.hard_ids) == 3
 
 
-def test_entry_point_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
-    ep = importlib.metadata.EntryPoint("demo", "my_model:MyModel", plugin_mod.PLUGIN_GROUP)
-    monkeypatch.setattr(plugin_mod, "entry_points", lambda group: [ep] if group == plugin_mod.PLUGIN_GROUP else [])
+def test_entry_point_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a real entry point (a dist-info folder on sys.path), found by labelpilot.plugins as pip would leave it
+    install_entry_points(tmp_path / "site", monkeypatch, "lp_demo_plugin",
+                         {plugin_mod.PLUGIN_GROUP: {"demo": "my_model:MyModel"}})
     import my_model
 
     assert plugin_mod.load_object("demo") is my_model.MyModel

@@ -33,18 +33,17 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Sequence
-from importlib import import_module
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from labelpilot import plugins
 from labelpilot.data.types import Example, FitReport, Prediction
 from labelpilot.errors import InputError, TrainingError
 from labelpilot.schema.types import ControlSpec, TaskKind
 
-PLUGIN_GROUP = "labelpilot.plugins"
+PLUGIN_GROUP = plugins.SEED003_PLUGINS
 PLUGIN_PREFIX = "plugin:"
 METHODS = ("split_train_val", "save_model", "load_model", "train_model", "query_hard_example")
 _LABEL_COLS = ("label", "pred", "prediction", "predicted_label", "labels")
@@ -66,42 +65,18 @@ def require_pandas() -> Any:
 
 def load_object(ref: str) -> Any:
     """``package.module:Class`` or ``path/to/file.py:Class`` -> the object, or an entry point of group
-    ``labelpilot.plugins``."""
+    ``labelpilot.plugins`` (both through :mod:`labelpilot.plugins`)."""
     if ":" in ref:
-        module_name, _, attr = ref.rpartition(":")
         try:
-            if module_name.endswith(".py"):
-                obj: Any = _import_file(Path(module_name))
-            else:
-                obj = import_module(module_name)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
+            return plugins.import_object(ref, files=True)
         except (ImportError, AttributeError) as exc:
             raise InputError(f"cannot import model {ref!r}: {exc}", field="model") from None
-        return obj
-    for ep in entry_points(group=PLUGIN_GROUP):
-        if ep.name == ref:
-            return ep.load()
-    raise InputError(f"no plug-in {ref!r} (neither package.module:Class nor a {PLUGIN_GROUP} entry point)")
-
-
-def _import_file(path: Path) -> Any:
-    import importlib.util
-    import sys
-
-    if not path.is_file():
-        raise ImportError(f"{path} not found")
-    name = path.stem
-    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path.resolve()):
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path.resolve())
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.resolve().parent))  # so the plug-in can import its own helper modules
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    try:
+        return plugins.load_named(PLUGIN_GROUP, ref)
+    except plugins.PluginNotFound:
+        raise InputError(
+            f"no plug-in {ref!r} (neither package.module:Class nor a {PLUGIN_GROUP} entry point)"
+        ) from None
 
 
 def is_plugin_class(obj: Any) -> bool:

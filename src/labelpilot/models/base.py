@@ -22,12 +22,12 @@ import json
 import logging
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 
+from labelpilot import plugins
 from labelpilot.data.types import Example, FitReport, Prediction
 from labelpilot.errors import ModelOptionsError, NotFoundError, TrainingError
 from labelpilot.schema.types import ControlSpec, TaskKind
@@ -364,18 +364,9 @@ DOCUMENT_FAMILY = "doc-fields"
 KEYWORD_VALUE = "keyword"
 
 
-def _load_object(ref: str) -> Any:
-    module_name, _, attr = ref.partition(":")
-    module = __import__(module_name, fromlist=[attr])
-    return getattr(module, attr)
-
-
 def families() -> dict[str, str]:
-    """All known model families: built-ins plus ``labelpilot.models`` entry points."""
-    found = dict(_BUILTIN)
-    for ep in entry_points(group="labelpilot.models"):
-        found.setdefault(ep.name, ep.value)
-    return found
+    """All known model families: built-ins plus ``labelpilot.models`` entry points (:mod:`labelpilot.plugins`)."""
+    return plugins.with_entry_points(plugins.MODEL_FAMILIES, _BUILTIN)
 
 
 def get_family(name: str) -> type[Model]:
@@ -386,7 +377,7 @@ def get_family(name: str) -> type[Model]:
     if name not in refs:
         raise NotFoundError(f"unknown model family {name!r}; known: {sorted(refs)}", field="family")
     try:
-        return _load_object(refs[name])
+        return plugins.import_object(refs[name])
     except ImportError as exc:
         hint = EXTRAS.get(name, "check the installation")
         raise TrainingError(f"model family {name!r} cannot be loaded ({exc}); {hint}", field="family") from exc

@@ -40,6 +40,7 @@ from labelpilot.encoders import get_encoder
 from labelpilot.errors import InputError, NotFoundError, TrainingError
 from labelpilot.files import read_rows
 from labelpilot.registry import Registry
+from labelpilot.registry.cache import VersionCache
 from labelpilot.retrieval.index import VectorIndex
 
 FORMAT_VERSION = 1
@@ -263,13 +264,17 @@ class FaqModel:
         return self
 
 
+#: Loaded FAQ models kept per process (least recently used out first; a newer version replaces the old).
+MAX_LOADED_FAQS = 16
+
+
 class FaqStore:
     """FAQ models of a data dir, versioned in their own registry (``<data dir>/faq``)."""
 
     def __init__(self, root: Path) -> None:
         self.registry = Registry(Path(root))
-        self._cache: dict[str, tuple[int, FaqModel]] = {}
-        self._lock = threading.Lock()
+        self._cache: VersionCache[FaqModel] = VersionCache(
+            lambda name, version: FaqModel.load(self.registry.get(name, version).path), MAX_LOADED_FAQS)
 
     def register(self, name: str, model: FaqModel) -> int:
         report = FitReport(n_examples=int(model.metrics.get("phrasings", 0)), labels=model.questions,
@@ -280,9 +285,4 @@ class FaqStore:
         version = self.registry.serving_version(name)
         if version is None:
             raise NotFoundError(f"unknown FAQ {name!r}", field="faq")
-        with self._lock:
-            cached = self._cache.get(name)
-            if cached is None or cached[0] != version:
-                cached = (version, FaqModel.load(self.registry.get(name, version).path))
-                self._cache[name] = cached
-            return cached
+        return version, self._cache.get(name, version)

@@ -4,6 +4,7 @@ Storage: a :class:`labelpilot.registry.Registry` rooted at ``<data dir>/indexes`
 folders, so ``/v1/models`` does not list indexes). Every change is written as a new version with the
 registry's atomic folder write (temporary folder, fsync, rename, then the version row), so a crash leaves the
 previous version; only the newest ``KEEP_VERSIONS`` are kept on disk. A loaded index is cached per process
+(the registry's :class:`~labelpilot.registry.cache.VersionCache`, the one the server keeps its bundles in)
 and reloaded when another process (``labelpilot index build``) registered a newer version.
 
 Vectors: texts through the product's multilingual encoder (``labelpilot.encoders.get_encoder``); images
@@ -18,7 +19,6 @@ import binascii
 import hashlib
 import json
 import tempfile
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +32,15 @@ from labelpilot.errors import InputError, LabelpilotError, MediaError, NotFoundE
 from labelpilot.models.vision.backbone import FEATURE_DIM, INSTALL_HINT, torch_available
 from labelpilot.models.vision.classifier import _Features
 from labelpilot.registry import Registry
+from labelpilot.registry.cache import VersionCache
 from labelpilot.retrieval.index import Hit, VectorIndex, check_id, normalise
 
 KINDS = ("text", "image", "vector")
 KEEP_VERSIONS = 3
+#: Loaded indexes kept per process. Changes are applied to the cached object and then saved, so an index
+#: pushed out of the cache is reloaded from its last saved version; the bound is far above the number of
+#: indexes one server changes at once, so two concurrent changes of one index always meet the same object.
+MAX_LOADED_INDEXES = 64
 MAX_IMAGE_BYTES = 20_000_000
 MAX_META_CHARS = 2000
 IMAGE_OPTIONS = {"image_size": 224, "resize": "center_crop", "engine": "auto", "batch_size": 16,
@@ -214,8 +219,8 @@ class IndexStore:
     def __init__(self, root: Path) -> None:
         self.registry = Registry(Path(root))
         self.registry.cleanup()
-        self._cache: dict[str, tuple[int, VectorIndex]] = {}
-        self._lock = threading.Lock()
+        self._cache: VersionCache[VectorIndex] = VersionCache(
+            lambda name, version: VectorIndex.load(self.registry.get(name, version).path), MAX_LOADED_INDEXES)
 
     def names(self) -> list[str]:
         return [m["name"] for m in self.registry.list_models()]
@@ -227,12 +232,7 @@ class IndexStore:
         version = self.registry.serving_version(name)
         if version is None:
             raise NotFoundError(f"unknown index {name!r}", field="index")
-        with self._lock:
-            cached = self._cache.get(name)
-            if cached is None or cached[0] != version:
-                cached = (version, VectorIndex.load(self.registry.get(name, version).path))
-                self._cache[name] = cached
-            return cached
+        return version, self._cache.get(name, version)
 
     def create(self, name: str, kind: str, dim: int | None = None, *, hnsw_min: int | None = None) -> VectorIndex:
         if self.exists(name):
@@ -249,15 +249,13 @@ class IndexStore:
         except BaseException:
             self.forget(name)  # the in-memory change was not stored: reload what is on disk
             raise
-        with self._lock:
-            self._cache[name] = (mv.version, index)
+        self._cache.put(name, mv.version, index)
         for old in self.registry.list_versions(name)[:-KEEP_VERSIONS]:
             self.registry.delete_version(name, old.version)
         return mv.version
 
     def forget(self, name: str) -> None:
-        with self._lock:
-            self._cache.pop(name, None)
+        self._cache.forget(name)
 
     def describe(self, name: str) -> dict[str, Any]:
         version, index = self.get(name)

@@ -12,22 +12,16 @@ from typing import Any
 from fastapi import FastAPI
 
 from labelpilot import __version__
-from labelpilot.batch import read_export
 from labelpilot.config import Settings
 from labelpilot.encoders import encoder_problem
-from labelpilot.errors import NotFoundError
-from labelpilot.jobs.runner import make_runner
 from labelpilot.jobs.state import ProjectStore
-from labelpilot.jobs.training import media_fetcher
-from labelpilot.models.bundle import Bundle
-from labelpilot.registry import ModelVersion, Registry
 from labelpilot.server import ls_backend, offload, retrieval_api, serving, ui
+from labelpilot.server.deps import build_services
 from labelpilot.server.errors import install_error_handlers
 from labelpilot.server.limits import BodyLimit
 from labelpilot.server.metrics import Metrics
-from labelpilot.server.offload import Lanes, freeze_heap
 from labelpilot.server.openapi import install_docs
-from labelpilot.server.predictor import Predictor, warm_up
+from labelpilot.server.predictor import Predictor
 
 log = logging.getLogger("labelpilot.server")
 
@@ -46,35 +40,6 @@ def route_label(scope: dict) -> str:
     if template.startswith(_SECRET_PREFIX):
         template = template[len(_SECRET_PREFIX):] or "/"
     return "/ui" if template == "/ui" or template.startswith("/ui/") else template
-
-
-class RegistryModels:
-    """Bundles for the predict service, loaded once per (name, version) and kept while served."""
-
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        self._cache: dict[tuple[str, int], tuple[ModelVersion, Bundle]] = {}
-        self._lock = threading.Lock()
-
-    def resolve(self, name: str, version: int | None) -> tuple[ModelVersion, Bundle]:
-        if version is None:
-            version = self.registry.serving_version(name)
-            if version is None:
-                raise NotFoundError(f"unknown model {name!r}", field="model")
-        key = (name, version)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        with self._lock:  # called from the prediction lane's threads: load each bundle once
-            if key not in self._cache:
-                if len(self._cache) > 16:
-                    self._cache.pop(next(iter(self._cache)))
-                self._cache[key] = self.registry.load(name, version)
-                freeze_heap()
-            return self._cache[key]
-
-    def list(self) -> list[dict[str, Any]]:
-        return self.registry.list_models()
 
 
 class MetricsMiddleware:
@@ -110,43 +75,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        registry = Registry(settings.data_dir / "registry")
-        removed = registry.cleanup()
-        if removed:
-            log.warning("removed debris of interrupted model writes: %s", removed)
-        store = ProjectStore(settings.data_dir)
-        interrupted = store.interrupt_unfinished()
-        if interrupted:
-            log.warning("%d training job(s) were interrupted by the last shutdown", interrupted)
-        predictor = Predictor(registry, media_for=lambda uid: media_fetcher(store.project(uid) if uid else None,
-                                                                            settings))
-
-        def warm(uid: str) -> None:
-            predictor.serving(uid)
-
-        runner = make_runner(settings, store, on_done=warm)
-        app.state.lanes = Lanes(settings)
+        services = app.state.services = build_services(settings, metrics)
         # one thread: the text encoder first, then the serving models that may use it
-        app.state.warm = threading.Event()  # set when the start-up warm-up is over (/health says warming_up)
-        threading.Thread(target=_warm_start, args=(predictor, store, app.state.warm), name="labelpilot-warm-up",
-                         daemon=True).start()
-        app.state.settings = settings
-        app.state.registry = registry
-        app.state.store = store
-        app.state.predictor = predictor
-        app.state.runner = runner
-        app.state.metrics = metrics
-        models = RegistryModels(registry)
-        app.state.resolve_model = models.resolve
-        app.state.list_models = models.list
+        threading.Thread(target=_warm_start, args=(services.predictor, services.store, services.warm),
+                         name="labelpilot-warm-up", daemon=True).start()
         if not settings.tokens:
             log.warning("the predict service /v1 is open: set LABELPILOT_API_TOKENS to require bearer tokens")
         log.info("labelpilot %s serving data dir %s", __version__, settings.data_dir.resolve())
         try:
             yield
         finally:
-            runner.shutdown()
-            app.state.lanes.shutdown()
+            services.shutdown()
 
     app = FastAPI(title="labelpilot", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
@@ -193,33 +132,13 @@ def _warm_start(predictor: Predictor, store: ProjectStore, done: threading.Event
 def create_model_app(export_dir: Path | str, settings: Settings | None = None) -> FastAPI:
     """An app that serves one exported model (``labelpilot export``) on /v1, with /health and /metrics."""
     settings = settings or Settings()
-    manifest, bundle = read_export(Path(export_dir))
-    mv = ModelVersion(
-        name=manifest["name"], version=int(manifest["version"]), tag=manifest["tag"], created=manifest["created"],
-        families=manifest["families"], n_examples=manifest.get("n_examples", 0),
-        labels=sorted({lab for labs in manifest["labels"].values() for lab in labs}), metrics=manifest["metrics"],
-        report={}, parent=None, path=Path(export_dir) / "model", serving=True,
-    )
     metrics = Metrics()
-    warm_up(bundle)
-    freeze_heap()
-
-    def resolve(name: str, version: int | None) -> tuple[ModelVersion, Bundle]:
-        if name != mv.name:
-            raise NotFoundError(f"unknown model {name!r}; this server serves {mv.name!r}", field="model")
-        if version is not None and version != mv.version:
-            raise NotFoundError(f"model {name!r} has no version v{version} here (serving v{mv.version})",
-                                field="version")
-        return mv, bundle
-
-    app = FastAPI(title=f"labelpilot model {mv.name}", version=__version__, docs_url=None, redoc_url=None,
+    services = build_services(settings, metrics, export_dir=Path(export_dir))
+    name = services.models.list()[0]["name"]
+    app = FastAPI(title=f"labelpilot model {name}", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None)
-    install_docs(app, f"labelpilot model {mv.name}")
-    app.state.settings = settings
-    app.state.metrics = metrics
-    app.state.resolve_model = resolve
-    app.state.list_models = lambda: [{"name": mv.name, "serving": mv.version, "versions": 1}]
-    app.state.lanes = Lanes(settings)
+    install_docs(app, f"labelpilot model {name}")
+    app.state.services = services
     install_error_handlers(app)
     offload.install(app)
     app.include_router(ls_backend.public)

@@ -17,6 +17,7 @@ import hmac
 from fastapi import HTTPException, Request
 
 from labelpilot.config import Settings
+from labelpilot.server.deps import ServicesDep
 
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="Login required"'}
 
@@ -43,15 +44,15 @@ def secret_ok(request: Request, settings: Settings) -> bool:
     return bool(settings.webhook_secret and given and hmac.compare_digest(given, settings.webhook_secret))
 
 
-async def require_basic(request: Request) -> None:
-    settings: Settings = request.app.state.settings
+async def require_basic(request: Request, state: ServicesDep) -> None:
+    settings = state.settings
     if "secret" in request.path_params and not secret_ok(request, settings):
         raise HTTPException(status_code=404, detail="Not Found")
     if not basic_ok(request, settings):
         raise HTTPException(status_code=401, detail="Unauthorized", headers=CHALLENGE)
 
 
-async def require_secret_path(request: Request) -> None:
-    settings: Settings = request.app.state.settings
+async def require_secret_path(request: Request, state: ServicesDep) -> None:
+    settings = state.settings
     if "secret" in request.path_params and not secret_ok(request, settings):
         raise HTTPException(status_code=404, detail="Not Found")

@@ -29,6 +29,7 @@ from labelpilot.models.base import family_for, get_family
 from labelpilot.netpolicy import origin
 from labelpilot.schema import LabelSchema, TaskKind, parse_label_config, require_supported
 from labelpilot.server.auth import CHALLENGE, basic_ok, require_basic, require_secret_path, secret_ok
+from labelpilot.server.deps import Services, ServicesDep
 from labelpilot.server.limits import check_task_count, oversized_texts, text_too_long
 from labelpilot.server.offload import gc_paused
 from labelpilot.server.openapi import EXAMPLE_CONFIG, TASKS_SCHEMA, WebhookEvent, json_body
@@ -126,10 +127,8 @@ def validate(model: type[BaseModel], body: Any) -> Any:
         raise InputError(f"{field}: {err['msg']}", field=field) from exc
 
 
-def health_body(request: Request) -> dict[str, Any]:
-    warm = getattr(request.app.state, "warm", None)
-    return {"status": "UP", "model_class": "labelpilot", "version": __version__,
-            "warming_up": warm is not None and not warm.is_set()}
+def health_body(state: Services) -> dict[str, Any]:
+    return {"status": "UP", "model_class": "labelpilot", "version": __version__, "warming_up": state.warming_up}
 
 
 def family_problems(schema: LabelSchema) -> list[str]:
@@ -195,14 +194,13 @@ hooks = APIRouter(dependencies=[Depends(require_secret_path)])
 
 @public.get("/health")
 @public.get("/")
-async def health(request: Request) -> JSON:
-    return JSON(health_body(request))
+async def health(state: ServicesDep) -> JSON:
+    return JSON(health_body(state))
 
 
 @router.post("/setup", openapi_extra=json_body(SetupRequest, {"project": "1.1700000000", "schema": EXAMPLE_CONFIG}))
-async def setup(request: Request) -> JSON:
+async def setup(request: Request, state: ServicesDep) -> JSON:
     req: SetupRequest = validate(SetupRequest, await read_json(request))
-    state = request.app.state
     uid = str(req.project)
     schema = require_supported(parse_label_config(req.label_config))  # a refused config is never stored
     if isinstance(req.extra_params, dict):  # options a family does not take: a 422 now, not a failed job later
@@ -232,9 +230,8 @@ async def setup(request: Request) -> JSON:
 @router.post("/predict", openapi_extra=json_body(PredictRequest, {
     "tasks": [{"id": 1, "data": {"text": "great quality"}}], "label_config": EXAMPLE_CONFIG,
     "project": "1.1700000000"}))
-async def predict(request: Request) -> JSON:
+async def predict(request: Request, state: ServicesDep) -> JSON:
     req: PredictRequest = validate(PredictRequest, await read_json(request))
-    state = request.app.state
     check_task_count(len(req.tasks), state.settings)
     uid = None if req.project is None else str(req.project)
     config = req.label_config
@@ -280,8 +277,7 @@ def _splice_refused(
 @hooks.post("/webhook", openapi_extra=json_body(WebhookEvent, {
     "action": "ANNOTATION_CREATED", "project": {"id": 1, "created_at": "2023-11-14T22:13:20Z"},
     "task": {"id": 1, "data": {"text": "great"}}, "annotation": {"id": 1, "result": []}}))
-async def webhook(request: Request) -> JSON:
-    state = request.app.state
+async def webhook(request: Request, state: ServicesDep) -> JSON:
     settings = state.settings
     body = await read_json(request)
     if not isinstance(body, dict):
@@ -381,11 +377,10 @@ def _store_annotation_event(
 
 
 @router.get("/versions")
-async def versions(request: Request, project: str | None = None) -> JSON:
+async def versions(state: ServicesDep, project: str | None = None) -> JSON:
     """Label Studio calls this without naming the project, so the backend cannot know whose versions are
     asked for: it answers 404 and Label Studio lists the project's own current version (ls-protocol §4.6),
     never another project's. With ``?project=<id.ts>`` it lists that project's versions."""
-    state = request.app.state
     if not project:
         raise NotFoundError(
             "GET /versions needs ?project=<id.timestamp>: Label Studio does not say which project asks, so "
@@ -398,9 +393,8 @@ async def versions(request: Request, project: str | None = None) -> JSON:
 
 
 @router.get("/training")
-async def training(request: Request, project: str) -> JSON:
+async def training(state: ServicesDep, project: str) -> JSON:
     """Diagnostics: the serving version and recent training jobs of a project."""
-    state = request.app.state
     info = state.store.project(project)
     if info is None:
         raise NotFoundError(f"unknown project {project!r}", field="project")
@@ -417,9 +411,9 @@ async def training(request: Request, project: str) -> JSON:
 
 
 @router.get("/metrics")
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, state: ServicesDep) -> Response:
     accept = request.headers.get("accept", "")
     if "application/json" in accept and "text/plain" not in accept:
-        return JSON(request.app.state.metrics.summary())
-    data, content_type = request.app.state.metrics.exposition()
+        return JSON(state.metrics.summary())
+    data, content_type = state.metrics.exposition()
     return Response(data, media_type=content_type)

@@ -1,14 +1,14 @@
 """Turn Label Studio tasks into Label Studio predictions with the project's serving model version.
 
-Bundles are loaded once per process and kept until a newer version is served (no model is rebuilt per
-request), and warmed with one throw-away prediction (:func:`warm_up`, also used by the single-model app of
-``serve-model``). One bad task gets an empty prediction; the others still get theirs.
+Bundles are loaded once per process into the server's one :func:`bundle_cache` (shared with the ``/v1``
+predict service) and kept until a newer version is served or the cache's count bound pushes them out (no
+model is rebuilt per request), and warmed with one throw-away prediction (:func:`warm_up`, also used by the
+single-model app of ``serve-model``). One bad task gets an empty prediction; the others still get theirs.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,12 +20,19 @@ from labelpilot.media import MediaFetcher, resolve_media
 from labelpilot.models.base import Model, build_model, can_predict_untrained, family_for
 from labelpilot.models.bundle import Bundle
 from labelpilot.registry import ModelVersion, Registry
+from labelpilot.registry.cache import VersionCache
 from labelpilot.schema import ControlSpec, LabelSchema, TaskKind
 from labelpilot.server.offload import freeze_heap
 
 log = logging.getLogger("labelpilot.predict")
 
 UNTRAINED = "untrained"
+
+#: How many loaded bundles a server process keeps (least recently used out first): more than the start-up
+#: warm-up loads (16 projects), so the warm models are all still there when traffic starts.
+MAX_LOADED_BUNDLES = 32
+
+LoadedBundle = tuple[ModelVersion, Bundle]
 
 
 def warm_up(bundle: Bundle) -> None:
@@ -46,13 +53,27 @@ def warm_up(bundle: Bundle) -> None:
                 log.warning("warm-up of %s failed: %s", name, exc)
 
 
+def bundle_cache(registry: Registry, max_entries: int = MAX_LOADED_BUNDLES) -> VersionCache[LoadedBundle]:
+    """The server's one cache of loaded bundles: each version loaded from ``registry`` once, warmed up
+    (:func:`warm_up`) and moved out of the garbage collector's reach (:func:`freeze_heap`)."""
+
+    def load(name: str, version: int) -> LoadedBundle:
+        mv, bundle = registry.load(name, version)
+        warm_up(bundle)
+        freeze_heap()
+        log.info("loaded %s v%s (%s)", name, mv.version, mv.tag)
+        return mv, bundle
+
+    return VersionCache(load, max_entries)
+
+
 class Predictor:
-    def __init__(self, registry: Registry, media_for: Callable[[str | None], MediaFetcher | None] | None = None):
+    def __init__(self, registry: Registry, media_for: Callable[[str | None], MediaFetcher | None] | None = None,
+                 bundles: VersionCache[LoadedBundle] | None = None):
         self.registry = registry
         self.media_for = media_for or (lambda uid: None)
+        self.bundles = bundles if bundles is not None else bundle_cache(registry)
         self._untrained: dict[str, tuple[str, Bundle | None]] = {}
-        self._cache: dict[str, tuple[ModelVersion, Bundle]] = {}
-        self._lock = threading.Lock()
 
     def serving(self, uid: str | None) -> tuple[ModelVersion | None, Bundle | None]:
         """The version a project serves now, loading its bundle the first time it is asked for."""
@@ -62,25 +83,13 @@ class Predictor:
         version = self.registry.serving_version(name)
         if version is None:
             return None, None
-        cached = self._cache.get(name)
-        if cached and cached[0].version == version:
+        cached = self.bundles.peek(name, version)
+        if cached is not None:
             return cached
-        if cached and not self._lock.acquire(blocking=False):
-            return cached  # a retrain's new version is being loaded (the runner warms it): keep serving this one
-        if not cached:
-            self._lock.acquire()
-        try:
-            cached = self._cache.get(name)
-            if cached and cached[0].version == version:
-                return cached
-            mv, bundle = self.registry.load(name, version)
-            warm_up(bundle)
-            self._cache[name] = (mv, bundle)
-            freeze_heap()
-            log.info("loaded %s v%s (%s)", name, mv.version, mv.tag)
-            return mv, bundle
-        finally:
-            self._lock.release()
+        stale = self.bundles.newest(name)
+        if stale is not None and self.bundles.loading(name, version):
+            return stale[1]  # a retrain's new version is being loaded (the runner warms it): keep serving this one
+        return self.bundles.get(name, version)
 
     def untrained(self, schema: LabelSchema) -> tuple[str, Bundle | None]:
         """Before any training: models that can pre-label anyway (zero-shot, keywords), and their version
@@ -112,8 +121,8 @@ class Predictor:
         version = self.registry.serving_version(name) if name else None
         if version is None or name is None:
             return self.untrained(schema)[0] if schema is not None else UNTRAINED
-        cached = self._cache.get(name)
-        if cached and cached[0].version == version:
+        cached = self.bundles.peek(name, version)
+        if cached is not None:
             return cached[0].tag
         return self.registry.get(name, version).tag
 

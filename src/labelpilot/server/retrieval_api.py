@@ -27,6 +27,7 @@ from labelpilot.jobs.training import media_fetcher
 from labelpilot.retrieval.faq import FaqStore
 from labelpilot.retrieval.index import check_id
 from labelpilot.retrieval.service import IndexStore, parse_item, payload, vectorise
+from labelpilot.server.deps import Services, ServicesDep
 from labelpilot.server.limits import check_task_count
 from labelpilot.server.ls_backend import read_json
 from labelpilot.server.openapi import json_body
@@ -84,9 +85,8 @@ class Retrieval:
         return media_fetcher(None, self.settings).fetch(url)
 
 
-def _retrieval(request: Request) -> Retrieval:
-    state = request.app.state
-    found = getattr(state, "retrieval", None)
+def _retrieval(state: Services) -> Retrieval:
+    found = state.retrieval
     if found is None:
         found = state.retrieval = Retrieval(state.settings.data_dir, state.settings)
     return found
@@ -186,46 +186,40 @@ def search(r: Retrieval, name: str, body: Any) -> dict[str, Any]:
 
 
 @router.get("/indexes")
-async def list_indexes(request: Request) -> JSON:
-    r = _retrieval(request)
+async def list_indexes(state: ServicesDep) -> JSON:
+    r = _retrieval(state)
 
     def run() -> list[dict[str, Any]]:
         return [r.indexes.describe(n) for n in r.indexes.names() if r.indexes.exists(n)]
 
-    return JSON({"indexes": await request.app.state.lanes.model.run(run)})
+    return JSON({"indexes": await state.lanes.model.run(run)})
 
 
 @router.get("/indexes/{name}")
-async def show_index(request: Request, name: str) -> JSON:
-    r = _retrieval(request)
-    return JSON(await request.app.state.lanes.model.run(r.indexes.describe, name))
+async def show_index(state: ServicesDep, name: str) -> JSON:
+    r = _retrieval(state)
+    return JSON(await state.lanes.model.run(r.indexes.describe, name))
 
 
 @router.post("/indexes/{name}/items", openapi_extra=json_body(ITEMS_BODY, ITEMS_EXAMPLE))
-async def index_items(request: Request, name: str) -> JSON:
-
-    state = request.app.state
+async def index_items(request: Request, state: ServicesDep, name: str) -> JSON:
     body = await read_json(request)
-    out = await state.lanes.model.run(change_items, _retrieval(request), name, body,
+    out = await state.lanes.model.run(change_items, _retrieval(state), name, body,
                                       timeout=state.settings.predict_timeout)
     return JSON(out)
 
 
 @router.post("/indexes/{name}/search", openapi_extra=json_body(SEARCH_BODY, SEARCH_EXAMPLE))
-async def index_search(request: Request, name: str) -> JSON:
-
-    state = request.app.state
+async def index_search(request: Request, state: ServicesDep, name: str) -> JSON:
     body = await read_json(request)
-    return JSON(await state.lanes.model.run(search, _retrieval(request), name, body,
+    return JSON(await state.lanes.model.run(search, _retrieval(state), name, body,
                                             timeout=state.settings.predict_timeout))
 
 
 @router.post("/faq/{name}/answer", openapi_extra=json_body(FAQ_BODY, FAQ_EXAMPLE))
-async def faq_answer(request: Request, name: str) -> JSON:
-
-    state = request.app.state
+async def faq_answer(request: Request, state: ServicesDep, name: str) -> JSON:
     body = await read_json(request)
-    r = _retrieval(request)
+    r = _retrieval(state)
     if not isinstance(body, dict):
         raise InputError("the body must be an object with 'query' or 'queries'", field="body")
     batched = "queries" in body

@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,8 @@ from labelpilot.data.types import Example, Prediction
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError
 from labelpilot.ids import parse_uint
 from labelpilot.models.bundle import Bundle
-from labelpilot.registry import ModelVersion
 from labelpilot.schema import ControlSpec, TaskKind
+from labelpilot.server.deps import Services, ServicesDep
 from labelpilot.server.limits import check_task_count, text_too_long
 from labelpilot.server.ls_backend import read_json
 from labelpilot.server.openapi import V1_BODY, V1_EXAMPLE, json_body
@@ -46,8 +45,8 @@ class Unauthorized(LabelpilotError):
     status_code = 401
 
 
-async def require_token(request: Request) -> None:
-    tokens: set[str] = request.app.state.settings.tokens
+async def require_token(request: Request, state: ServicesDep) -> None:
+    tokens: set[str] = state.settings.tokens
     if not tokens:
         return
     header = request.headers.get("authorization", "")
@@ -57,10 +56,6 @@ async def require_token(request: Request) -> None:
 
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
-
-#: resolves (name, version or None) to a loaded (ModelVersion-like info, Bundle)
-Resolver = Callable[[str, int | None], tuple[ModelVersion, Bundle]]
-
 
 def _instances(body: Any) -> tuple[list[dict[str, Any]], bool]:
     if isinstance(body, list):
@@ -127,14 +122,13 @@ def _answer(pred: Prediction, ex: Example, labels: list[str], kind: TaskKind) ->
     return out
 
 
-async def _predict(request: Request, name: str, version: int | None) -> JSON:
-    state = request.app.state
+async def _predict(request: Request, state: Services, name: str, version: int | None) -> JSON:
     t0 = time.perf_counter()
     status = "ok"
     labels = ("unknown", "unknown")  # a name from the URL becomes a label only once it names a model
     try:
         # loading a bundle (the first time) and predicting run in the prediction lane, never on the event loop
-        mv, bundle = await state.lanes.model.run(state.resolve_model, name, version)
+        mv, bundle = await state.lanes.model.run(state.models.resolve, name, version)
         labels = (name, str(mv.version))
         items, batched = _instances(await read_json(request))
         if not items:
@@ -181,19 +175,19 @@ def _predict_items(bundle: Bundle, items: list[Any], max_chars: int) -> list[dic
 
 
 @router.post("/models/{name}/predict", openapi_extra=json_body(V1_BODY, V1_EXAMPLE))
-async def predict_serving(request: Request, name: str) -> JSON:
-    return await _predict(request, name, None)
+async def predict_serving(request: Request, state: ServicesDep, name: str) -> JSON:
+    return await _predict(request, state, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/predict", openapi_extra=json_body(V1_BODY, V1_EXAMPLE))
-async def predict_version(request: Request, name: str, version: str) -> JSON:
+async def predict_version(request: Request, state: ServicesDep, name: str, version: str) -> JSON:
     v = parse_uint(version[1:] if version[:1] in ("v", "V") else version)
     if v is None:
         raise NotFoundError(f"no version {version!r} of model {name!r}: a version is a number like 3 or v3",
                             field="version")
-    return await _predict(request, name, v)
+    return await _predict(request, state, name, v)
 
 
 @router.get("/models")
-async def list_models(request: Request) -> JSON:
-    return JSON({"models": request.app.state.list_models()})
+async def list_models(state: ServicesDep) -> JSON:
+    return JSON({"models": state.models.list()})

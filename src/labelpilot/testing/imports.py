@@ -48,6 +48,7 @@ PACKAGE = "labelpilot"
 #: Derived from the imports as they are and from docs/DESIGN.md; every module must be covered.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("labelpilot", "labelpilot.errors", "labelpilot.config", "labelpilot.ids", "labelpilot.sqlitedb",
+              "labelpilot.plugins",
               "labelpilot.pgdb",
               "labelpilot.data.types", "labelpilot.geometry")),
     ("schema", ("labelpilot.schema",)),

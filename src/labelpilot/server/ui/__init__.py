@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -35,6 +35,7 @@ from labelpilot.jobs.training import model_name
 from labelpilot.registry import ModelVersion, Registry
 from labelpilot.schema import parse_label_config
 from labelpilot.server.auth import require_basic
+from labelpilot.server.deps import ServicesDep
 from labelpilot.server.responses import JSON
 
 HERE = Path(__file__).resolve().parent
@@ -274,13 +275,12 @@ def _fraction(progress: str) -> tuple[int | None, int | None]:
 # -- routes -------------------------------------------------------------------------------------------
 @router.get("")
 @router.get("/")
-async def overview(request: Request) -> HTMLResponse:
-    return _page("overview.html", page="overview", **overview_context(request.app.state))
+async def overview(state: ServicesDep) -> HTMLResponse:
+    return _page("overview.html", page="overview", **overview_context(state))
 
 
 @router.get("/projects/{uid:path}")
-async def project_page(request: Request, uid: str) -> HTMLResponse:
-    state = request.app.state
+async def project_page(state: ServicesDep, uid: str) -> HTMLResponse:
     info = state.store.project(uid)
     if info is None:
         raise NotFoundError(f"unknown project {uid!r}", field="project")
@@ -294,22 +294,21 @@ async def project_page(request: Request, uid: str) -> HTMLResponse:
 
 
 @router.get("/models/{name:path}")
-async def model_page(request: Request, name: str) -> HTMLResponse:
-    registry: Registry = request.app.state.registry
+async def model_page(state: ServicesDep, name: str) -> HTMLResponse:
+    registry = state.registry
     if not _versions(registry, name):
         raise NotFoundError(f"unknown model {name!r}", field="model")
     return _page("model.html", page="model", uid=None, project=None, jobs=[], **model_context(registry, name))
 
 
 @router.get("/traffic")
-async def traffic_page(request: Request) -> HTMLResponse:
-    ring = request.app.state.metrics.traffic
+async def traffic_page(state: ServicesDep) -> HTMLResponse:
+    ring = state.metrics.traffic
     return _page("traffic.html", page="traffic", totals=ring.totals(last=30), slots=ring.slots)
 
 
 @router.get("/api/jobs")
-async def api_jobs(request: Request, project: str) -> JSON:
-    state = request.app.state
+async def api_jobs(state: ServicesDep, project: str) -> JSON:
     if state.store.project(project) is None:
         raise NotFoundError(f"unknown project {project!r}", field="project")
     versions = _versions(state.registry, model_name(project))
@@ -319,8 +318,8 @@ async def api_jobs(request: Request, project: str) -> JSON:
 
 
 @router.get("/api/traffic")
-async def api_traffic(request: Request, last: int = 90) -> JSON:
-    ring = request.app.state.metrics.traffic
+async def api_traffic(state: ServicesDep, last: int = 90) -> JSON:
+    ring = state.metrics.traffic
     return _json({"bucket_seconds": 10, "series": ring.series(last=last), "last_5min": ring.totals(last=30)})
 
 
