@@ -81,7 +81,7 @@ def main() -> None:
     port = 9300 + os.getpid() % 500
     log = (data_dir / "server.log").open("w")
     proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/labelpilot"), "serve", "--port", str(port), "--data-dir", str(data_dir),
+        [str(Path(sys.executable).parent / "labelpilot"), "serve", "--port", str(port), "--data-dir", str(data_dir),
          "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"

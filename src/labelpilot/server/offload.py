@@ -17,7 +17,7 @@ import gc
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -78,6 +78,15 @@ class Busy(LabelpilotError):
         self.retry_after = retry_after
 
 
+class _Expired(Exception):
+    """A lane job's time budget passed (raised into the waiting request, turned into :class:`Busy`)."""
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(_Expired())
+
+
 class Lane:
     """A thread pool that runs at most ``threads`` jobs and lets at most ``max_queued`` more wait."""
 
@@ -93,23 +102,47 @@ class Lane:
         """Run ``fn(*args)`` in the lane; raises :class:`Busy` when the lane is full or ``timeout`` passes.
 
         A job that overruns its budget cannot be stopped (threads cannot be killed); it keeps its slot until
-        it ends, so overrunning jobs fill the lane and later requests get 503 rather than piling up."""
+        it ends, so overrunning jobs fill the lane and later requests get 503 rather than piling up.
+
+        The job's end wakes the event loop ONCE: one ``call_soon_threadsafe`` frees the slot and hands over
+        the result (``asyncio.wrap_future`` plus a done callback for the slot, as before, woke it twice, and
+        ``asyncio.wait_for`` added a task and more loop rounds). Each wake-up from a worker thread is a
+        system call made while holding the interpreter lock; on a loaded 2-core machine the woken thread
+        can preempt the job's thread, which then holds the lock while it waits for a core (py-spy --gil put
+        ~17 % of the GIL-held time of a one-task /predict in that callback, bench/RESULTS.md "HTTP cost")."""
         if self.inflight >= self.threads + self.max_queued:
             raise Busy(
                 f"the server is busy: {self.inflight} {self.name} jobs are running or waiting "
                 f"(raise {self.env} to queue more)"
             )
         loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = loop.create_future()
+
+        def finished(cfut: Future[T]) -> None:  # on the loop: free the slot, then wake the request
+            self.inflight -= 1
+            if waiter.done():  # the request gave up (timeout, or the client went away)
+                return
+            if cfut.cancelled():  # the lane was shut down before the job started
+                waiter.cancel()
+                return
+            exc = cfut.exception()
+            if exc is not None:
+                waiter.set_exception(exc)
+            else:
+                waiter.set_result(cfut.result())
+
         cfut = self._pool.submit(functools.partial(fn, *args))
         self.inflight += 1
-        cfut.add_done_callback(lambda _f: loop.call_soon_threadsafe(self._release))
+        cfut.add_done_callback(lambda f: loop.call_soon_threadsafe(finished, f))
+        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(cfut), timeout)
-        except TimeoutError as exc:
+            return await waiter
+        except _Expired as exc:
             raise Busy(f"the {self.name} work took longer than its {timeout:.0f} s budget", retry_after=30) from exc
-
-    def _release(self) -> None:
-        self.inflight -= 1
+        finally:
+            if timer is not None:
+                timer.cancel()
+            cfut.cancel()  # a job still waiting for a thread when the request gives up never runs (no-op once started)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
