@@ -207,6 +207,7 @@ def load_results(folders: Sequence[Path]) -> dict[str, dict[str, Any]]:
     """dataset -> {"full_pool", "metric", "sizes", "curves": candidate -> [Curve], "cpu"} from the incremental
     files of ``folders`` (the first one that has a dataset's meta line gives its full-pool score)."""
     out: dict[str, dict[str, Any]] = {}
+    seen: set[tuple[str, str, int]] = set()
     for folder in folders:
         for path in sorted(folder.glob("*.jsonl")):
             entry = out.setdefault(path.stem, {"curves": {}, "wall": 0.0, "cpu": 0.0})
@@ -215,6 +216,9 @@ def load_results(folders: Sequence[Path]) -> dict[str, dict[str, Any]]:
                     if "full_pool" not in entry:
                         entry.update(full_pool=r["full_pool"], metric=r["metric"], sizes=r["sizes"])
                     continue
+                if (path.stem, r["candidate"], r["seed"]) in seen:  # a cell run twice (parallel runs): first kept
+                    continue
+                seen.add((path.stem, r["candidate"], r["seed"]))
                 c = Curve(r["candidate"], r["seed"], r["labels"], r["scores"], r["round_seconds"],
                           r["select_seconds"])
                 entry["curves"].setdefault(r["candidate"], []).append(c)
@@ -229,12 +233,14 @@ def report(
     model: Annotated[str, typer.Option()] = "text-linear",
     results: Annotated[Path, typer.Option(help="Where the table, PNGs and JSON go")] = Path("bench/results/al"),
     seeds: Annotated[str, typer.Option(help="Only these seeds (the ones every cell has)")] = "",
-    peer_out: Annotated[Path, typer.Option(help="Folder of the small-text peer's results")] = Path("bench/out/al-peer"),
+    more: Annotated[str, typer.Option(help="Comma-separated further result folders (parallel runs, peers)")] = (
+        "bench/out/al-s2,bench/out/al-peer"
+    ),
 ) -> None:
     """Summaries per dataset, the leave-one-dataset-out folds and the chosen default."""
     from protocol_report import write_report  # lazy: run needs no matplotlib
 
-    raw = load_results([out / model, peer_out / model])
+    raw = load_results([out / model, *(Path(f) / model for f in split(more))])
     keep = {int(s) for s in split(seeds)}
     summaries: dict[str, dict[str, Any]] = {}
     for name, entry in raw.items():
