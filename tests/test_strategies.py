@@ -245,6 +245,12 @@ def test_names_and_aliases() -> None:
         assert isinstance(get_strategy(name), cls)
     assert canonical_name("CoreSet") == "kcenter"
     assert get_strategy(None).name == canonical_name(DEFAULT_STRATEGY)
+    # the protocol's choice (bench/RESULTS.md, leave-one-dataset-out): margin uncertainty
+    assert DEFAULT_STRATEGY == "margin" and isinstance(get_strategy(None), MarginSampling)
+    probs = np.array([[0.9, 0.05, 0.05], [0.4, 0.38, 0.22], [0.6, 0.3, 0.1], [0.34, 0.33, 0.33], [0.7, 0.2, 0.1]])
+    texts = ["a clear one", "close call", "fairly sure", "a coin toss", "leaning one way"]
+    sel = get_strategy(None, random_state=0).select(Pool(probs=probs, texts=texts), 2)
+    assert sel.indices.tolist() == [3, 1]  # the two smallest top-2 margins, smallest first
     with pytest.raises(InputError, match="unknown query strategy"):
         get_strategy("NoSuchSampling")
 

@@ -10,8 +10,10 @@ pool, select a batch, reveal its gold labels. Reported per strategy: learning cu
 seeds), labels needed to reach 95% of the full-pool score, normalised learning-curve area, deficiency vs
 random (< 1 is better), the worst gap below random along the curve, and the time per round.
 
-The model is the linear text recipe (TF-IDF character or word n-grams + logistic regression, saga solver),
-on features computed once per dataset so that a whole run fits a 2-core machine. Text classification:
+The model is the product's ``text-linear`` family through the model contract (``training.fit_bundle``, default
+options, encoder on) unless ``--model tfidf-lr`` names the fast fixed-feature option (TF-IDF character or word
+n-grams + logistic regression, saga solver, features computed once per dataset); the small-text peer runs
+with that option only. The issue-13 default choice (leave-one-dataset-out) is ``protocol.py`` here. Text classification:
 TREC, SST-2, TNEWS, GoEmotions (multi-label, micro-F1). NER (CoNLL-2003, CLUENER) runs through the
 ``ner-crf`` family when it is installed, with token-level strategies (MNLP) and a token count as cost.
 A peer library (small-text) can run in a separate interpreter (``--peer-python``) on the very same features,
@@ -56,6 +58,8 @@ from labelpilot.testing.corpora import (
 from labelpilot.training import fit_bundle
 
 DEFAULT_STRATEGIES = ("random", "least_confidence", "margin", "entropy", "diverse")
+#: The names of the fast fixed-feature model (the bench's own TF-IDF + logistic regression).
+FAST_MODEL = ("tfidf-lr", "linear")
 
 def featurize(data: TextData) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
     """TF-IDF fitted on the pool texts (unsupervised): char 1-2-grams for Chinese, word 1-2-grams else."""
@@ -334,7 +338,7 @@ def bench_text(
     peer_python: Path | None,
     peer_strategies: Sequence[str],
     log: Callable[[str], None],
-    model: str = "linear",
+    model: str = "text-linear",
     batch: int | None = None,
 ) -> dict[str, Any]:
     base = SIZES[name]
@@ -355,7 +359,7 @@ def bench_text(
     learner: Callable[[int], Any] | None = None
     rows: Any = None
     test_rows: Any = None
-    if model == "linear":
+    if model in FAST_MODEL:
         fitted: Any = LinearLearner(n_classes, data.multi_label).fit(X, data.y)
         full = score(fitted.predict_proba(Xt), data.y_test, data.multi_label)
     else:
@@ -395,7 +399,7 @@ def bench_text(
                 f"[{name}] {strat} seed {seed}: final {c.scores[-1]:.4f} at {c.labels[-1]} labels "
                 f"({time.perf_counter() - t0:.1f}s, load {os.getloadavg()[0]:.2f})"
             )
-    if peer_python is not None and model == "linear":
+    if peer_python is not None and model in FAST_MODEL:
         for ps in peer_strategies:
             t0 = time.perf_counter()
             try:
@@ -568,10 +572,10 @@ def bench_al_command(
     model: Annotated[
         str,
         typer.Option(
-            help="'linear' (TF-IDF + logistic regression on fixed features) or a model family such as "
-            "text-linear (through the model contract; slower)"
+            help="A model family through the model contract (text-linear, the product's) or 'tfidf-lr' "
+            "(the fast option: TF-IDF + logistic regression on fixed features; 'linear' is its old name)"
         ),
-    ] = "linear",
+    ] = "text-linear",
     batch: Annotated[int | None, typer.Option(help="Override the per-dataset batch size")] = None,
 ) -> None:
     """Simulate pool-based active learning on the shared datasets and write curves and a table."""
