@@ -154,7 +154,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--task", choices=["cls", "det", "both"], default="both")
     ap.add_argument("--write", action="store_true")
-    ap.add_argument("--keep-fp32", choices=["boundary"], default=None)
+    ap.add_argument("--keep-fp32", choices=["none", "stem", "boundary"], default=None)
     args = ap.parse_args()
     lines: list[str] = []
     for task in (["cls", "det"] if args.task == "both" else [args.task]):
