@@ -123,7 +123,7 @@ def run(task: str, data: Path, work: Path, lines: list[str], keep_fp32: str | No
     lines += [
         f"- **{name}** ({info['family']}, trained on {report.n_train}, evaluated on {info['n_eval']} held-out images; "
         f"static QDQ calibrated on {info['calibration_inputs']} training images"
-        + (f", kept fp32: {len(info['kept_fp32'])} boundary nodes" if info.get("kept_fp32") else "")
+        + (f", kept fp32: {len(info['kept_fp32'])} node(s)" if info.get("kept_fp32") else "")
         + f", export {t_export:.0f} s):",
         f"  backbone graph **{info['graph_bytes_fp32'] / 1e6:.1f} MB -> {info['graph_bytes_int8'] / 1e6:.1f} MB "
         f"({100 * info['size_ratio']:.0f} %, {size_ok})**; graph latency batch 1 **{info['latency_ms_fp32']:.1f} -> "
@@ -154,7 +154,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--task", choices=["cls", "det", "both"], default="both")
     ap.add_argument("--write", action="store_true")
-    ap.add_argument("--keep-fp32", choices=["boundary"], default=None)
+    ap.add_argument("--keep-fp32", choices=["none", "stem", "boundary"], default=None)
     args = ap.parse_args()
     lines: list[str] = []
     for task in (["cls", "det"] if args.task == "both" else [args.task]):

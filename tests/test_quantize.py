@@ -149,6 +149,7 @@ def test_detector_backbone_quantized(tmp_path: Path) -> None:
     out = export_model(reg, "boxes", tmp_path / "int8", quantize="int8", calibration=tmp_path / "imgs")
     info = json.loads((out / "manifest.json").read_text())["quantization"]["controls"]["label"]
     assert info["graph"] == QUANT_TAPS and info["size_ratio"] < 0.35 and info["calibration_inputs"] == 8
+    assert len(info["kept_fp32"]) == 1 and "stem" in info["kept_fp32"][0]  # the detector's default: stem fp32
     _, bundle = read_export(out)
     loaded = bundle.models["label"]
     assert loaded.taps_graph_ is not None and loaded._taps().engine == "onnx-int8"
@@ -163,3 +164,6 @@ def test_detector_backbone_quantized(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         export_model(reg, "boxes", tmp_path / "bad", quantize="int8", calibration=tmp_path / "imgs", keep_fp32="x")
     assert err.value.field == "keep_fp32" and not (tmp_path / "bad").exists()
+    plain = export_model(reg, "boxes", tmp_path / "plain", quantize="int8", calibration=tmp_path / "imgs",
+                         keep_fp32="none")
+    assert "kept_fp32" not in json.loads((plain / "manifest.json").read_text())["quantization"]["controls"]["label"]

@@ -295,7 +295,8 @@ def export(
     method: Annotated[str | None, typer.Option(help="static (needs --calibration) or dynamic.")] = None,
     calibration: Annotated[Path | None, typer.Option(help="Images/videos (folder/labelled file): calibration.")] = None,
     eval_data: Annotated[Path | None, typer.Option(help="Labelled data: accuracy before/after quantization.")] = None,
-    keep_fp32: Annotated[str | None, typer.Option(help="boundary: stem + output nodes stay fp32.")] = None,
+    keep_fp32: Annotated[str | None, typer.Option(
+        help="none | stem (the detector's default: first conv fp32) | boundary (stem + output nodes).")] = None,
     data_dir: DataDir = Path("./labelpilot-data"),
 ) -> None:
     """A self-contained model folder that `labelpilot serve-model` or `models import` can load elsewhere."""

@@ -124,10 +124,12 @@ class LabelStudioClient:
             return f"Label Studio refused the token (HTTP {status}); check LABEL_STUDIO_API_KEY"
         return f"Label Studio answered HTTP {status}"
 
-    def export_tasks(self, project_id: int, *, max_bytes: int = 2_000_000_000, timeout: float = 600.0) -> list[Any]:
-        """All annotated tasks of a project (Label Studio JSON export), with a size and time limit."""
+    def export_tasks(self, project_id: int, *, max_bytes: int = 2_000_000_000, timeout: float = 600.0,
+                     all_tasks: bool = False) -> list[Any]:
+        """All annotated tasks of a project (``all_tasks``: every task) as Label Studio's JSON export, with a size
+        and time limit."""
         url = f"{self.base_url}/api/projects/{project_id}/export"
-        params = {"exportType": "JSON", "download_all_tasks": "false"}
+        params = {"exportType": "JSON", "download_all_tasks": "true" if all_tasks else "false"}
         deadline = time.monotonic() + timeout
         try:
             with self.policy.stream(

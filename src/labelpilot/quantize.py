@@ -19,10 +19,12 @@ Method
     batch at run time; it turns convolutions into ``ConvInteger``, which onnxruntime runs far slower than fp32
     (measured: 996 ms against 58 ms per 224-px image for this backbone), so it is never chosen silently.
 
-``--keep-fp32 boundary``
-    Keeps the stem convolution and the last three nodes before each graph output in fp32 (the rest int8), at
-    40 % of the fp32 size instead of 28 %. It is an option, not the default, because it did not hold up: on one
-    trained raccoon detector it gave mAP@0.5 0.963 against 0.964 fp32 (all-int8: 0.936-0.941 whatever the
+``--keep-fp32 none|stem|boundary``
+    ``stem`` (the detector's default) keeps only the first convolution in fp32: same size (28 %) and latency as
+    all-int8, a lower error of the feature maps (sweep of onnxruntime's choices in bench/RESULTS.md "Edge").
+    ``boundary`` keeps the stem convolution and the last three nodes before each graph output in fp32 (the rest
+    int8), at 40 % of the fp32 size instead of 28 %. It is an option, not the default, because it did not hold
+    up: on one trained raccoon detector it gave mAP@0.5 0.963 against 0.964 fp32 (all-int8: 0.936-0.941 whatever the
     calibration: 64 or 160 images, MinMax or entropy), on a second training run 0.910 against 0.936 fp32 --
     the same 2.6-2.8 point drop (about one of the 44 test boxes) as all-int8. See bench/RESULTS.md.
 
@@ -59,6 +61,10 @@ from labelpilot.schema import parse_label_config
 log = logging.getLogger(__name__)
 
 QUANTIZABLE = ("image-classifier", "video-frames", "image-detector")
+#: ``--keep-fp32`` -> (first convolutions, nodes before each output) left in fp32. The detector's default is
+#: ``stem`` (its first conv sees raw pixels; keeping it fp32 lowers the feature maps' error against fp32 from
+#: 12.8 to 12.2 % at the same size and latency, bench/edge_sweep.py); the other families default to ``none``.
+KEEP_FP32: dict[str, tuple[int, int]] = {"none": (0, 0), "stem": (1, 0), "boundary": (1, 3)}
 METHODS = ("static", "dynamic")
 
 
@@ -117,8 +123,14 @@ class _Reader:
 
 
 def quantize_graph(fp32: bytes, dst: Path, *, method: str, calibration: list[np.ndarray] | None = None,
-                   calibrate_method: str = "MinMax", exclude: Sequence[str] = ()) -> Path:
-    """Write the int8 version of the ``fp32`` graph to ``dst``."""
+                   calibrate_method: str = "MinMax", exclude: Sequence[str] = (), per_channel: bool = True,
+                   activation_type: str = "QUInt8", act_symmetric: bool = False, reduce_range: bool = False,
+                   op_types: Sequence[str] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Write the int8 version of the ``fp32`` graph to ``dst``.
+
+    The keyword choices past ``exclude`` map one to one onto ``quantize_static``'s (``activation_type`` names a
+    ``QuantType``, ``act_symmetric`` is ``ActivationSymmetric``, ``extra`` adds ``extra_options``); the defaults
+    are what the export uses (bench/RESULTS.md "Edge" has the sweep over them)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -151,10 +163,11 @@ def quantize_graph(fp32: bytes, dst: Path, *, method: str, calibration: list[np.
         from onnxruntime.quantization import CalibrationMethod
 
         quantize_static(
-            str(pre), str(dst), Reader(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
+            str(pre), str(dst), Reader(calibration), quant_format=QuantFormat.QDQ, per_channel=per_channel,
             calibrate_method=getattr(CalibrationMethod, calibrate_method), nodes_to_exclude=list(exclude),
-            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            weight_type=QuantType.QInt8, activation_type=getattr(QuantType, activation_type),
+            reduce_range=reduce_range, op_types_to_quantize=list(op_types) if op_types else None,
+            extra_options={"ActivationSymmetric": act_symmetric, "WeightSymmetric": True, **(extra or {})},
         )
     return dst
 
@@ -259,9 +272,10 @@ def quantize_bundle(
         fp32 = fp32_taps_graph(size) if detector else fp32_graph(size)
         target = cdir / (QUANT_TAPS if detector else QUANT_GRAPH)
         t0 = time.perf_counter()
-        if keep_fp32 not in (None, "boundary"):
-            raise InputError(f"--keep-fp32 {keep_fp32!r}: only 'boundary' is known", field="keep_fp32")
-        exclude = boundary_nodes(fp32, 1, 3) if keep_fp32 == "boundary" and how == "static" else []
+        if keep_fp32 not in (None, *KEEP_FP32):
+            raise InputError(f"--keep-fp32 {keep_fp32!r}: one of {list(KEEP_FP32)}", field="keep_fp32")
+        keep = keep_fp32 or ("stem" if detector else "none")
+        exclude = boundary_nodes(fp32, *KEEP_FP32[keep]) if how == "static" and keep != "none" else []
         quantize_graph(fp32, target, method=how, calibration=arrays, exclude=exclude)
         info: dict[str, Any] = {
             "family": family, "quantized": True, "graph": target.name, "method": how,

@@ -24,6 +24,9 @@ console = Console()
 DataDir = Annotated[
     Path, typer.Option("--data-dir", envvar="LABELPILOT_DATA_DIR", help="Where models and state are kept.")
 ]
+LsUrl = Annotated[str | None, typer.Option("--ls-url", envvar="LABEL_STUDIO_URL", help="Label Studio's address.")]
+LsToken = Annotated[str | None, typer.Option("--ls-token", envvar="LABEL_STUDIO_API_KEY",
+                                             help="A Label Studio token (legacy or personal access token).")]
 CHUNK = 2000
 
 
@@ -70,19 +73,41 @@ def _folder_items(folder: Path) -> list[dict[str, Any]]:
              "meta": {"source": str(p.relative_to(folder)), "label": p.parent.name}} for p in files]
 
 
+def _project_items(project_id: int, ls_url: str | None, ls_token: str | None, text_col: str, image_col: str | None,
+                   data_dir: Path) -> tuple[str, list[dict[str, Any]], Any]:
+    """(kind, raw items, image fetch or None) for every task of a Label Studio project."""
+    from labelpilot.retrieval.project import client_for, fetcher_for, project_items  # lazy: CLI start-up
+
+    client = client_for(ls_url, ls_token)
+    got = project_items(client, project_id, text_col=text_col, image_col=image_col)
+    for tid, why in got.skipped.items():
+        console.print(f"[yellow]skipped[/yellow] task {tid}: {why}")
+    raw = [{"id": it.id, "text": it.text, "url": it.url, "meta": it.meta} for it in got.items]
+    if got.kind != "image":
+        return got.kind, raw, None
+    fetcher = fetcher_for(client, data_dir / "media-cache")
+    task_of = {it.url: int(it.id or 0) for it in got.items}
+    return got.kind, raw, lambda url: fetcher.fetch(url, task_id=task_of.get(url))
+
+
 @index_app.command("build")
 def build(
     name: Annotated[str, typer.Argument(help="Index name.")],
-    source: Annotated[Path, typer.Argument(help="CSV/TSV/JSONL/JSON/Parquet/TXT of texts (or image paths), or a "
-                                                "folder of images.")],
+    source: Annotated[Path | None, typer.Argument(help="CSV/TSV/JSONL/JSON/Parquet/TXT of texts (or image paths), "
+                                                       "or a folder of images (not with --from-project).")] = None,
     text_col: Annotated[str, typer.Option(help="Text column.")] = "text",
     id_col: Annotated[str, typer.Option(help="Id column (missing: row-<line>).")] = "id",
     image_col: Annotated[str | None, typer.Option(help="Column of image paths (relative to the file).")] = None,
     label_col: Annotated[str | None, typer.Option(help="Column kept with each item (e.g. its label).")] = None,
     fresh: Annotated[bool, typer.Option(help="Start from an empty index (default: add to the existing one).")] = False,
+    from_project: Annotated[int | None, typer.Option(
+        "--from-project", min=1, help="Every task of this Label Studio project (id = task id; --text-col or "
+                                      "--image-col name the data field).")] = None,
+    ls_url: LsUrl = None,
+    ls_token: LsToken = None,
     data_dir: DataDir = Path("./labelpilot-data"),
 ) -> None:
-    """Build (or extend) an index from a file or a folder; each run stores one new version."""
+    """Build (or extend) an index from a file, a folder or a Label Studio project; each run stores one new version."""
     import time
 
     import numpy as np
@@ -91,9 +116,15 @@ def build(
     from labelpilot.retrieval.service import Item, kind_dim, payload, vectorise  # lazy: CLI start-up
 
     t0 = time.perf_counter()
-    if source.is_dir():
+    fetch = None
+    if (source is None) == (from_project is None):
+        raise InputError("give a SOURCE file or folder, or --from-project", field="source")
+    if from_project is not None:
+        kind, raw, fetch = _project_items(from_project, ls_url, ls_token, text_col, image_col, data_dir)
+    elif source is not None and source.is_dir():
         kind, raw = "image", _folder_items(source)
     else:
+        assert source is not None
         kind, raw = _file_items(source, text_col, id_col, image_col, label_col)
     store = _store(data_dir)
     if store.exists(name) and not fresh:
@@ -110,9 +141,9 @@ def build(
     failed = 0
     for start in range(0, len(raw), CHUNK):
         chunk = raw[start : start + CHUNK]
-        items = [Item(field=f"row.{r['id']}", id=r["id"], text=r.get("text"), path=r.get("path"), meta=r["meta"])
-                 for r in chunk]
-        vectors, errors = vectorise(items, index.dim)
+        items = [Item(field=f"row.{r['id']}", id=r["id"], text=r.get("text"), path=r.get("path"), url=r.get("url"),
+                      meta=r["meta"]) for r in chunk]
+        vectors, errors = vectorise(items, index.dim, fetch)
         good = [i for i, e in enumerate(errors) if e is None]
         for i, e in enumerate(errors):
             if e is not None:
@@ -120,7 +151,8 @@ def build(
                 console.print(f"[yellow]skipped[/yellow] {items[i].id}: {e['detail']}")
         index.add([items[i].id for i in good], np.ascontiguousarray(vectors[good]), [payload(items[i]) for i in good])
         console.print(f"  {min(start + CHUNK, len(raw))}/{len(raw)} items")
-    version = store.save(name, index, note=f"built from {source}")
+    origin = f"Label Studio project {from_project}" if from_project is not None else str(source)
+    version = store.save(name, index, note=f"built from {origin}")
     info = {**store.describe(name), "failed": failed, "seconds": round(time.perf_counter() - t0, 2)}
     assert info["version"] == version
     console.print_json(json.dumps(info, ensure_ascii=False))
@@ -151,6 +183,28 @@ def search(
     query = index.vector(item_id) if item_id is not None else text_vectors([text or ""])[0]
     hits = index.search(query, k, exclude=[item_id] if item_id else [])[0]
     console.print_json(json.dumps(store.hits(hits), ensure_ascii=False))
+
+
+@index_app.command("similar")
+def similar(
+    name: Annotated[str, typer.Argument(help="An index built with --from-project.")],
+    task: Annotated[int, typer.Option("--task", min=1, help="The task the others are compared with.")],
+    to_project: Annotated[int, typer.Option("--to-project", min=1, help="The Label Studio project of the tasks.")],
+    k: Annotated[int | None, typer.Option(min=1, help="How many tasks get a score (default: all).")] = None,
+    ls_url: LsUrl = None,
+    ls_token: LsToken = None,
+    data_dir: DataDir = Path("./labelpilot-data"),
+) -> None:
+    """Score the project's tasks by similarity to one task, as predictions of version similar-to-<task> (select
+    it as the project's model version and sort the Data Manager by "Prediction score")."""
+    from labelpilot.retrieval.project import client_for, similar_predictions  # lazy: CLI start-up
+
+    _, index = _store(data_dir).get(name)
+    preds = similar_predictions(index, task, k)
+    created = client_for(ls_url, ls_token).import_predictions(to_project, preds)
+    top = [{"task": p["task"], "score": p["score"]} for p in preds[:5]]
+    console.print_json(json.dumps({"model_version": preds[0]["model_version"] if preds else None,
+                                   "scored": len(preds), "created": created, "top": top}))
 
 
 @index_app.command("dups")
