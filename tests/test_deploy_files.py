@@ -364,8 +364,8 @@ def test_chart_env_ports_and_probes_match_the_app(app_routes: AppRoutes) -> None
     (configmap,), (secret,), (service,) = objs["ConfigMap"], objs["Secret"], objs["Service"]
     env = {**configmap["data"], **secret["stringData"]}
     assert_app_env(set(env), "chart ConfigMap + Secret")
-    assert {"LABELPILOT_REDIS_URL", "LABELPILOT_DATABASE_URL", "BASIC_AUTH_USER", "BASIC_AUTH_PASS",
-            "LABEL_STUDIO_API_KEY", "LABEL_STUDIO_URL", "LABELPILOT_WEBHOOK_SECRET", "LABELPILOT_API_TOKENS"} <= set(env)
+    assert {"LABELPILOT_REDIS_URL", "LABELPILOT_DATABASE_URL", "BASIC_AUTH_USER", "BASIC_AUTH_PASS", "LABEL_STUDIO_URL",
+            "LABEL_STUDIO_API_KEY", "LABELPILOT_WEBHOOK_SECRET", "LABELPILOT_API_TOKENS"} <= set(env)
     port = serve_default_port()
     assert env["LABELPILOT_PORT"] == str(port) and env["LABELPILOT_HOST"] == "0.0.0.0"
     api, worker = (_by_component(objs["Deployment"], c) for c in ("api", "worker"))
