@@ -328,6 +328,7 @@ def render_chart(values: dict[str, Any] | None = None) -> dict[str, list[dict[st
 
 FULL_VALUES = {
     "serviceMonitor": {"enabled": True},
+    "autoscaling": {"enabled": True},
     "config": {"LABEL_STUDIO_URL": "http://label-studio:8080"},
     "secrets": {"basicAuthUser": "u", "basicAuthPass": "p", "labelStudioApiKey": "k", "webhookSecret": "w",
                 "apiTokens": "t1,t2", "databaseUrl": "postgresql://lp:pw@pg:5432/lp"},
@@ -348,10 +349,10 @@ def test_chart_lints_and_renders_every_object() -> None:
     default = render_chart()
     assert {k: len(v) for k, v in default.items()} == {
         "ConfigMap": 1, "Secret": 1, "PersistentVolumeClaim": 1, "Deployment": 2, "Service": 1,
-        "HorizontalPodAutoscaler": 1,
     }
+    assert _by_component(default["Deployment"], "api")["spec"]["replicas"] == 1
     full = render_chart(FULL_VALUES)
-    assert len(full["ServiceMonitor"]) == 1
+    assert len(full["ServiceMonitor"]) == 1 and len(full["HorizontalPodAutoscaler"]) == 1
     own_secret = render_chart({"existingSecret": "mine"})
     assert "Secret" not in own_secret
     for deployment in own_secret["Deployment"]:
