@@ -113,7 +113,10 @@ def studio(
         except OSError as exc:
             raise LabelpilotError(f"{what}: cannot read {path}: {exc.strerror}") from exc
 
-    task_list = json.loads(read(tasks, "tasks")) if tasks else []
+    try:
+        task_list = json.loads(read(tasks, "tasks")) if tasks else []
+    except ValueError as exc:
+        raise LabelpilotError(f"tasks: {tasks} is not JSON: {exc}") from exc
     if not isinstance(task_list, list):
         raise LabelpilotError(f"tasks: {tasks} must hold a JSON list of tasks")
     opts = StudioOptions(

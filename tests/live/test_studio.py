@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -129,3 +130,34 @@ def test_studio_brings_up_a_connected_project(ls_venv: Path, tmp_path: Path) -> 
             ls.close()
     finally:
         assert _stop(proc) == 0
+
+
+def _studio_error(tmp_path: Path, *args: str) -> str:
+    """Run ``labelpilot studio`` expecting a refusal before anything starts; returns what it said."""
+    cmd = [sys.executable, "-m", "labelpilot.cli", "studio", "--root", str(tmp_path / "root"), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert not (tmp_path / "root" / "label-studio.log").exists(), "nothing may start"
+    return " ".join((done.stdout + done.stderr).split())
+
+
+def test_studio_refuses_bad_input_before_starting_anything(tmp_path: Path) -> None:
+    """No Label Studio needed: each refusal names the option at fault and leaves no process behind."""
+    said = _studio_error(tmp_path, "--ls-venv", str(tmp_path / "nowhere"))
+    assert "ls_venv" in said and "label-studio==1.23.2" in said
+    config = tmp_path / "config.xml"
+    config.write_text('<View><Text name="t" value="$t"/><Rating name="r" toName="t"/></View>')
+    assert "label_config" in _studio_error(tmp_path, "--label-config", str(config))
+    config.write_text("<View><Text")
+    assert "label_config" in _studio_error(tmp_path, "--label-config", str(config))
+    (tmp_path / "tasks.json").write_text("{not json")
+    assert "tasks" in _studio_error(tmp_path, "--tasks", str(tmp_path / "tasks.json"))
+
+
+def test_studio_refuses_a_busy_port(ls_venv: Path, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        said = _studio_error(tmp_path, "--ls-venv", str(ls_venv), "--ls-port", str(port))
+    assert "ls_port" in said and str(port) in said
