@@ -70,7 +70,7 @@ class StudioOptions:
     ls_venv: Path | None = None
     username: str = DEFAULT_ADMIN
     password: str | None = None  # generated on the first run and kept in <root>/studio.json
-    timeout: float = 300.0  # a first start of Label Studio migrates its database (~45-140 s on 2 cores)
+    timeout: float = 600.0  # a first start of Label Studio migrates its database (~45-140 s on 2 idle cores)
 
 
 @dataclass
