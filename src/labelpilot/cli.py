@@ -85,6 +85,48 @@ def worker(
     Worker([Queue(RQRunner.queue_name, connection=conn)], connection=conn).work(burst=burst)
 
 
+@app.command()
+def studio(
+    label_config: Annotated[
+        Path | None, typer.Option(help="Label config (XML file) of the new project; a sentiment one when left out.")
+    ] = None,
+    tasks: Annotated[Path | None, typer.Option(help="Tasks to import (a JSON list of data dicts).")] = None,
+    title: Annotated[str, typer.Option(help="The new project's title.")] = "labelpilot studio",
+    root: Annotated[Path, typer.Option(help="Label Studio's and labelpilot's data (reused next time).")] = Path(
+        "./labelpilot-studio"
+    ),
+    ls_port: Annotated[int, typer.Option(help="Label Studio's port on 127.0.0.1.")] = 8080,
+    port: Annotated[int, typer.Option(help="labelpilot's port on 127.0.0.1.")] = 9090,
+    ls_venv: Annotated[
+        Path | None,
+        typer.Option(envvar="LABELPILOT_LS_VENV", help="Virtualenv with label-studio (default: the live suite's)."),
+    ] = None,
+    username: Annotated[str, typer.Option(help="Label Studio admin e-mail (first run).")] = "admin@example.com",
+    password: Annotated[str | None, typer.Option(help="Admin password (first run; generated if not given).")] = None,
+) -> None:
+    """Start a local Label Studio and labelpilot, connected through a new project; Ctrl-C stops both."""
+    from labelpilot.studio import DEFAULT_LABEL_CONFIG, StudioOptions, run  # lazy: CLI start-up
+
+    def read(path: Path, what: str) -> str:
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise LabelpilotError(f"{what}: cannot read {path}: {exc.strerror}") from exc
+
+    try:
+        task_list = json.loads(read(tasks, "tasks")) if tasks else []
+    except ValueError as exc:
+        raise LabelpilotError(f"tasks: {tasks} is not JSON: {exc}") from exc
+    if not isinstance(task_list, list):
+        raise LabelpilotError(f"tasks: {tasks} must hold a JSON list of tasks")
+    opts = StudioOptions(
+        root=root, label_config=read(label_config, "label_config") if label_config else DEFAULT_LABEL_CONFIG,
+        title=title, tasks=task_list, ls_port=ls_port, port=port, ls_venv=ls_venv, username=username,
+        password=password,
+    )
+    raise typer.Exit(run(opts))
+
+
 def _registry(data_dir: Path):
     from labelpilot.registry import Registry  # lazy: CLI start-up
 

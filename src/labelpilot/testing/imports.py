@@ -64,7 +64,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("batch", ("labelpilot.batch", "labelpilot.evaluate", "labelpilot.retrieval", "labelpilot.quantize")),
     ("server", ("labelpilot.server",)),
     ("bench", ("labelpilot.prelabel", "labelpilot.testing")),
-    ("cli", ("labelpilot.cli", "labelpilot.retrieval.cli", "labelpilot.audit.command")),
+    ("cli", ("labelpilot.cli", "labelpilot.retrieval.cli", "labelpilot.audit.command", "labelpilot.studio")),
 )
 
 LAZY_MARK = re.compile(r"#\s*lazy:\s*\S")
