@@ -129,10 +129,11 @@ def rq_train(settings_values: dict[str, Any], uid: str, job_id: int, full_export
     from labelpilot.jobs.training import run_job
 
     settings = Settings(**settings_values)
-    nxt = run_job(settings, uid, job_id, full_export)
+    store = ProjectStore.from_settings(settings)
+    nxt = run_job(settings, uid, job_id, full_export, store=store)
     if nxt is not None:
-        RQRunner(settings, ProjectStore(settings.data_dir)).enqueue(uid, *nxt)
-    job = ProjectStore(settings.data_dir).job(job_id) or {}
+        RQRunner(settings, store).enqueue(uid, *nxt)
+    job = store.job(job_id) or {}
     return job.get("version")
 
 

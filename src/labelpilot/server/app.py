@@ -114,8 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         removed = registry.cleanup()
         if removed:
             log.warning("removed debris of interrupted model writes: %s", removed)
-        store = ProjectStore(settings.data_dir)
-        interrupted = store.interrupt_unfinished()
+        store = ProjectStore.from_settings(settings)  # PostgreSQL when LABELPILOT_DATABASE_URL is set
+        interrupted = store.interrupt_unfinished(settings.job_stale_after)
         if interrupted:
             log.warning("%d training job(s) were interrupted by the last shutdown", interrupted)
         predictor = Predictor(registry, media_for=lambda uid: media_fetcher(store.project(uid) if uid else None,
