@@ -98,6 +98,7 @@ class ProjectStore:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._beat_lock = threading.Lock()
         self._beat_thread: threading.Thread | None = None
+        self._closed = threading.Event()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProjectStore:
@@ -364,6 +365,8 @@ class ProjectStore:
 
     def _ensure_beat(self) -> None:
         with self._beat_lock:
+            if self._closed.is_set():
+                return
             if self._beat_thread is None or not self._beat_thread.is_alive():  # (threads do not survive a fork)
                 self._beat_thread = threading.Thread(target=self._beat_loop, name="labelpilot-job-heartbeat",
                                                      daemon=True)
@@ -372,17 +375,28 @@ class ProjectStore:
     def _beat_loop(self) -> None:
         """Beat every ``heartbeat`` seconds while this store owns an active job, then end (the next claim
         starts a new thread; the lock makes "owns none, so end" and a new claim's start exclusive)."""
-        while True:
-            time.sleep(self.heartbeat)
+        failing = False
+        while not self._closed.wait(self.heartbeat):
             with self._beat_lock:
                 try:
                     owned = self.beat()
-                except Exception:  # a database restart: the next beat may pass (staleness is minutes)
-                    log.exception("job heartbeat failed")
+                except Exception:  # a database restart: a later beat may pass (staleness is a minute)
+                    if not failing:
+                        log.exception("job heartbeat failed (retrying quietly)")
+                    failing = True
                     continue
+                failing = False
                 if owned == 0:
                     self._beat_thread = None
                     return
+
+    def close(self) -> None:
+        """Stop beating (the jobs this store owns then go stale, as if its process had stopped)."""
+        self._closed.set()
+        with self._beat_lock:
+            thread = self._beat_thread
+        if thread is not None:
+            thread.join(5)
 
     def interrupt_unfinished(self, stale_after: float = 60.0) -> int:
         """At start-up (and safe at any time): queued/running jobs whose heartbeat is older than

@@ -1,0 +1,258 @@
+"""ProjectStore on both back ends (issue 14): SQLite in a tmp data dir, PostgreSQL in a throwaway database on
+the real server at 127.0.0.1:5432. Every test runs on both; racing claimers and a dead process are real
+processes (spawned), not simulated."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labelpilot.config import Settings
+from labelpilot.jobs.state import ProjectStore
+from tests.test_pgdb import ADMIN_URL, _pg_answers
+
+_db_numbers = itertools.count()
+
+Factory = Callable[..., ProjectStore]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Keyword arguments of ProjectStore for one fresh, empty back end."""
+    if request.param == "sqlite":
+        yield {"data_dir": tmp_path, "database_url": None}
+        return
+    psycopg = pytest.importorskip("psycopg", reason="psycopg not installed (pip install -e '.[postgres]')")
+    if not _pg_answers():
+        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
+    name = f"labelpilot_state_{os.getpid()}_{next(_db_numbers)}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {"data_dir": tmp_path, "database_url": f"postgresql://postgres@127.0.0.1:5432/{name}"}
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def open_store(backend: dict[str, Any]) -> Iterator[Factory]:
+    opened: list[ProjectStore] = []
+
+    def _open(heartbeat: float = 5.0) -> ProjectStore:
+        opened.append(ProjectStore(backend["data_dir"], database_url=backend["database_url"], heartbeat=heartbeat))
+        return opened[-1]
+
+    yield _open
+    for store in opened:  # before the throwaway database goes
+        store.close()
+
+
+def test_the_setting_picks_the_back_end(backend: dict[str, Any]) -> None:
+    settings = Settings(data_dir=backend["data_dir"], database_url=backend["database_url"], job_heartbeat=0.5)
+    store = ProjectStore.from_settings(settings)
+    assert store.backend.name == ("postgresql" if backend["database_url"] else "sqlite")
+    assert store.heartbeat == 0.5
+    assert (backend["data_dir"] / "state.sqlite3").exists() == (backend["database_url"] is None)
+
+
+def test_database_url_must_be_postgresql() -> None:
+    with pytest.raises(ValueError, match="database_url"):
+        Settings(database_url="mysql://somewhere/db")
+    assert Settings(database_url="").database_url is None
+
+
+def test_projects(open_store: Factory) -> None:
+    store = open_store()
+    assert store.upsert_project("7.1700000000", label_config="<View/>", hostname="http://ls.example:8080",
+                                access_token="tok", extra_params={"families": {"c": "text-linear"}}) is False
+    store.upsert_project("8.1700000001", authed=True)
+    # a new origin without a new token clears the stored token (it must never reach another host)
+    assert store.upsert_project("7.1700000000", hostname="http://other.example") is True
+    p = store.project("7.1700000000")
+    assert p is not None
+    assert (p["label_config"], p["hostname"], p["access_token"]) == ("<View/>", "http://other.example", None)
+    assert p["extra_params"] == {"families": {"c": "text-linear"}}
+    assert store.project("8.1700000001")["authed"] == 1
+    assert store.project("nope") is None
+    assert set(store.project_uids()) == {"7.1700000000", "8.1700000001"}
+    assert open_store().project("7.1700000000") == p  # another connection sees the same committed row
+
+
+def test_webhook_copies(open_store: Factory) -> None:
+    store = open_store()
+    task = {"id": 10, "data": {"text": "很好"}}
+    ann = {"id": 100, "result": [{"value": {"choices": ["Positive"]}}]}
+    assert store.record_annotation_event("p", put=[(task, ann), ({"id": 11, "data": {}}, {"id": 101})]) == 1
+    # the same annotation again replaces it; ids that are not integers are skipped
+    assert store.record_annotation_event("p", put=[(task, {**ann, "result": []}), (task, {"id": "x"})]) == 2
+    store.put_annotation("p", {"id": 12, "data": {"text": "b"}}, {"id": 102})
+    assert store.count_annotations("p") == 3
+    assert store.tasks("p")[0] == {"id": 10, "data": {"text": "很好"}, "annotations": [{"id": 100, "result": []}]}
+    assert store.record_annotation_event("p", delete=[101, 999], count=1) == 3
+    assert store.delete_annotations("p", [102, 998]) == 1
+    assert [t["id"] for t in store.tasks("p")] == [10]
+    assert store.count_annotation_event("p", 2) == 5
+    store.reset_counter("p")
+    assert store.count_annotation_event("p", 0) == 0
+
+    since = time.time()
+    time.sleep(0.01)
+    store.put_annotation("p", {"id": 13, "data": {}}, {"id": 103})  # delivered while the export ran: kept
+    export = [{"id": 20, "data": {"text": "x"}, "annotations": [{"id": 200}, {"id": 201}], "predictions": [1]}]
+    assert store.replace_tasks("p", export, since=since) == 2
+    assert [(t["id"], [a["id"] for a in t["annotations"]]) for t in store.tasks("p")] == [(13, [103]), (20, [200, 201])]
+    assert "predictions" not in store.tasks("p")[1]
+    assert store.project("p")["synced"] == 1
+
+
+def test_enqueue_claim_finish(open_store: Factory) -> None:
+    store, other = open_store(), open_store()
+    first, deferred = store.claim_or_defer("p", "START_TRAINING", full_export=False)
+    assert not deferred and store.job(first)["state"] == "queued" and store.job(first)["owner"] == store.owner
+    assert other.claim_or_defer("p", "10 annotations", full_export=True) == (first, True)
+    assert store.claim_or_defer("p", "START_TRAINING", full_export=False) == (first, True)  # coalesced
+    job = other.claim(first)
+    assert job is not None and job["state"] == "running" and job["owner"] == other.owner and job["uid"] == "p"
+    assert store.claim(first) is None  # claimed already: a second runner never gets it
+    nxt = other.finish_and_next(first, state="done", version="v1", report={"ok": True})
+    assert nxt is not None and nxt[1] is True  # the follow-up keeps the strongest request (a full export)
+    done = store.job(first)
+    assert (done["state"], done["version"], done["report"]) == ("done", "v1", {"ok": True})
+    assert store.done_since(done["finished"]) == [(first, "p", done["finished"])]
+    assert store.next_queued("p", after=first) == nxt
+    q, _ = store.claim_or_defer("q", "START_TRAINING", full_export=False)
+    oldest = store.claim()  # no id: the oldest queued job of any project
+    assert oldest is not None and oldest["id"] == nxt[0]
+    assert store.claim()["id"] == q and store.claim() is None
+    assert store.finish_and_next(nxt[0], state="failed", error="boom") is None
+    assert [j["state"] for j in store.jobs("p")] == ["failed", "done"]
+
+
+def test_at_most_one_active_job_a_project_is_a_database_rule(open_store: Factory) -> None:
+    store = open_store()
+    store.claim_or_defer("p", "x", full_export=False)
+    # what a buggy or foreign writer would do
+    with pytest.raises(Exception, match=r"(?i)unique"), store._tx() as db:
+        db.execute("INSERT INTO jobs(uid, reason, state, queued) VALUES ('p', 'y', 'running', 0)")
+
+
+def _claim_all(kwargs: dict[str, Any], start: Any, out: Any) -> None:
+    store = ProjectStore(kwargs["data_dir"], database_url=kwargs["database_url"])
+    start.wait(30)
+    mine = []
+    while (job := store.claim()) is not None:
+        mine.append(job["id"])
+    out.put((store.owner, mine))
+
+
+def _submit_many(kwargs: dict[str, Any], uids: list[str], start: Any, out: Any) -> None:
+    store = ProjectStore(kwargs["data_dir"], database_url=kwargs["database_url"])
+    start.wait(30)
+    out.put([store.claim_or_defer(uid, "race", full_export=False) for uid in uids])
+
+
+def _run_processes(target: Callable[..., None], args_each: list[tuple[Any, ...]]) -> list[Any]:
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, start, out)) for args in args_each]
+    for p in procs:
+        p.start()
+    time.sleep(1.0)  # let both import and connect, then release them together
+    start.set()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    return results
+
+
+def test_two_processes_claiming_take_each_job_once(backend: dict[str, Any], open_store: Factory) -> None:
+    store = open_store()
+    ids = [store.claim_or_defer(f"project-{i}", "x", full_export=False)[0] for i in range(60)]
+    results = _run_processes(_claim_all, [(backend,), (backend,)])
+    claimed = [job_id for _, mine in results for job_id in mine]
+    assert sorted(claimed) == sorted(ids)  # every job once: none twice, none lost
+    for owner, mine in results:
+        assert all(store.job(j)["owner"] == owner and store.job(j)["state"] == "running" for j in mine)
+
+
+def test_two_processes_queueing_one_project_make_one_job(backend: dict[str, Any], open_store: Factory) -> None:
+    uids = [f"project-{i}" for i in range(15)]
+    results = _run_processes(_submit_many, [(backend, uids), (backend, uids[::-1])])
+    store = open_store()
+    for uid in uids:
+        jobs = store.jobs(uid)
+        assert len(jobs) == 1 and jobs[0]["state"] == "queued"
+        answers = [a for r in results for a in r if a[0] == jobs[0]["id"]]
+        assert sorted(d for _, d in answers) == [False, True]  # one queued it, the other was deferred
+        assert store.finish_and_next(jobs[0]["id"], state="done") is not None  # the deferred request follows
+
+
+def _claim_then_die(kwargs: dict[str, Any], job_id: int, start: Any, out: Any) -> None:
+    store = ProjectStore(kwargs["data_dir"], database_url=kwargs["database_url"], heartbeat=0.2)
+    start.wait(30)
+    out.put(store.claim(job_id) is not None)
+    time.sleep(0.5)  # a few heartbeats, then the process dies without finishing (as under SIGKILL)
+    os._exit(0)
+
+
+def test_stale_heartbeat_is_interrupted_a_live_job_is_left_alone(backend: dict[str, Any], open_store: Factory) -> None:
+    live = open_store(heartbeat=0.2)
+    dead_job, _ = live.claim_or_defer("dead", "x", full_export=False)
+    assert _run_processes(_claim_then_die, [(backend, dead_job)]) == [True]
+    live_job, _ = live.claim_or_defer("live", "x", full_export=False)
+    assert live.claim(live_job) is not None
+    queued_job, _ = live.claim_or_defer("waiting", "x", full_export=False)  # queued, its owner alive
+    live.claim_or_defer("dead", "follow-up", full_export=True)
+    live.claim_or_defer("live", "follow-up", full_export=True)
+    beat_before = live.job(live_job)["heartbeat"]
+    time.sleep(2.0)
+    assert live.job(live_job)["heartbeat"] > beat_before  # the live store's thread beats while it owns jobs
+
+    starting = open_store()  # a replica starting now
+    assert starting.interrupt_unfinished(stale_after=1.0) == 1
+    dead = starting.job(dead_job)
+    assert dead["state"] == "interrupted" and "heartbeat" in dead["error"] and dead["finished"] is not None
+    assert starting.job(live_job)["state"] == "running" and starting.job(queued_job)["state"] == "queued"
+    assert live.finish_and_next(live_job, state="done") is not None  # its follow-up request survived
+    # the dead job's follow-up went with it; the project takes new jobs again
+    job, deferred = starting.claim_or_defer("dead", "again", full_export=False)
+    assert not deferred and starting.finish_and_next(job, state="done") is None
+    assert starting.interrupt_unfinished(stale_after=1.0) == 0
+
+
+def test_run_job_leaves_a_job_claimed_elsewhere_alone(backend: dict[str, Any], open_store: Factory) -> None:
+    from labelpilot.jobs.training import run_job
+
+    settings = Settings(data_dir=backend["data_dir"], database_url=backend["database_url"])
+    runner = open_store()
+    job_id, _ = runner.claim_or_defer("p", "x", full_export=False)
+    assert runner.claim(job_id) is not None
+    assert run_job(settings, "p", job_id, False, store=open_store()) is None
+    job = runner.job(job_id)
+    assert (job["state"], job["owner"], job["error"]) == ("running", runner.owner, None)
+
+
+def test_sqlite_data_dir_from_before_heartbeats_is_migrated(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "state.sqlite3")
+    db.executescript(
+        "CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, uid TEXT NOT NULL, reason TEXT NOT NULL,"
+        " state TEXT NOT NULL, queued REAL NOT NULL, started REAL, finished REAL, error TEXT, version TEXT,"
+        " progress TEXT, report TEXT, full_export INTEGER NOT NULL DEFAULT 0);"
+        "INSERT INTO jobs(uid, reason, state, queued) VALUES ('p', 'x', 'running', 1.0);"
+    )
+    db.close()
+    store = ProjectStore(tmp_path)
+    assert store.job(1)["heartbeat"] is None  # a job of the old server: no heartbeat, so stale
+    assert ProjectStore(tmp_path).interrupt_unfinished() == 1
+    assert store.claim_or_defer("p", "y", full_export=False) == (2, False)
