@@ -256,3 +256,71 @@ def test_sqlite_data_dir_from_before_heartbeats_is_migrated(tmp_path: Path) -> N
     assert store.job(1)["heartbeat"] is None  # a job of the old server: no heartbeat, so stale
     assert ProjectStore(tmp_path).interrupt_unfinished() == 1
     assert store.claim_or_defer("p", "y", full_export=False) == (2, False)
+
+
+# -- the model registry's index ---------------------------------------------------------------------------
+def _registry(backend: dict[str, Any], root: Path | None = None) -> Any:
+    from labelpilot.registry import Registry
+
+    return Registry(root or backend["data_dir"] / "registry", database_url=backend["database_url"])
+
+
+def _majority(label: str) -> tuple[Any, Any]:
+    from labelpilot.models import base
+    from tests.test_registry import make_bundle
+
+    base._BUILTIN["test-majority"] = "tests.test_registry:MajorityModel"  # also in spawned processes
+    return make_bundle(label)
+
+
+def test_registry_versions_serving_and_metadata(backend: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from labelpilot.models import base
+
+    monkeypatch.setitem(base._BUILTIN, "test-majority", "tests.test_registry:MajorityModel")
+    reg = _registry(backend)
+    assert reg.backend.name == ("postgresql" if backend["database_url"] else "sqlite")
+    bundle, report = _majority("pos")
+    v1 = reg.register("ls-project-1", bundle, report=report)
+    v2 = reg.register("ls-project-1", _majority("neg")[0], promote=False)
+    assert (v1.version, v2.version, reg.serving_version("ls-project-1")) == (1, 2, 1)
+    assert reg.promote("ls-project-1", 2).version == 2 and reg.rollback("ls-project-1").version == 1
+    assert reg.load("ls-project-1")[1].models["label"].label_ == "pos"  # the files are on the model store
+    assert reg.find_tag(v2.tag).version == 2 and reg.find_tag("nope") is None
+    assert reg.list_models() == [{"name": "ls-project-1", "serving": 1, "versions": 2, "created": v1.created}]
+    assert reg.update_report("ls-project-1", 1, {"audit": {"suspects": 3}}).report["audit"] == {"suspects": 3}
+    reg.add_evaluation("ls-project-1", 1, "holdout.csv", {"accuracy": 0.75})
+    assert [e["result"] for e in reg.evaluations("ls-project-1", 1)] == [{"accuracy": 0.75}]
+    assert [h["action"] for h in reg.history("ls-project-1")] == ["register", "promote", "rollback"]
+    assert _registry(backend).get("ls-project-1").tag == v1.tag  # another process's view
+
+
+def _register_many(kwargs: dict[str, Any], n: int, start: Any, out: Any) -> None:
+    reg = _registry(kwargs)
+    start.wait(30)
+    out.put([reg.register("shared", _majority("pos")[0]).version for _ in range(n)])
+
+
+def test_two_processes_registering_one_model_get_distinct_complete_versions(backend: dict[str, Any]) -> None:
+    results = _run_processes(_register_many, [(backend, 4), (backend, 4)])
+    assert sorted(v for r in results for v in r) == list(range(1, 9))
+    reg = _registry(backend)
+    versions = reg.list_versions("shared")
+    assert [mv.version for mv in versions] == list(range(1, 9)) and len({mv.tag for mv in versions}) == 8
+    assert all((mv.path / "bundle.json").exists() for mv in versions)
+    assert reg.get("shared").version == max(max(r) for r in results)
+
+
+def test_cleanup_leaves_a_shared_store_s_writes_in_flight_alone(backend: dict[str, Any]) -> None:
+    reg = _registry(backend)
+    reg.register("demo", _majority("pos")[0])
+    model_dir = next((reg.root / "models").iterdir())
+    for name in (".tmp-young", ".tmp-old", "v7"):
+        (model_dir / name).mkdir()
+    hours_ago = time.time() - 7200
+    os.utime(model_dir / ".tmp-old", (hours_ago, hours_ago))
+    removed = sorted(Path(p).name for p in reg.cleanup())
+    if backend["database_url"]:  # replicas share the store: a young folder may be another's register()
+        assert removed == [".tmp-old"]
+    else:
+        assert removed == [".tmp-old", ".tmp-young", "v7"]
+    assert [mv.version for mv in reg.list_versions("demo")] == [1]

@@ -280,18 +280,11 @@ class ProjectStore:
 
     def claim(self, job_id: int | None = None) -> dict[str, Any] | None:
         """Take a queued job (``job_id``, else the oldest queued one) for this process: 'running', owned and
-        beaten by this store. Atomic on both back ends (one UPDATE; on PostgreSQL its row is picked
-        ``FOR UPDATE SKIP LOCKED``), so of two claimers of one job exactly one gets it. Returns the job, or
+        beaten by this store. Atomic on both back ends (``claim`` in :mod:`labelpilot.jobs.state_sql`), so of
+        two claimers of one job exactly one gets it. Returns the job, or
         None when there is no such queued job (another process claimed it, or it was interrupted)."""
-        now = time.time()
-        pick = "SELECT id FROM jobs WHERE state='queued'" + (" AND id=?" if job_id is not None else "")
-        pick += " ORDER BY id LIMIT 1" + self.backend.claim_suffix
         with self._tx() as db:
-            row = db.execute(
-                f"UPDATE jobs SET state='running', started=?, owner=?, heartbeat=?, progress='claimed' "
-                f"WHERE id=({pick}) AND state='queued' RETURNING *",
-                (now, self.owner, now, *(() if job_id is None else (job_id,))),
-            ).fetchone()
+            row = self.backend.claim(db, job_id, self.owner, time.time())
             out = self._job_dict(row) if row is not None else None
         if out is not None:
             self._ensure_beat()

@@ -5,9 +5,11 @@ SQL both engines accept (``INSERT ... ON CONFLICT``, ``RETURNING``, ``?`` placeh
 :class:`labelpilot.pgdb.ThreadLocalPG` translates), so a second store class would repeat 20 queries to change
 none. What does differ lives here, one class per back end: the schema and its migrations, how a write
 transaction serialises the writers of one project (SQLite's ``BEGIN IMMEDIATE`` already serialises every
-writer; PostgreSQL takes a transaction-level advisory lock keyed by the project), and the job-claim suffix
-(``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has no row locks and needs none, as its claim is a single
-``UPDATE ... WHERE state='queued'`` under the database lock).
+writer; PostgreSQL takes a transaction-level advisory lock keyed by the project), and the job claim: on SQLite
+a single ``UPDATE ... WHERE state='queued'`` under the database lock (SQLite has no row locks and needs none);
+on PostgreSQL a top-level ``SELECT ... FOR UPDATE SKIP LOCKED`` of the row, then its UPDATE. (The one-statement
+form with that SELECT as a sub-select was tried: with two processes claiming, it now and then returned no row
+while queued jobs remained, so a worker would go idle early; tests/test_state_backends.py races two.)
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any, Protocol
 
 from labelpilot.pgdb import ThreadLocalPG
 from labelpilot.sqlitedb import ThreadLocalSQLite
+
+_CLAIM_SET = "UPDATE jobs SET state='running', started=?, owner=?, heartbeat=?, progress='claimed' "
 
 SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -124,8 +128,6 @@ class StateBackend(Protocol):
     """What :class:`~labelpilot.jobs.state.ProjectStore` needs of a back end."""
 
     name: str
-    #: appended to the sub-select that picks the job to claim
-    claim_suffix: str
 
     def _db(self) -> Any: ...
 
@@ -135,12 +137,22 @@ class StateBackend(Protocol):
         """Inside a write transaction: wait until no other writer of ``uid``'s jobs holds it."""
         ...
 
+    def claim(self, db: Any, job_id: int | None, owner: str, now: float) -> Any:
+        """Inside a write transaction: queued job ``job_id`` (else the oldest queued one) made 'running' and
+        ``owner``'s; its row, or None when there is none to take."""
+        ...
+
+
+def _pick(job_id: int | None) -> tuple[str, tuple[Any, ...]]:
+    if job_id is None:
+        return "SELECT id FROM jobs WHERE state='queued' ORDER BY id LIMIT 1", ()
+    return "SELECT id FROM jobs WHERE state='queued' AND id=?", (job_id,)
+
 
 class SQLiteState(ThreadLocalSQLite):
     """``<data dir>/state.sqlite3`` (WAL: the server, in-process trainers and RQ workers on one machine share it)."""
 
     name = "sqlite"
-    claim_suffix = ""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,12 +169,17 @@ class SQLiteState(ThreadLocalSQLite):
     def lock_project(self, db: Any, uid: str) -> None:
         return None  # BEGIN IMMEDIATE: one writer at a time already
 
+    def claim(self, db: Any, job_id: int | None, owner: str, now: float) -> Any:
+        pick, args = _pick(job_id)
+        return db.execute(
+            _CLAIM_SET + f"WHERE id=({pick}) AND state='queued' RETURNING *", (now, owner, now, *args)
+        ).fetchone()
+
 
 class PostgresState(ThreadLocalPG):
     """The ``state`` component's tables on ``LABELPILOT_DATABASE_URL``, migrated by :func:`labelpilot.pgdb.migrate`."""
 
     name = "postgresql"
-    claim_suffix = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str) -> None:
         self._open_pg(url, PG_MIGRATIONS, "state")
@@ -170,6 +187,13 @@ class PostgresState(ThreadLocalPG):
     def lock_project(self, db: Any, uid: str) -> None:
         # READ COMMITTED lets two replicas both see "no active job": serialise the writers of one project
         db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 7))", (f"labelpilot-jobs:{uid}",))
+
+    def claim(self, db: Any, job_id: int | None, owner: str, now: float) -> Any:
+        pick, args = _pick(job_id)
+        row = db.execute(pick + " FOR UPDATE SKIP LOCKED", args).fetchone()  # locked rows: another's claim
+        if row is None:
+            return None
+        return db.execute(_CLAIM_SET + "WHERE id=? RETURNING *", (now, owner, now, row[0])).fetchone()
 
 
 def open_backend(data_dir: Path, database_url: str | None) -> SQLiteState | PostgresState:

@@ -156,7 +156,7 @@ def train_project(
         media=media,
     )
     report.notes = notes + report.notes
-    registry = Registry(settings.data_dir / "registry")
+    registry = Registry.from_settings(settings)
     store.update_job(job_id, report=report.to_dict())  # readable from the job row as soon as the version serves
     mv = registry.register(model_name(uid), bundle, report=report, parent=None, promote=True)
     annotated = sum(1 for t in tasks if isinstance(t, dict) and t.get("annotations"))

@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        registry = Registry(settings.data_dir / "registry")
+        registry = Registry.from_settings(settings)
         removed = registry.cleanup()
         if removed:
             log.warning("removed debris of interrupted model writes: %s", removed)
