@@ -17,6 +17,7 @@ import pytest
 
 from labelpilot.config import Settings
 from labelpilot.jobs.state import ProjectStore
+from tests.conftest import wait_for
 from tests.test_pgdb import ADMIN_URL, _pg_answers
 
 _db_numbers = itertools.count()
@@ -206,7 +207,9 @@ def _claim_then_die(kwargs: dict[str, Any], job_id: int, start: Any, out: Any) -
     os._exit(0)
 
 
-def test_stale_heartbeat_is_interrupted_a_live_job_is_left_alone(backend: dict[str, Any], open_store: Factory) -> None:
+def test_a_dead_process_s_job_is_interrupted_a_live_one_is_left_alone(
+    backend: dict[str, Any], open_store: Factory
+) -> None:
     live = open_store(heartbeat=0.2)
     dead_job, _ = live.claim_or_defer("dead", "x", full_export=False)
     assert _run_processes(_claim_then_die, [(backend, dead_job)]) == [True]
@@ -216,19 +219,47 @@ def test_stale_heartbeat_is_interrupted_a_live_job_is_left_alone(backend: dict[s
     live.claim_or_defer("dead", "follow-up", full_export=True)
     live.claim_or_defer("live", "follow-up", full_export=True)
     beat_before = live.job(live_job)["heartbeat"]
-    time.sleep(2.0)
+    time.sleep(1.0)
     assert live.job(live_job)["heartbeat"] > beat_before  # the live store's thread beats while it owns jobs
 
-    starting = open_store()  # a replica starting now
-    assert starting.interrupt_unfinished(stale_after=1.0) == 1
+    starting = open_store()  # a replica starting now, on the machine of the dead process: no need to wait
+    assert starting.interrupt_unfinished(stale_after=3600) == 1
     dead = starting.job(dead_job)
-    assert dead["state"] == "interrupted" and "heartbeat" in dead["error"] and dead["finished"] is not None
+    assert dead["state"] == "interrupted" and "pid" in dead["error"] and dead["finished"] is not None
     assert starting.job(live_job)["state"] == "running" and starting.job(queued_job)["state"] == "queued"
     assert live.finish_and_next(live_job, state="done") is not None  # its follow-up request survived
     # the dead job's follow-up went with it; the project takes new jobs again
     job, deferred = starting.claim_or_defer("dead", "again", full_export=False)
     assert not deferred and starting.finish_and_next(job, state="done") is None
     assert starting.interrupt_unfinished(stale_after=1.0) == 0
+
+
+def _foreign(store: ProjectStore, uid: str, heartbeat_age: float) -> int:
+    """A running job owned by a process of another machine (its pid cannot be checked from here)."""
+    job_id, _ = store.claim_or_defer(uid, "x", full_export=False)
+    store.update_job(job_id, state="running", owner="elsewhere:0123456789:4242:cafe0000",
+                     heartbeat=time.time() - heartbeat_age)
+    return job_id
+
+
+def test_another_machine_s_job_is_interrupted_once_its_heartbeat_is_stale(open_store: Factory) -> None:
+    store = open_store()
+    silent, recent = _foreign(store, "silent", 120), _foreign(store, "recent", 5)
+    assert store.interrupt_unfinished(stale_after=60) == 1
+    assert store.job(silent)["state"] == "interrupted" and "no heartbeat for 60 s" in store.job(silent)["error"]
+    assert store.job(recent)["state"] == "running"
+
+
+def test_the_sweeper_marks_jobs_that_go_stale_while_the_server_runs(open_store: Factory) -> None:
+    live = open_store(heartbeat=0.1)
+    mine, _ = live.claim_or_defer("mine", "x", full_export=False)
+    live.claim(mine)
+    theirs = _foreign(live, "theirs", 0)  # beating when we start, then its machine goes away
+    sweeper = open_store(heartbeat=0.1)
+    sweeper.start_sweeper(stale_after=0.6)
+    wait_for(lambda: live.job(theirs)["state"] == "interrupted", timeout=10, interval=0.05,
+             what="the sweeper to mark the silent job")
+    assert live.job(mine)["state"] == "running"
 
 
 def test_run_job_leaves_a_job_claimed_elsewhere_alone(backend: dict[str, Any], open_store: Factory) -> None:

@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -30,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from labelpilot.ids import parse_uint
+from labelpilot.jobs.owners import new_owner, owner_gone
 from labelpilot.jobs.state_sql import StateBackend, open_backend
 from labelpilot.netpolicy import origin
 
@@ -95,7 +93,7 @@ class ProjectStore:
         self.path = Path(data_dir) / "state.sqlite3"  # unused on PostgreSQL
         self.backend: StateBackend = open_backend(Path(data_dir), database_url)
         self.heartbeat = heartbeat
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = new_owner()
         self._beat_lock = threading.Lock()
         self._beat_thread: threading.Thread | None = None
         self._closed = threading.Event()
@@ -392,17 +390,44 @@ class ProjectStore:
             thread.join(5)
 
     def interrupt_unfinished(self, stale_after: float = 60.0) -> int:
-        """At start-up (and safe at any time): queued/running jobs whose heartbeat is older than
-        ``stale_after`` seconds, whose process therefore stopped, are marked interrupted, and the follow-up
-        requests left without an active job are dropped. Jobs of live processes are left alone."""
+        """At start-up (and safe at any time): queued/running jobs whose process stopped are marked
+        interrupted: those whose heartbeat is older than ``stale_after`` seconds, and at once those whose
+        owner is a process of this machine that is gone (:mod:`labelpilot.jobs.owners`). Follow-up requests
+        left without an active job are dropped. Jobs of live processes are left alone."""
         now = time.time()
+        active = self._db().execute("SELECT DISTINCT owner FROM jobs WHERE state IN ('queued','running')").fetchall()
+        gone = {r[0]: pid for r in active if (pid := owner_gone(r[0])) is not None}
         with self._tx() as db:
             rows = db.execute(
                 "UPDATE jobs SET state='interrupted', finished=?, error=? WHERE state IN ('queued', 'running') "
                 "AND (heartbeat IS NULL OR heartbeat<?) RETURNING id",
                 (now, f"the process that ran the job stopped (no heartbeat for {stale_after:g} s)", now - stale_after),
             ).fetchall()
+            for owner, pid in gone.items():  # owner=?: a job claimed anew meanwhile is not touched
+                rows += db.execute(
+                    "UPDATE jobs SET state='interrupted', finished=?, error=? WHERE state IN ('queued', 'running') "
+                    "AND owner=? RETURNING id",
+                    (now, f"the process that ran the job (pid {pid}) stopped", owner),
+                ).fetchall()
             db.execute(
                 "DELETE FROM pending WHERE uid NOT IN (SELECT uid FROM jobs WHERE state IN ('queued','running'))"
             )
             return len(rows)
+
+    def start_sweeper(self, stale_after: float) -> threading.Thread:
+        """While the process runs (until :meth:`close`), :meth:`interrupt_unfinished` every
+        ``stale_after / 4`` seconds (at least ``heartbeat``): a job whose worker was killed is marked within
+        about 1.25 x ``stale_after``, not only when some process next starts."""
+        every = max(self.heartbeat, stale_after / 4)
+
+        def sweep() -> None:
+            while not self._closed.wait(every):
+                try:
+                    if n := self.interrupt_unfinished(stale_after):
+                        log.warning("%d job(s) of stopped processes marked interrupted", n)
+                except Exception:  # the database restarting: sweep again later
+                    log.exception("sweeping stale jobs failed")
+
+        thread = threading.Thread(target=sweep, name="labelpilot-job-sweeper", daemon=True)
+        thread.start()
+        return thread

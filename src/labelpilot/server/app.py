@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         interrupted = store.interrupt_unfinished(settings.job_stale_after)
         if interrupted:
             log.warning("%d training job(s) were interrupted by the last shutdown", interrupted)
+        store.start_sweeper(settings.job_stale_after)  # jobs of processes that stop later (other replicas)
         predictor = Predictor(registry, media_for=lambda uid: media_fetcher(store.project(uid) if uid else None,
                                                                             settings))
 
@@ -147,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             runner.shutdown()
             app.state.lanes.shutdown()
+            store.close()
 
     app = FastAPI(title="labelpilot", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
