@@ -355,3 +355,45 @@ def test_cleanup_leaves_a_shared_store_s_writes_in_flight_alone(backend: dict[st
     else:
         assert removed == [".tmp-old", ".tmp-young", "v7"]
     assert [mv.version for mv in reg.list_versions("demo")] == [1]
+
+
+# -- two real API processes on one PostgreSQL database ----------------------------------------------------
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_two_servers_on_one_database_share_projects_jobs_and_versions(
+    backend: dict[str, Any], start_server: Any, fake_ls: Any
+) -> None:
+    pytest.importorskip("labelpilot.models.text_linear", reason="the text-linear family is not built yet")
+    from tests.conftest import sentiment_tasks
+    from tests.test_training_server import PROJECT, UID, big_tasks, setup
+
+    fake_ls.tokens.add("Token setup-token")
+    fake_ls.tasks[3] = sentiment_tasks()
+    env = {"LABELPILOT_DATABASE_URL": backend["database_url"], "LABELPILOT_RETRAIN_EVERY": "0"}
+    shared = backend["data_dir"] / "shared"  # the model store both mount
+    a = start_server(shared, **env)
+    b = start_server(shared, **env)
+    assert not (shared / "state.sqlite3").exists() and not (shared / "registry" / "registry.sqlite3").exists()
+    with a.client() as ca, b.client() as cb:
+        setup(ca, fake_ls.url)  # only A is told about the project
+        assert cb.get("/training", params={"project": UID}).status_code == 200  # B knows it from the database
+        assert cb.post("/webhook", json={"action": "START_TRAINING", "project": PROJECT}).status_code == 201
+
+        def done_on_a() -> dict[str, Any] | None:
+            jobs = ca.get("/training", params={"project": UID}).json()["jobs"]
+            return jobs[0] if jobs and jobs[0]["state"] in ("done", "failed", "interrupted") else None
+
+        job = wait_for(done_on_a, timeout=180, what="B's job, seen from A, to end")
+        assert job["state"] == "done" and job["version"], job
+        # A lists the version B's trainer registered (shared index and model store)
+        assert ca.get("/versions", params={"project": UID}).json()["versions"] == [job["version"]]
+
+        # a replica starting while B trains leaves B's job alone (it used to mark every unfinished job)
+        fake_ls.tasks[3] = big_tasks(20000, seed=3)
+        assert cb.post("/webhook", json={"action": "START_TRAINING", "project": PROJECT}).status_code == 201
+        wait_for(lambda: cb.get("/training", params={"project": UID}).json()["jobs"][0]["state"] == "running",
+                 what="B's second job to run")
+        start_server(shared, **env)  # healthy: its start-up interrupt_unfinished has run
+        state = cb.get("/training", params={"project": UID}).json()["jobs"][0]["state"]
+        assert state == "running", f"B's job ended ({state}) before the replica started: the check proves nothing"
+        second = wait_for(done_on_a, timeout=300, what="B's second job to end")
+        assert second["id"] != job["id"] and second["state"] == "done", second
