@@ -250,6 +250,27 @@ def test_another_machine_s_job_is_interrupted_once_its_heartbeat_is_stale(open_s
     assert store.job(recent)["state"] == "running"
 
 
+def test_a_job_handed_to_a_queue_lives_while_someone_beats_it(backend: dict[str, Any], open_store: Factory) -> None:
+    store = open_store()
+    dead_job, _ = store.claim_or_defer("follow-up", "x", full_export=False)
+    assert _run_processes(_queue_hand_over_and_die, [(backend, dead_job)]) == [True]
+    assert store.interrupt_unfinished(stale_after=60) == 0  # its queuer is gone, the queue is not
+    assert store.beat("rq:labelpilot-train") == 1
+    store.update_job(dead_job, heartbeat=time.time() - 120)  # no server beat it for two minutes
+    assert store.interrupt_unfinished(stale_after=60) == 1
+    assert store.hand_over(dead_job, "rq:labelpilot-train") is False  # not queued any more
+
+
+def _queue_hand_over_and_die(kwargs: dict[str, Any], job_id: int, start: Any, out: Any) -> None:
+    """What an RQ work-horse does with a follow-up: queue it and hand it to Redis, then exit."""
+    store = ProjectStore(kwargs["data_dir"], database_url=kwargs["database_url"])
+    start.wait(30)
+    out.put(store.hand_over(job_id, "rq:labelpilot-train"))
+    out.close()
+    out.join_thread()  # the answer is sent before the abrupt exit
+    os._exit(0)
+
+
 def test_the_sweeper_marks_jobs_that_go_stale_while_the_server_runs(open_store: Factory) -> None:
     live = open_store(heartbeat=0.1)
     mine, _ = live.claim_or_defer("mine", "x", full_export=False)

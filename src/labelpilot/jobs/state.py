@@ -346,13 +346,23 @@ class ProjectStore:
         return out
 
     # -- heartbeats ---------------------------------------------------------------------------------
-    def beat(self) -> int:
-        """Refresh the heartbeat of the queued/running jobs this store owns; returns how many."""
+    def beat(self, owner: str | None = None) -> int:
+        """Refresh the heartbeat of the queued/running jobs this store (or ``owner``) owns; returns how many."""
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE jobs SET heartbeat=? WHERE owner=? AND state IN ('queued','running')", (time.time(), self.owner)
+                "UPDATE jobs SET heartbeat=? WHERE owner=? AND state IN ('queued','running')",
+                (time.time(), owner or self.owner),
             )
             return int(cur.rowcount)
+
+    def hand_over(self, job_id: int, owner: str) -> bool:
+        """Give a queued job to ``owner`` (e.g. a durable queue: ``"rq:<queue>"``, which no process-liveness
+        check applies to; whoever keeps it alive beats it with ``beat(owner)``). False: it is not queued."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET owner=?, heartbeat=? WHERE id=? AND state='queued'", (owner, time.time(), job_id)
+            )
+            return int(cur.rowcount) == 1
 
     def _ensure_beat(self) -> None:
         with self._beat_lock:
