@@ -1,8 +1,9 @@
 """PostgreSQL plumbing for shared state (issue 14): connect, numbered migrations, and per-thread connections.
 
 Used by :class:`labelpilot.jobs.state.ProjectStore` and :class:`labelpilot.registry.Registry` when
-``LABELPILOT_DATABASE_URL`` is set (SQLite, :mod:`labelpilot.sqlitedb`, otherwise). Plain SQL through psycopg 3, not an ORM: the stores' queries are few
-and written once, in the SQL both SQLite and PostgreSQL accept; :class:`ThreadLocalPG` mirrors
+``LABELPILOT_DATABASE_URL`` is set (SQLite, :mod:`labelpilot.sqlitedb`, otherwise). Plain SQL through
+psycopg 3, not an ORM: the stores' queries are few and written once, in the SQL both SQLite and PostgreSQL
+accept; :class:`ThreadLocalPG` mirrors
 :class:`labelpilot.sqlitedb.ThreadLocalSQLite` (``_db()`` to read, ``_tx()`` to write) and translates the
 ``?`` placeholders to psycopg's ``%s``, with rows readable by position and by column name like ``sqlite3.Row``.
 
