@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -33,10 +34,13 @@ def test_one_job_per_project_later_requests_coalesce(tmp_path) -> None:
 
 
 def test_interrupted_jobs_are_marked_at_start(tmp_path) -> None:
+    """Only a dead process's jobs (stale heartbeat) are marked; both back ends: tests/test_state_backends.py."""
     store = ProjectStore(tmp_path)
     job, _ = store.claim_or_defer("p", "x", full_export=False)
-    store.update_job(job, state="running")
-    assert ProjectStore(tmp_path).interrupt_unfinished() == 1
+    assert store.claim(job) is not None
+    assert ProjectStore(tmp_path).interrupt_unfinished(stale_after=60) == 0  # its process is alive
+    store.update_job(job, heartbeat=time.time() - 120)  # as if its process had stopped two minutes ago
+    assert ProjectStore(tmp_path).interrupt_unfinished(stale_after=60) == 1
     assert store.job(job)["state"] == "interrupted"
 
 

@@ -128,9 +128,11 @@ def studio(
 
 
 def _registry(data_dir: Path):
+    from labelpilot.config import Settings  # lazy: CLI start-up
     from labelpilot.registry import Registry  # lazy: CLI start-up
 
-    return Registry(data_dir / "registry")
+    # the index is on PostgreSQL when LABELPILOT_DATABASE_URL is set (the serving deployment's registry)
+    return Registry(data_dir / "registry", database_url=Settings().database_url)
 
 
 @models_app.command("list")

@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     redis_url: str | None = None  # jobs go to RQ on this Redis when set; in-process otherwise
     train_timeout: float = 3600.0
 
+    # Shared state (issue 14): projects, webhook copies and jobs on PostgreSQL when set (postgresql://...);
+    # SQLite in the data dir otherwise. Every API replica and worker of one deployment sets the same URL.
+    database_url: str | None = None
+    job_heartbeat: float = Field(5.0, gt=0)  # seconds between heartbeats of the jobs a process owns
+    #: a queued/running job whose heartbeat is older than this is taken for dead (its process stopped) and is
+    #: marked interrupted at start-up; live processes' jobs are left alone
+    job_stale_after: float = Field(60.0, gt=0)
+
     # Label Studio access (win over what /setup sends).
     label_studio_url: str | None = Field(
         None, validation_alias=AliasChoices("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST", "label_studio_url")
@@ -93,6 +101,15 @@ class Settings(BaseSettings):
     @classmethod
     def _schedule(cls, v: str) -> str:
         return ",".join(map(str, parse_schedule(v)))
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        if not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("database_url: expected a postgresql://user@host:port/dbname URL")
+        return v
 
     @property
     def schedule(self) -> tuple[int, ...]:

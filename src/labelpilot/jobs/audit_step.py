@@ -95,7 +95,7 @@ def run_audit(
     it to Label Studio when ``client`` is given. Returns the updated version."""
     say = progress or (lambda _m: None)
     extra = project.get("extra_params") or {}
-    registry = Registry(settings.data_dir / "registry")
+    registry = Registry.from_settings(settings)
     t0 = time.perf_counter()
     notes: list[str] = []
     try:

@@ -129,10 +129,11 @@ def rq_train(settings_values: dict[str, Any], uid: str, job_id: int, full_export
     from labelpilot.jobs.training import run_job
 
     settings = Settings(**settings_values)
-    nxt = run_job(settings, uid, job_id, full_export)
+    store = ProjectStore.from_settings(settings)
+    nxt = run_job(settings, uid, job_id, full_export, store=store)
     if nxt is not None:
-        RQRunner(settings, ProjectStore(settings.data_dir)).enqueue(uid, *nxt)
-    job = ProjectStore(settings.data_dir).job(job_id) or {}
+        RQRunner(settings, store).enqueue(uid, *nxt)
+    job = store.job(job_id) or {}
     return job.get("version")
 
 
@@ -145,6 +146,9 @@ class RQRunner:
     """
 
     queue_name = "labelpilot-train"
+    #: owner of the queued jobs handed to Redis: the servers' watcher threads beat them (a follow-up queued
+    #: by an RQ work-horse, which exits after its job, would otherwise look like a dead process's job)
+    owner = f"rq:{queue_name}"
 
     def __init__(self, settings: Settings, store: ProjectStore, on_done: OnDone | None = None, *,
                  poll: float = 1.0) -> None:
@@ -167,6 +171,7 @@ class RQRunner:
         seen: set[int] = set()  # jobs finished at the watermark itself, already announced
         while not self._stop.wait(poll):
             try:
+                self.store.beat(self.owner)
                 done = self.store.done_since(since)
             except Exception:  # a locked or vanished database: try again at the next poll
                 log.exception("watching finished RQ jobs failed")
@@ -189,6 +194,7 @@ class RQRunner:
         return job_id, deferred
 
     def enqueue(self, uid: str, job_id: int, full_export: bool) -> None:
+        self.store.hand_over(job_id, self.owner)
         self.queue.enqueue(
             rq_train,
             self.settings.model_dump(mode="json"),

@@ -1,71 +1,40 @@
 """What the backend remembers about Label Studio projects: connection, annotations, training jobs.
 
-SQLite in the data dir (WAL, so the server, in-process trainers and RQ workers share it). Projects are
-keyed by Label Studio's project string ``"<id>.<created timestamp>"``, never by the id alone: a fresh
-Label Studio numbers projects from 1 again.
+SQLite in the data dir (WAL, so the server, in-process trainers and RQ workers on one machine share it), or
+PostgreSQL when ``LABELPILOT_DATABASE_URL`` is set (many replicas and workers): the back ends differ only in
+:mod:`labelpilot.jobs.state_sql`. Projects are keyed by Label Studio's project string
+``"<id>.<created timestamp>"``, never by the id alone: a fresh Label Studio numbers projects from 1 again.
+
+Jobs: at most one queued or running job a project (a unique index backs it), later requests coalesce in
+``pending``. A runner must :meth:`ProjectStore.claim` a queued job before it runs it: the claim is atomic, so
+two processes handed the same job never both run it. Every store beats the heartbeat of the active jobs it
+owns (a thread, every ``heartbeat`` seconds, while it owns any); :meth:`ProjectStore.interrupt_unfinished`
+marks only the jobs whose heartbeat is stale, i.e. whose process is gone.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import sqlite3
+import logging
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from labelpilot.ids import parse_uint
+from labelpilot.jobs.owners import new_owner, owner_gone
+from labelpilot.jobs.state_sql import StateBackend, open_backend
 from labelpilot.netpolicy import origin
-from labelpilot.sqlitedb import ThreadLocalSQLite
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS projects (
-    uid TEXT PRIMARY KEY,
-    label_config TEXT,
-    hostname TEXT,
-    access_token TEXT,
-    extra_params TEXT,
-    authed INTEGER NOT NULL DEFAULT 0,
-    since_train INTEGER NOT NULL DEFAULT 0,
-    synced INTEGER NOT NULL DEFAULT 0,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS annotations (
-    uid TEXT NOT NULL,
-    task_id INTEGER NOT NULL,
-    annotation_id INTEGER NOT NULL,
-    task TEXT NOT NULL,
-    annotation TEXT NOT NULL,
-    updated REAL NOT NULL,
-    PRIMARY KEY (uid, annotation_id)
-);
-CREATE INDEX IF NOT EXISTS annotations_task ON annotations(uid, task_id);
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    uid TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    state TEXT NOT NULL,
-    queued REAL NOT NULL,
-    started REAL,
-    finished REAL,
-    error TEXT,
-    version TEXT,
-    progress TEXT,
-    report TEXT,
-    full_export INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_uid ON jobs(uid, id);
-CREATE TABLE IF NOT EXISTS pending (
-    uid TEXT PRIMARY KEY,
-    reason TEXT NOT NULL,
-    full_export INTEGER NOT NULL
-);
-"""
+if TYPE_CHECKING:
+    from labelpilot.config import Settings
+
+log = logging.getLogger("labelpilot.jobs")
 
 ACTIVE = ("queued", "running")
 
@@ -108,13 +77,39 @@ def export_shape(rows: Iterable[tuple[int, dict[str, Any], dict[str, Any]]]) -> 
     return list(by_task.values())
 
 
-class ProjectStore(ThreadLocalSQLite):
-    def __init__(self, data_dir: Path | str) -> None:
-        self.path = Path(data_dir) / "state.sqlite3"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._open_sqlite(self.path, _SCHEMA)
-        with contextlib.suppress(OSError):
-            os.chmod(self.path, 0o600)  # holds Label Studio tokens
+_UPSERT_PROJECT = "INSERT INTO projects(uid, updated) VALUES (?, ?) ON CONFLICT (uid) DO NOTHING"
+_PUT_ANNOTATION = (
+    "INSERT INTO annotations VALUES (?,?,?,?,?,?) ON CONFLICT (uid, annotation_id) DO UPDATE SET "
+    "task_id=excluded.task_id, task=excluded.task, annotation=excluded.annotation, updated=excluded.updated"
+)
+_QUEUE_JOB = (
+    "INSERT INTO jobs(uid, reason, state, queued, full_export, owner, heartbeat) "
+    "VALUES (?, ?, 'queued', ?, ?, ?, ?) RETURNING id"
+)
+
+
+class ProjectStore:
+    def __init__(self, data_dir: Path | str, *, database_url: str | None = None, heartbeat: float = 5.0) -> None:
+        self.path = Path(data_dir) / "state.sqlite3"  # unused on PostgreSQL
+        self.backend: StateBackend = open_backend(Path(data_dir), database_url)
+        self.heartbeat = heartbeat
+        self.owner = new_owner()
+        self._beat_lock = threading.Lock()
+        self._beat_thread: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProjectStore:
+        """The store a process of this deployment uses: PostgreSQL when ``database_url`` is set."""
+        return cls(settings.data_dir, database_url=settings.database_url, heartbeat=settings.job_heartbeat)
+
+    def _db(self) -> Any:
+        return self.backend._db()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        with self.backend._tx() as db:
+            yield db
 
     # -- projects ---------------------------------------------------------------------------------
     def upsert_project(
@@ -135,7 +130,7 @@ class ProjectStore(ThreadLocalSQLite):
         now = time.time()
         dropped = False
         with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO projects(uid, updated) VALUES (?, ?)", (uid, now))
+            db.execute(_UPSERT_PROJECT, (uid, now))
             sets, args = ["updated=?"], [now]
             if hostname and not access_token:
                 old = db.execute("SELECT hostname, access_token FROM projects WHERE uid=?", (uid,)).fetchone()
@@ -167,7 +162,7 @@ class ProjectStore(ThreadLocalSQLite):
 
     def count_annotation_event(self, uid: str, n: int = 1) -> int:
         with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO projects(uid, updated) VALUES (?, ?)", (uid, time.time()))
+            db.execute(_UPSERT_PROJECT, (uid, time.time()))
             db.execute("UPDATE projects SET since_train=since_train+? WHERE uid=?", (n, uid))
             return db.execute("SELECT since_train FROM projects WHERE uid=?", (uid,)).fetchone()[0]
 
@@ -188,10 +183,10 @@ class ProjectStore(ThreadLocalSQLite):
         rows = (row for task, ann in put if (row := _annotation_row(uid, task, ann, now)) is not None)
         with self._tx() as db:
             if put:
-                db.executemany("INSERT OR REPLACE INTO annotations VALUES (?,?,?,?,?,?)", rows)
+                db.executemany(_PUT_ANNOTATION, rows)
             if delete:
                 db.executemany("DELETE FROM annotations WHERE uid=? AND annotation_id=?", [(uid, i) for i in delete])
-            db.execute("INSERT OR IGNORE INTO projects(uid, updated) VALUES (?, ?)", (uid, now))
+            db.execute(_UPSERT_PROJECT, (uid, now))
             db.execute("UPDATE projects SET since_train=since_train+? WHERE uid=?", (count, uid))
             return db.execute("SELECT since_train FROM projects WHERE uid=?", (uid,)).fetchone()[0]
 
@@ -205,7 +200,7 @@ class ProjectStore(ThreadLocalSQLite):
             return
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO annotations VALUES (?,?,?,?,?,?)",
+                _PUT_ANNOTATION,
                 (
                     uid,
                     int(task["id"]),
@@ -242,7 +237,7 @@ class ProjectStore(ThreadLocalSQLite):
                     if ann.get("id") is None or task.get("id") is None:
                         continue
                     db.execute(
-                        "INSERT OR IGNORE INTO annotations VALUES (?,?,?,?,?,?)",
+                        "INSERT INTO annotations VALUES (?,?,?,?,?,?) ON CONFLICT (uid, annotation_id) DO NOTHING",
                         (uid, int(task["id"]), int(ann["id"]), json.dumps(task_only, ensure_ascii=False),
                          json.dumps(ann, ensure_ascii=False), now),
                     )
@@ -260,41 +255,58 @@ class ProjectStore(ThreadLocalSQLite):
     # -- jobs ---------------------------------------------------------------------------------------
     def claim_or_defer(self, uid: str, reason: str, full_export: bool) -> tuple[int, bool]:
         """Queue a training job for ``uid``, or, when one is already queued or running, remember that
-        another run is wanted after it (later requests coalesce into one). Returns (job id, deferred)."""
+        another run is wanted after it (later requests coalesce into one). Returns (job id, deferred).
+        The queued job is this store's (it beats its heartbeat) until a runner claims it."""
+        now = time.time()
         with self._tx() as db:
+            self.backend.lock_project(db, uid)
             row = db.execute(
                 "SELECT id FROM jobs WHERE uid=? AND state IN ('queued','running') ORDER BY id DESC LIMIT 1", (uid,)
             ).fetchone()
             if row is not None:
                 prev = db.execute("SELECT full_export FROM pending WHERE uid=?", (uid,)).fetchone()
                 full = bool(full_export or (prev and prev[0]))
-                db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?)", (uid, reason, int(full)))
+                db.execute(
+                    "INSERT INTO pending VALUES (?, ?, ?) ON CONFLICT (uid) DO UPDATE SET "
+                    "reason=excluded.reason, full_export=excluded.full_export",
+                    (uid, reason, int(full)),
+                )
                 return int(row[0]), True
-            cur = db.execute(
-                "INSERT INTO jobs(uid, reason, state, queued, full_export) VALUES (?, ?, 'queued', ?, ?)",
-                (uid, reason, time.time(), int(full_export)),
-            )
-            return int(cur.lastrowid), False
+            job_id = int(db.execute(_QUEUE_JOB, (uid, reason, now, int(full_export), self.owner, now)).fetchone()[0])
+        self._ensure_beat()
+        return job_id, False
+
+    def claim(self, job_id: int | None = None) -> dict[str, Any] | None:
+        """Take a queued job (``job_id``, else the oldest queued one) for this process: 'running', owned and
+        beaten by this store. Atomic on both back ends (``claim`` in :mod:`labelpilot.jobs.state_sql`), so of
+        two claimers of one job exactly one gets it. Returns the job, or
+        None when there is no such queued job (another process claimed it, or it was interrupted)."""
+        with self._tx() as db:
+            row = self.backend.claim(db, job_id, self.owner, time.time())
+            out = self._job_dict(row) if row is not None else None
+        if out is not None:
+            self._ensure_beat()
+        return out
 
     def finish_and_next(self, job_id: int, **fields: Any) -> tuple[int, bool] | None:
-        """Record the end of a job; when another run was requested meanwhile, queue it and return
-        (its id, full_export)."""
+        """Record the end of a job; when another run was requested meanwhile, queue it (owned by this store)
+        and return (its id, full_export)."""
         fields.setdefault("finished", time.time())
         if "report" in fields and not isinstance(fields["report"], str | None):
             fields["report"] = json.dumps(fields["report"], ensure_ascii=False)
         cols = ", ".join(f"{k}=?" for k in fields)
         with self._tx() as db:
-            db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
             uid = db.execute("SELECT uid FROM jobs WHERE id=?", (job_id,)).fetchone()[0]
+            self.backend.lock_project(db, uid)
+            db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
             row = db.execute("SELECT reason, full_export FROM pending WHERE uid=?", (uid,)).fetchone()
             if row is None:
                 return None
             db.execute("DELETE FROM pending WHERE uid=?", (uid,))
-            cur = db.execute(
-                "INSERT INTO jobs(uid, reason, state, queued, full_export) VALUES (?, ?, 'queued', ?, ?)",
-                (uid, row[0], time.time(), int(row[1])),
-            )
-            return int(cur.lastrowid), bool(row[1])
+            now = time.time()
+            nxt = int(db.execute(_QUEUE_JOB, (uid, row[0], now, int(row[1]), self.owner, now)).fetchone()[0])
+        self._ensure_beat()
+        return nxt, bool(row[1])
 
     def next_queued(self, uid: str, *, after: int) -> tuple[int, bool] | None:
         row = self._db().execute(
@@ -328,18 +340,104 @@ class ProjectStore(ThreadLocalSQLite):
         return [(int(r[0]), str(r[1]), float(r[2])) for r in rows]
 
     @staticmethod
-    def _job_dict(row: sqlite3.Row) -> dict[str, Any]:
+    def _job_dict(row: Any) -> dict[str, Any]:
         out = dict(row)
         out["report"] = json.loads(out["report"]) if out["report"] else None
         return out
 
-    def interrupt_unfinished(self) -> int:
-        """At start-up: jobs a dead process left queued/running are marked interrupted."""
+    # -- heartbeats ---------------------------------------------------------------------------------
+    def beat(self, owner: str | None = None) -> int:
+        """Refresh the heartbeat of the queued/running jobs this store (or ``owner``) owns; returns how many."""
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE jobs SET state='interrupted', finished=?, error='the server stopped before the job ended' "
-                "WHERE state IN ('queued', 'running')",
-                (time.time(),),
+                "UPDATE jobs SET heartbeat=? WHERE owner=? AND state IN ('queued','running')",
+                (time.time(), owner or self.owner),
             )
-            db.execute("DELETE FROM pending")
-            return cur.rowcount
+            return int(cur.rowcount)
+
+    def hand_over(self, job_id: int, owner: str) -> bool:
+        """Give a queued job to ``owner`` (e.g. a durable queue: ``"rq:<queue>"``, which no process-liveness
+        check applies to; whoever keeps it alive beats it with ``beat(owner)``). False: it is not queued."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET owner=?, heartbeat=? WHERE id=? AND state='queued'", (owner, time.time(), job_id)
+            )
+            return int(cur.rowcount) == 1
+
+    def _ensure_beat(self) -> None:
+        with self._beat_lock:
+            if self._closed.is_set():
+                return
+            if self._beat_thread is None or not self._beat_thread.is_alive():  # (threads do not survive a fork)
+                self._beat_thread = threading.Thread(target=self._beat_loop, name="labelpilot-job-heartbeat",
+                                                     daemon=True)
+                self._beat_thread.start()
+
+    def _beat_loop(self) -> None:
+        """Beat every ``heartbeat`` seconds while this store owns an active job, then end (the next claim
+        starts a new thread; the lock makes "owns none, so end" and a new claim's start exclusive)."""
+        failing = False
+        while not self._closed.wait(self.heartbeat):
+            with self._beat_lock:
+                try:
+                    owned = self.beat()
+                except Exception:  # a database restart: a later beat may pass (staleness is a minute)
+                    if not failing:
+                        log.exception("job heartbeat failed (retrying quietly)")
+                    failing = True
+                    continue
+                failing = False
+                if owned == 0:
+                    self._beat_thread = None
+                    return
+
+    def close(self) -> None:
+        """Stop beating (the jobs this store owns then go stale, as if its process had stopped)."""
+        self._closed.set()
+        with self._beat_lock:
+            thread = self._beat_thread
+        if thread is not None:
+            thread.join(5)
+
+    def interrupt_unfinished(self, stale_after: float = 60.0) -> int:
+        """At start-up (and safe at any time): queued/running jobs whose process stopped are marked
+        interrupted: those whose heartbeat is older than ``stale_after`` seconds, and at once those whose
+        owner is a process of this machine that is gone (:mod:`labelpilot.jobs.owners`). Follow-up requests
+        left without an active job are dropped. Jobs of live processes are left alone."""
+        now = time.time()
+        active = self._db().execute("SELECT DISTINCT owner FROM jobs WHERE state IN ('queued','running')").fetchall()
+        gone = {r[0]: pid for r in active if (pid := owner_gone(r[0])) is not None}
+        with self._tx() as db:
+            rows = db.execute(
+                "UPDATE jobs SET state='interrupted', finished=?, error=? WHERE state IN ('queued', 'running') "
+                "AND (heartbeat IS NULL OR heartbeat<?) RETURNING id",
+                (now, f"the process that ran the job stopped (no heartbeat for {stale_after:g} s)", now - stale_after),
+            ).fetchall()
+            for owner, pid in gone.items():  # owner=?: a job claimed anew meanwhile is not touched
+                rows += db.execute(
+                    "UPDATE jobs SET state='interrupted', finished=?, error=? WHERE state IN ('queued', 'running') "
+                    "AND owner=? RETURNING id",
+                    (now, f"the process that ran the job (pid {pid}) stopped", owner),
+                ).fetchall()
+            db.execute(
+                "DELETE FROM pending WHERE uid NOT IN (SELECT uid FROM jobs WHERE state IN ('queued','running'))"
+            )
+            return len(rows)
+
+    def start_sweeper(self, stale_after: float) -> threading.Thread:
+        """While the process runs (until :meth:`close`), :meth:`interrupt_unfinished` every
+        ``stale_after / 4`` seconds (at least ``heartbeat``): a job whose worker was killed is marked within
+        about 1.25 x ``stale_after``, not only when some process next starts."""
+        every = max(self.heartbeat, stale_after / 4)
+
+        def sweep() -> None:
+            while not self._closed.wait(every):
+                try:
+                    if n := self.interrupt_unfinished(stale_after):
+                        log.warning("%d job(s) of stopped processes marked interrupted", n)
+                except Exception:  # the database restarting: sweep again later
+                    log.exception("sweeping stale jobs failed")
+
+        thread = threading.Thread(target=sweep, name="labelpilot-job-sweeper", daemon=True)
+        thread.start()
+        return thread

@@ -133,11 +133,11 @@ def train_bundle(
 def train_project(
     settings: Settings, uid: str, job_id: int, *, full_export: bool, store: ProjectStore | None = None
 ) -> ModelVersion:
-    store = store or ProjectStore(settings.data_dir)
+    store = store or ProjectStore.from_settings(settings)
     project = store.project(uid)
     if project is None or not project.get("label_config"):
         raise TrainingError(f"project {uid} is unknown: Label Studio has not called /setup or sent its config")
-    store.update_job(job_id, state="running", started=time.time(), progress="fetching annotations")
+    store.update_job(job_id, progress="fetching annotations")
     tasks, notes = fetch_tasks(store, uid, settings, full_export=full_export)
     store.update_job(job_id, progress=f"training on {len(tasks)} annotated tasks")
 
@@ -156,7 +156,7 @@ def train_project(
         media=media,
     )
     report.notes = notes + report.notes
-    registry = Registry(settings.data_dir / "registry")
+    registry = Registry.from_settings(settings)
     store.update_job(job_id, report=report.to_dict())  # readable from the job row as soon as the version serves
     mv = registry.register(model_name(uid), bundle, report=report, parent=None, promote=True)
     annotated = sum(1 for t in tasks if isinstance(t, dict) and t.get("annotations"))
@@ -178,11 +178,15 @@ def _client_or_none(project: dict[str, Any], settings: Settings) -> LabelStudioC
 def run_job(
     settings: Settings, uid: str, job_id: int, full_export: bool, *, store: ProjectStore | None = None
 ) -> tuple[int, bool] | None:
-    """Run one job to its end and record the outcome (never leaves it 'running').
+    """Claim the queued job, run it to its end and record the outcome (never leaves it 'running').
 
-    Returns the follow-up job (id, full_export) when more training was requested meanwhile.
+    Returns the follow-up job (id, full_export) when more training was requested meanwhile. A job that is
+    not queued any more (another process claimed it, or it was interrupted) is left alone: None.
     """
-    store = store or ProjectStore(settings.data_dir)
+    store = store or ProjectStore.from_settings(settings)
+    if store.claim(job_id) is None:
+        log.warning("job %s of %s is not queued any more: another runner has it, or it was interrupted", job_id, uid)
+        return None
     try:
         mv = train_project(settings, uid, job_id, full_export=full_export, store=store)
     except LabelpilotError as exc:

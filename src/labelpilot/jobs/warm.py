@@ -61,8 +61,8 @@ class CachedProjectStore(ProjectStore):
     call (by ``updated`` and stored length); rows deleted meanwhile are dropped. The warm trainer keeps one
     for its lifetime."""
 
-    def __init__(self, data_dir: Any) -> None:
-        super().__init__(data_dir)
+    def __init__(self, data_dir: Any, **backend: Any) -> None:
+        super().__init__(data_dir, **backend)
         # annotation id -> ((updated, stored length), task id, task, annotation)
         self._copies: dict[str, dict[int, tuple[tuple[float, int], int, dict[str, Any], dict[str, Any]]]] = {}
 
@@ -125,7 +125,7 @@ def child_main(conn: Connection, settings_values: dict[str, Any], parent_pid: in
     if not conn.poll(PRELOAD_DELAY):  # let the server start and answer its first requests undisturbed
         preload(conn.poll)
     settings = Settings(**settings_values)
-    store = CachedProjectStore(settings.data_dir)
+    store = CachedProjectStore.from_settings(settings)
     conn.send(("ready", time.perf_counter() - t0))
     while True:
         try:

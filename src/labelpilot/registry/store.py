@@ -1,5 +1,9 @@
 """The model repository: versions, metrics and the serving pointer, in SQLite plus one folder a version.
 
+The index is on PostgreSQL instead when ``LABELPILOT_DATABASE_URL`` is set (:meth:`Registry.from_settings`;
+the back ends differ only in :mod:`labelpilot.registry.store_sql`); the folders then live on a path every
+replica and worker mounts (the data dir's ``registry/``), and rows name them relative to it.
+
 Writes are atomic: a bundle is saved into a temporary folder, every file is fsynced, then the folder is
 renamed to ``v<N>`` and only then is the version row committed. A crash at any point leaves either a
 complete, registered version or debris that :meth:`Registry.cleanup` removes at start-up; a reader can
@@ -13,55 +17,22 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labelpilot.data.types import FitReport
 from labelpilot.errors import InputError, NotFoundError
 from labelpilot.ids import parse_uint
 from labelpilot.models.bundle import Bundle
-from labelpilot.sqlitedb import ThreadLocalSQLite
+from labelpilot.registry.store_sql import RegistryBackend, open_backend
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS models (
-    name TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    serving INTEGER,
-    meta TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS versions (
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    tag TEXT NOT NULL,
-    created REAL NOT NULL,
-    families TEXT NOT NULL,
-    n_examples INTEGER NOT NULL,
-    labels TEXT NOT NULL,
-    metrics TEXT NOT NULL,
-    report TEXT NOT NULL,
-    parent TEXT,
-    path TEXT NOT NULL,
-    PRIMARY KEY (name, version)
-);
-CREATE TABLE IF NOT EXISTS evaluations (
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    at REAL NOT NULL,
-    data TEXT NOT NULL,
-    result TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS history (
-    name TEXT NOT NULL,
-    at REAL NOT NULL,
-    action TEXT NOT NULL,
-    from_version INTEGER,
-    to_version INTEGER
-);
-"""
+if TYPE_CHECKING:
+    from labelpilot.config import Settings
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -124,15 +95,30 @@ class ModelVersion:
         }
 
 
-class Registry(ThreadLocalSQLite):
-    """Model versions under ``root``: ``root/registry.sqlite3`` and ``root/models/<name>/v<N>/``."""
+class Registry:
+    """Model versions under ``root``: ``root/registry.sqlite3`` (or PostgreSQL at ``database_url``) and
+    ``root/models/<name>/v<N>/``."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, database_url: str | None = None) -> None:
         self.root = Path(root).resolve()
         self.models_dir = self.root / "models"
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        self.db_path = self.root / "registry.sqlite3"
-        self._open_sqlite(self.db_path, _SCHEMA, ("synchronous=FULL",))
+        self.db_path = self.root / "registry.sqlite3"  # unused on PostgreSQL
+        self.backend: RegistryBackend = open_backend(self.root, database_url)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Registry:
+        """The project models' registry of this deployment: ``<data dir>/registry``, indexed on PostgreSQL
+        when ``database_url`` is set."""
+        return cls(settings.data_dir / "registry", database_url=settings.database_url)
+
+    def _db(self) -> Any:
+        return self.backend._db()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        with self.backend._tx() as db:
+            yield db
 
     # -- writing -----------------------------------------------------------------------------
     def register(
@@ -157,6 +143,7 @@ class Registry(ThreadLocalSQLite):
             created = time.time()
             families = bundle.families
             with self._tx() as db:
+                self.backend.lock_model(db, name)
                 row = db.execute("SELECT MAX(version) FROM versions WHERE name=?", (name,)).fetchone()
                 version = (row[0] or 0) + 1
                 final = model_dir / f"v{version}"
@@ -167,7 +154,8 @@ class Registry(ThreadLocalSQLite):
                 digest = hashlib.sha1(f"{name}|{version}|{created}".encode()).hexdigest()[:6]
                 tag = f"{'+'.join(families) or 'model'}-v{version}-{digest}"
                 db.execute(
-                    "INSERT OR IGNORE INTO models(name, created, serving) VALUES (?, ?, NULL)", (name, created)
+                    "INSERT INTO models(name, created, serving) VALUES (?, ?, NULL) ON CONFLICT (name) DO NOTHING",
+                    (name, created),
                 )
                 db.execute(
                     "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -192,7 +180,7 @@ class Registry(ThreadLocalSQLite):
                 shutil.rmtree(tmp, ignore_errors=True)
         return self.get(name, version)
 
-    def _set_serving(self, db: sqlite3.Connection, name: str, version: int, action: str) -> None:
+    def _set_serving(self, db: Any, name: str, version: int, action: str) -> None:
         row = db.execute("SELECT serving FROM models WHERE name=?", (name,)).fetchone()
         db.execute("UPDATE models SET serving=? WHERE name=?", (version, name))
         db.execute(
@@ -218,21 +206,25 @@ class Registry(ThreadLocalSQLite):
         return self.get(name)
 
     def cleanup(self) -> list[str]:
-        """Remove debris of interrupted writes: temporary folders and folders with no version row."""
+        """Remove debris of interrupted writes: temporary folders and folders with no version row (on a shared
+        model store only those older than the back end's ``cleanup_grace``: others may be a write in flight)."""
         removed: list[str] = []
+        young = time.time() - self.backend.cleanup_grace
         known = {r["path"] for r in self._db().execute("SELECT path FROM versions")}
         for model_dir in self.models_dir.iterdir() if self.models_dir.exists() else []:
             if not model_dir.is_dir():
                 continue
             for child in model_dir.iterdir():
                 rel = str(child.relative_to(self.root))
+                if self.backend.cleanup_grace and child.stat().st_mtime > young:
+                    continue
                 if child.name.startswith(".tmp-") or (child.name.startswith("v") and rel not in known):
                     shutil.rmtree(child, ignore_errors=True)
                     removed.append(rel)
         return removed
 
     # -- reading -----------------------------------------------------------------------------
-    def _row_to_version(self, row: sqlite3.Row, serving: int | None) -> ModelVersion:
+    def _row_to_version(self, row: Any, serving: int | None) -> ModelVersion:
         return ModelVersion(
             name=row["name"],
             version=row["version"],

@@ -116,6 +116,8 @@ class Services:
         if self.runner is not None:
             self.runner.shutdown()
         self.lanes.shutdown()
+        if self.store is not None:
+            self.store.close()
 
 
 def build_services(settings: Settings, metrics: Metrics, export_dir: Path | None = None) -> Services:
@@ -127,14 +129,15 @@ def build_services(settings: Settings, metrics: Metrics, export_dir: Path | None
     if export_dir is not None:
         return Services(settings=settings, metrics=metrics, lanes=Lanes(settings),
                         models=ExportedModel(Path(export_dir)))
-    registry = Registry(settings.data_dir / "registry")
+    registry = Registry.from_settings(settings)
     removed = registry.cleanup()
     if removed:
         log.warning("removed debris of interrupted model writes: %s", removed)
-    store = ProjectStore(settings.data_dir)
-    interrupted = store.interrupt_unfinished()
+    store = ProjectStore.from_settings(settings)  # PostgreSQL when LABELPILOT_DATABASE_URL is set
+    interrupted = store.interrupt_unfinished(settings.job_stale_after)
     if interrupted:
         log.warning("%d training job(s) were interrupted by the last shutdown", interrupted)
+    store.start_sweeper(settings.job_stale_after)  # jobs of processes that stop later (other replicas)
     bundles = bundle_cache(registry)
     predictor = Predictor(registry, bundles=bundles,
                           media_for=lambda uid: media_fetcher(store.project(uid) if uid else None, settings))
