@@ -28,7 +28,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from curves import Curve, summarise
-from simulate import ContractLearner, ExampleRows, LinearLearner, featurize, score
+from simulate import ContractLearner, ExampleRows, LinearLearner, featurize, score, simulate_rounds
 
 from labelpilot.strategies import Pool, get_strategy
 from labelpilot.testing.corpora import Sizes, TextData, default_data_root, load_text_dataset
@@ -110,33 +110,8 @@ def run_curve(setup: Setup, candidate: str, seed: int) -> Curve:
     labelled = np.zeros(n, dtype=bool)
     labelled[setup.init(seed)] = True
     curve = Curve(candidate, seed)
-    while True:
-        t0 = time.perf_counter()
-        model = setup.learner(seed).fit(setup.rows[labelled], d.y[labelled])
-        t_fit = time.perf_counter() - t0
-        curve.labels.append(int(labelled.sum()))
-        curve.scores.append(score(model.predict_proba(setup.test_rows), d.y_test, d.multi_label))
-        if labelled.sum() >= min(sizes.budget, n):
-            break
-        t1 = time.perf_counter()
-        unl = np.flatnonzero(~labelled)
-        pool = Pool(
-            probs=model.predict_proba(setup.rows[unl]),
-            multi_label=d.multi_label,
-            texts=[d.texts[i] for i in unl],
-            vectors=None if vectors is None else vectors[unl],
-            n_labeled=int(labelled.sum()),
-        )
-        k = min(sizes.batch, sizes.budget - int(labelled.sum()), len(unl))
-        t2 = time.perf_counter()
-        sel = strat.select(pool, k)
-        t3 = time.perf_counter()
-        if len(sel.indices) == 0:
-            break
-        labelled[unl[sel.indices]] = True
-        curve.round_seconds.append(t_fit + (t3 - t1))
-        curve.select_seconds.append(t3 - t2)
-    return curve
+    return simulate_rounds(curve, strat, lambda: setup.learner(seed), setup.rows, setup.test_rows, d.y, d.y_test,
+                           d.texts, vectors, labelled, sizes, d.multi_label)
 
 
 def read_done(path: Path) -> list[dict[str, Any]]:

@@ -213,9 +213,30 @@ def run_curve(
     if strategy == "random":
         params["dedupe"] = None  # the textbook baseline: plain uniform draws
     strat = get_strategy(strategy, **params)
+    return simulate_rounds(curve, strat, lambda: make(seed), R, Rt, y, yt, texts, X, labelled, sizes, multi_label)
+
+
+def simulate_rounds(
+    curve: Curve,
+    strat: Any,
+    make: Callable[[], Any],
+    R: Any,
+    Rt: Any,
+    y: np.ndarray,
+    yt: np.ndarray,
+    texts: Sequence[str],
+    vectors: Any,
+    labelled: np.ndarray,
+    sizes: Sizes,
+    multi_label: bool,
+) -> Curve:
+    """The rounds of one curve: fit ``make()`` on the labelled rows of ``R`` -> score on ``Rt`` -> predict the
+    pool -> ``strat`` selects a batch (``labelled`` is updated in place) until the budget; one home for
+    :func:`run_curve` here and ``protocol.run_curve``."""
+    n = len(labelled)
     while True:
         t0 = time.perf_counter()
-        model = make(seed).fit(R[labelled], y[labelled])
+        model = make().fit(R[labelled], y[labelled])
         t_fit = time.perf_counter() - t0
         curve.labels.append(int(labelled.sum()))
         curve.scores.append(score(model.predict_proba(Rt), yt, multi_label))
@@ -223,12 +244,11 @@ def run_curve(
             break
         t1 = time.perf_counter()
         unl = np.flatnonzero(~labelled)
-        P = model.predict_proba(R[unl])
         pool = Pool(
-            probs=P,
+            probs=model.predict_proba(R[unl]),
             multi_label=multi_label,
             texts=[texts[i] for i in unl],
-            vectors=X[unl],
+            vectors=None if vectors is None else vectors[unl],
             n_labeled=int(labelled.sum()),
         )
         k = min(sizes.batch, sizes.budget - int(labelled.sum()), len(unl))

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from labelpilot.studio import stop_group  # one home for stopping a process group (the studio command uses it too)
 
 LS_VERSION = "1.23.2"
 LS_REQUIREMENT = f"label-studio=={LS_VERSION}"
@@ -283,20 +284,6 @@ def keep_logs(*paths: Path) -> Path:
         with contextlib.suppress(OSError):
             shutil.copy2(path, dest / f"{i:02d}-{path.parent.name}-{path.name}")
     return dest
-
-
-def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGINT the process group started with start_new_session=True, then SIGKILL what is left."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(grace)
-    # the leader may be gone while children (e.g. uvicorn workers) live on in the group
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(5)
 
 
 def _warming_up(resp: httpx.Response) -> bool:

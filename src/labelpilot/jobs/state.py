@@ -18,14 +18,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from labelpilot.dbseam import OnBackend
 from labelpilot.ids import parse_uint
 from labelpilot.jobs.owners import new_owner, owner_gone
 from labelpilot.jobs.state_sql import StateBackend, open_backend
@@ -88,7 +88,7 @@ _QUEUE_JOB = (
 )
 
 
-class ProjectStore:
+class ProjectStore(OnBackend):
     def __init__(self, data_dir: Path | str, *, database_url: str | None = None, heartbeat: float = 5.0) -> None:
         self.path = Path(data_dir) / "state.sqlite3"  # unused on PostgreSQL
         self.backend: StateBackend = open_backend(Path(data_dir), database_url)
@@ -102,14 +102,6 @@ class ProjectStore:
     def from_settings(cls, settings: Settings) -> ProjectStore:
         """The store a process of this deployment uses: PostgreSQL when ``database_url`` is set."""
         return cls(settings.data_dir, database_url=settings.database_url, heartbeat=settings.job_heartbeat)
-
-    def _db(self) -> Any:
-        return self.backend._db()
-
-    @contextmanager
-    def _tx(self) -> Iterator[Any]:
-        with self.backend._tx() as db:
-            yield db
 
     # -- projects ---------------------------------------------------------------------------------
     def upsert_project(

@@ -19,13 +19,12 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labelpilot.data.types import FitReport
+from labelpilot.dbseam import OnBackend
 from labelpilot.errors import InputError, NotFoundError
 from labelpilot.ids import parse_uint
 from labelpilot.models.bundle import Bundle
@@ -95,7 +94,7 @@ class ModelVersion:
         }
 
 
-class Registry:
+class Registry(OnBackend):
     """Model versions under ``root``: ``root/registry.sqlite3`` (or PostgreSQL at ``database_url``) and
     ``root/models/<name>/v<N>/``."""
 
@@ -111,14 +110,6 @@ class Registry:
         """The project models' registry of this deployment: ``<data dir>/registry``, indexed on PostgreSQL
         when ``database_url`` is set."""
         return cls(settings.data_dir / "registry", database_url=settings.database_url)
-
-    def _db(self) -> Any:
-        return self.backend._db()
-
-    @contextmanager
-    def _tx(self) -> Iterator[Any]:
-        with self.backend._tx() as db:
-            yield db
 
     # -- writing -----------------------------------------------------------------------------
     def register(

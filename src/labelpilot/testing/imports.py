@@ -49,7 +49,7 @@ PACKAGE = "labelpilot"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("labelpilot", "labelpilot.errors", "labelpilot.config", "labelpilot.ids", "labelpilot.sqlitedb",
               "labelpilot.plugins",
-              "labelpilot.pgdb",
+              "labelpilot.pgdb", "labelpilot.dbseam",
               "labelpilot.data.types", "labelpilot.geometry")),
     ("schema", ("labelpilot.schema",)),
     ("data", ("labelpilot.data", "labelpilot.files", "labelpilot.metrics", "labelpilot.split")),
