@@ -20,11 +20,14 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+#: the project's ../shared/data, or $LABELPILOT_SHARED_DATA (a git worktree sits elsewhere)
+SHARED_DATA = Path(os.environ.get("LABELPILOT_SHARED_DATA") or ROOT.parent / "shared" / "data")
 FIXTURES = Path(__file__).parent / "fixtures"
 LABELPILOT = Path(sys.executable).parent / "labelpilot"
 
-needs_shared = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data not present")
+needs_shared = pytest.mark.skipif(
+    not SHARED_DATA.exists(), reason=f"shared data not present ({SHARED_DATA}; set LABELPILOT_SHARED_DATA)"
+)
 
 SENTIMENT_CONFIG = """<View>
   <Text name="text" value="$text"/>

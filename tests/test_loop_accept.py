@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 from pathlib import Path
 
@@ -27,8 +26,7 @@ from labelpilot.loop.accept import (
 from labelpilot.registry import Registry
 from tests.conftest import SHARED_DATA
 
-#: the project's ../shared/data, or LABELPILOT_SHARED_DATA (a git worktree sits elsewhere)
-SHARED = Path(os.environ.get("LABELPILOT_SHARED_DATA") or SHARED_DATA)
+SHARED = SHARED_DATA  # conftest honours LABELPILOT_SHARED_DATA
 CLASSES = ("alpha", "beta", "gamma")
 FAST = {"encoder": False}  # TF-IDF text-linear: the accept step's folds stay quick
 
