@@ -24,8 +24,9 @@ from labelpilot.data.bio import (
 )
 from labelpilot.data.types import Example, Span, Target
 from labelpilot.errors import InputError
+from tests.conftest import SHARED_DATA
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 
 
 def _key(spans: tuple[Span, ...] | list[Span]) -> list[tuple[int, int, str]]:

@@ -18,8 +18,9 @@ from labelpilot.data.cluener import (
 )
 from labelpilot.data.types import Example, Span, Target
 from labelpilot.errors import InputError
+from tests.conftest import SHARED_DATA
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cluener2020"
+SHARED = SHARED_DATA / "cluener2020"
 
 ROW = {
     "text": "浙商银行企业信贷部叶老桂博士则从另一个角度对五道门槛进行了解读。叶老桂认为，",

@@ -24,8 +24,9 @@ from labelpilot.models.ner_crf import (
     token_uncertainties,
 )
 from labelpilot.schema.types import ControlSpec, LabelSpec, TaskKind
+from tests.conftest import SHARED_DATA
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 FAST = {"lac": False, "c1": 0.0, "c2": 0.001, "max_iterations": 100, "holdout": 0.0}
 
 

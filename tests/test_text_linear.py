@@ -15,8 +15,9 @@ from labelpilot.errors import InputError, TrainingError
 from labelpilot.models.base import get_family
 from labelpilot.models.text_linear import TextLinearModel
 from labelpilot.schema.types import ControlSpec, LabelSpec, TaskKind
+from tests.conftest import SHARED_DATA
 
-TNEWS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tnews"
+TNEWS = SHARED_DATA / "tnews"
 
 
 def choices(*values: str, multiple: bool = False, threshold: float | None = None) -> ControlSpec:

@@ -25,8 +25,9 @@ from labelpilot.data.vision_formats import (
     write_yolo_dir,
 )
 from labelpilot.errors import InputError, MediaError
+from tests.conftest import SHARED_DATA
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "raccoon_detection"
+SHARED = SHARED_DATA / "raccoon_detection"
 
 VOC = """<annotation verified="yes">
   <folder>images</folder>
