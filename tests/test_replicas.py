@@ -58,19 +58,26 @@ def test_pointers_poll_the_registry_once_a_ttl_not_per_read(backend: dict[str, A
     for _ in range(1000):
         pointers.version("demo")
     assert pointers.checks == 1  # a thousand reads, one stamp query
+    model_dir = next((reg.root / "models").iterdir())
+    for debris in (".tmp-writing", "v2"):  # a write in flight: files, no committed row yet
+        (model_dir / debris).mkdir()
+    clock.now += 1
+    assert pointers.version("demo") == 1 and pointers.checks == 2  # only committed rows move a pointer
+    for debris in (".tmp-writing", "v2"):
+        (model_dir / debris).rmdir()
 
     assert _run_processes(_register_elsewhere, [(backend, "neg")]) == [2]  # a real other process
     clock.now += 0.5
-    assert pointers.version("demo") == 1 and pointers.checks == 1  # inside the TTL: the copy is trusted
+    assert pointers.version("demo") == 1 and pointers.checks == 2  # inside the TTL: the copy is trusted
     clock.now += 0.5
-    assert pointers.version("demo") == 2 and pointers.checks == 2  # TTL over: the move is seen
+    assert pointers.version("demo") == 2 and pointers.checks == 3  # TTL over: the move is seen
     clock.now += 5
-    assert pointers.version("demo") == 2 and pointers.checks == 3  # nothing moved: one stamp read only
+    assert pointers.version("demo") == 2 and pointers.checks == 4  # nothing moved: one stamp read only
 
     reg.promote("demo", 1)  # a change committed in this process is seen at the next read, TTL or not
     assert pointers.version("demo") == 1
     pointers.expire()
-    assert pointers.version("demo") == 1 and pointers.checks == 5
+    assert pointers.version("demo") == 1 and pointers.checks == 6
 
 
 def test_pointers_keep_the_last_known_when_the_registry_cannot_be_read(tmp_path: Path) -> None:
