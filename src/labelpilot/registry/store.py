@@ -13,6 +13,7 @@ never see a half-written version.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -34,6 +35,21 @@ if TYPE_CHECKING:
     from labelpilot.config import Settings
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+#: Serving-pointer changes this process has committed (any Registry object): a cache of the pointers
+#: (:class:`labelpilot.server.predictor.ServingPointers`) compares it on every read, so a change made in this
+#: process is seen at once; changes of other processes are seen through :meth:`Registry.serving_stamp`.
+_local_changes = itertools.count(1)
+_local_seen = [0]
+
+
+def local_changes() -> int:
+    """How many serving-pointer changes this process has committed (a cheap, lock-free read)."""
+    return _local_seen[0]
+
+
+def _changed_here() -> None:
+    _local_seen[0] = next(_local_changes)
 
 
 def _dir_name(name: str) -> str:
@@ -166,6 +182,8 @@ class Registry(OnBackend):
                 )
                 if promote:
                     self._set_serving(db, name, version, "register")
+            if promote:
+                _changed_here()  # after the commit: a reader told of the change finds it
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -182,6 +200,7 @@ class Registry(OnBackend):
         self.get(name, version)  # raises when unknown
         with self._tx() as db:
             self._set_serving(db, name, version, "promote")
+        _changed_here()
         return self.get(name)
 
     def rollback(self, name: str) -> ModelVersion:
@@ -194,6 +213,7 @@ class Registry(OnBackend):
             if row[0] is None:
                 raise NotFoundError(f"model {name!r} has no version older than v{current.version}", field="version")
             self._set_serving(db, name, row[0], "rollback")
+        _changed_here()
         return self.get(name)
 
     def cleanup(self) -> list[str]:
@@ -234,6 +254,18 @@ class Registry(OnBackend):
     def serving_version(self, name: str) -> int | None:
         row = self._db().execute("SELECT serving FROM models WHERE name=?", (name,)).fetchone()
         return row[0] if row else None
+
+    def serving_stamp(self) -> tuple[int, float]:
+        """A value that changes whenever any process moves any serving pointer (register with promotion,
+        promote, rollback): the count and latest time of the ``history`` rows, one row read. Rows are never
+        deleted, so the count alone already changes; the time is there for a reader's logs."""
+        row = self._db().execute("SELECT COUNT(*), MAX(at) FROM history").fetchone()
+        return int(row[0]), float(row[1] or 0.0)
+
+    def serving_pointers(self) -> dict[str, int]:
+        """Every model's serving version, in one query (models with none served are left out)."""
+        rows = self._db().execute("SELECT name, serving FROM models WHERE serving IS NOT NULL")
+        return {r[0]: int(r[1]) for r in rows}
 
     def get(self, name: str, version: int | None = None) -> ModelVersion:
         """A version of ``name``; None means the one being served."""

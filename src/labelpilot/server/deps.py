@@ -33,7 +33,7 @@ from labelpilot.registry import ModelVersion, Registry
 from labelpilot.registry.cache import VersionCache
 from labelpilot.server.metrics import Metrics
 from labelpilot.server.offload import Lanes, freeze_heap
-from labelpilot.server.predictor import LoadedBundle, Predictor, bundle_cache, warm_up
+from labelpilot.server.predictor import LoadedBundle, Predictor, ServingPointers, bundle_cache, warm_up
 
 log = logging.getLogger("labelpilot.server")
 
@@ -49,13 +49,15 @@ class ModelSource(Protocol):
 class RegistryModels:
     """The registry's models for the predict service, loaded through the server's one bundle cache."""
 
-    def __init__(self, registry: Registry, bundles: VersionCache[LoadedBundle]) -> None:
+    def __init__(self, registry: Registry, bundles: VersionCache[LoadedBundle],
+                 pointers: ServingPointers | None = None) -> None:
         self.registry = registry
         self.bundles = bundles
+        self.pointers = pointers or ServingPointers(registry)  # the Label Studio predictor's, in the server
 
     def resolve(self, name: str, version: int | None) -> tuple[ModelVersion, Bundle]:
         if version is None:
-            version = self.registry.serving_version(name)
+            version = self.pointers.version(name)
             if version is None:
                 raise NotFoundError(f"unknown model {name!r}", field="model")
         return self.bundles.get(name, version)  # called from the prediction lane's threads: loads once
@@ -142,12 +144,10 @@ def build_services(settings: Settings, metrics: Metrics, export_dir: Path | None
     predictor = Predictor(registry, bundles=bundles,
                           media_for=lambda uid: media_fetcher(store.project(uid) if uid else None, settings))
 
-    def warm(uid: str) -> None:
-        predictor.serving(uid)
-
     return Services(settings=settings, metrics=metrics, lanes=Lanes(settings),
-                    models=RegistryModels(registry, bundles), registry=registry, store=store, predictor=predictor,
-                    runner=make_runner(settings, store, on_done=warm), warm=threading.Event())
+                    models=RegistryModels(registry, bundles, predictor.pointers), registry=registry, store=store,
+                    predictor=predictor,
+                    runner=make_runner(settings, store, on_done=predictor.warm), warm=threading.Event())
 
 
 async def get_services(request: Request) -> Services:

@@ -4,11 +4,17 @@ Bundles are loaded once per process into the server's one :func:`bundle_cache` (
 predict service) and kept until a newer version is served or the cache's count bound pushes them out (no
 model is rebuilt per request), and warmed with one throw-away prediction (:func:`warm_up`, also used by the
 single-model app of ``serve-model``). One bad task gets an empty prediction; the others still get theirs.
+
+Which version a model serves comes from :class:`ServingPointers`, a per-process copy of the registry's
+serving pointers checked against the registry at most once a :data:`POINTER_TTL` (not once a request), so
+a version registered or promoted by another replica or worker is served here within about a second.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -21,6 +27,7 @@ from labelpilot.models.base import Model, build_model, can_predict_untrained, fa
 from labelpilot.models.bundle import Bundle
 from labelpilot.registry import ModelVersion, Registry
 from labelpilot.registry.cache import VersionCache
+from labelpilot.registry.store import local_changes
 from labelpilot.schema import ControlSpec, LabelSchema, TaskKind
 from labelpilot.server.offload import freeze_heap
 
@@ -33,6 +40,69 @@ UNTRAINED = "untrained"
 MAX_LOADED_BUNDLES = 32
 
 LoadedBundle = tuple[ModelVersion, Bundle]
+
+#: Seconds a process trusts its copy of the serving pointers before asking the registry whether any moved.
+#: With the load of a new bundle on top, a replica serves another's new version well inside 5 s.
+POINTER_TTL = 1.0
+
+
+class ServingPointers:
+    """This process's copy of every model's serving version, refreshed by polling with a short TTL.
+
+    Polling, not PostgreSQL LISTEN/NOTIFY: one code path for both back ends (a SQLite data dir shared by
+    processes has no notifications), no connection and thread held open per replica for a listener, and
+    nothing lost when a connection drops (a notification sent meanwhile would be). The poll is cheap: at most
+    once a ``ttl``, the first request after it reads :meth:`Registry.serving_stamp` (one row); only when that
+    moved are the pointers read again (one query for all models). Every other request reads a dict. A change
+    committed in this process (:func:`labelpilot.registry.store.local_changes`) is seen at the next read.
+
+    A pointer only ever names a version whose files were complete before its row was committed
+    (:meth:`Registry.register`), so what is read here can always be loaded whole. If the registry cannot be
+    read, the last pointers known are kept and the check is tried again a ``ttl`` later.
+    """
+
+    def __init__(self, registry: Registry, ttl: float = POINTER_TTL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.registry = registry
+        self.ttl = ttl
+        self.clock = clock
+        self.checks = 0  # stamp reads (a test or /metrics can see the registry is not asked per request)
+        self._pointers: dict[str, int] | None = None
+        self._stamp: tuple[int, float] | None = None
+        self._checked = float("-inf")
+        self._local = -1
+        self._lock = threading.Lock()
+
+    def version(self, name: str) -> int | None:
+        """The version ``name`` serves, as of at most ``ttl`` seconds ago (None: no version served)."""
+        if self._pointers is None or local_changes() != self._local or self.clock() - self._checked >= self.ttl:
+            self._refresh()
+        assert self._pointers is not None
+        return self._pointers.get(name)
+
+    def expire(self) -> None:
+        """Check the registry at the next read (e.g. when a trainer in another process has just finished)."""
+        self._checked = float("-inf")
+
+    def _refresh(self) -> None:
+        # one thread checks; the others go on with the pointers they have (the first read of all waits)
+        if not self._lock.acquire(blocking=self._pointers is None):
+            return
+        try:
+            local = local_changes()
+            try:
+                stamp = self.registry.serving_stamp()  # read before the pointers: a later move shows next time
+                if self._pointers is None or stamp != self._stamp or local != self._local:
+                    self._pointers = self.registry.serving_pointers()
+                self.checks += 1
+            except Exception as exc:
+                if self._pointers is None:
+                    raise
+                log.warning("could not check the serving versions (keeping the last known): %s", exc)
+                stamp = self._stamp
+            self._stamp, self._local, self._checked = stamp, local, self.clock()
+        finally:
+            self._lock.release()
 
 
 def warm_up(bundle: Bundle) -> None:
@@ -73,6 +143,7 @@ class Predictor:
         self.registry = registry
         self.media_for = media_for or (lambda uid: None)
         self.bundles = bundles if bundles is not None else bundle_cache(registry)
+        self.pointers = ServingPointers(registry)
         self._untrained: dict[str, tuple[str, Bundle | None]] = {}
 
     def serving(self, uid: str | None) -> tuple[ModelVersion | None, Bundle | None]:
@@ -80,7 +151,7 @@ class Predictor:
         if not uid:
             return None, None
         name = model_name(uid)
-        version = self.registry.serving_version(name)
+        version = self.pointers.version(name)
         if version is None:
             return None, None
         cached = self.bundles.peek(name, version)
@@ -90,6 +161,11 @@ class Predictor:
         if stale is not None and self.bundles.loading(name, version):
             return stale[1]  # a retrain's new version is being loaded (the runner warms it): keep serving this one
         return self.bundles.get(name, version)
+
+    def warm(self, uid: str) -> None:
+        """Load the version ``uid`` serves now, asking the registry first (a trainer just registered one)."""
+        self.pointers.expire()
+        self.serving(uid)
 
     def untrained(self, schema: LabelSchema) -> tuple[str, Bundle | None]:
         """Before any training: models that can pre-label anyway (zero-shot, keywords), and their version
@@ -118,7 +194,7 @@ class Predictor:
 
     def version_tag(self, uid: str | None, schema: LabelSchema | None = None) -> str:
         name = model_name(uid) if uid else None
-        version = self.registry.serving_version(name) if name else None
+        version = self.pointers.version(name) if name else None
         if version is None or name is None:
             return self.untrained(schema)[0] if schema is not None else UNTRAINED
         cached = self.bundles.peek(name, version)
