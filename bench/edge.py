@@ -142,8 +142,10 @@ def write_section(lines: list[str], command: str) -> None:
         lines) + "\n"
     if SECTION in text:
         start = text.index(SECTION)
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + (text[nxt + 1 :] if nxt >= 0 else "")
+        # up to the next section or the section's first hand-written "###" subsection (the sweeps), kept
+        ends = [i for i in (text.find("\n## ", start + len(SECTION)), text.find("\n### ", start)) if i >= 0]
+        nxt = min(ends) if ends else -1
+        text = text[:start] + body + ("\n" + text[nxt + 1 :] if nxt >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + body
     RESULTS.write_text(text, encoding="utf-8")

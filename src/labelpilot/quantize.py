@@ -27,6 +27,10 @@ Method
     up: on one trained raccoon detector it gave mAP@0.5 0.963 against 0.964 fp32 (all-int8: 0.936-0.941 whatever the
     calibration: 64 or 160 images, MinMax or entropy), on a second training run 0.910 against 0.936 fp32 --
     the same 2.6-2.8 point drop (about one of the 44 test boxes) as all-int8. See bench/RESULTS.md.
+    Re-fitting the detector's head on the int8 graph's features of the training images was measured too
+    (``bench/edge_sweep.py --refit``) and is not part of the export: over five trainings it did not help (mean
+    -0.1 points against the fp32-trained head on the same int8 graph, worst case -3.3 against -2.3 points) and
+    costs a second training (bench/RESULTS.md "Edge").
 
 What the manifest records (``manifest.json`` -> ``quantization``)
     The graph sizes (fp32 and int8 bytes and their ratio), the CPU latency of one image through each graph
