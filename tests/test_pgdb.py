@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -24,11 +25,12 @@ def _pg_answers() -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
+@contextlib.contextmanager
+def throwaway_database(name: str) -> Iterator[str]:
+    """A new empty database ``name`` on the local server (its URL), dropped afterwards; skips when PostgreSQL
+    does not answer."""
     if not _pg_answers():
         pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
-    name = f"labelpilot_test_{os.getpid()}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -37,6 +39,12 @@ def pg_url() -> Iterator[str]:
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    with throwaway_database(f"labelpilot_test_{os.getpid()}") as url:
+        yield url
 
 
 MIGRATIONS = (

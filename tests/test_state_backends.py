@@ -18,7 +18,7 @@ import pytest
 from labelpilot.config import Settings
 from labelpilot.jobs.state import ProjectStore
 from tests.conftest import wait_for
-from tests.test_pgdb import ADMIN_URL, _pg_answers
+from tests.test_pgdb import throwaway_database
 
 _db_numbers = itertools.count()
 
@@ -31,18 +31,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str
     if request.param == "sqlite":
         yield {"data_dir": tmp_path, "database_url": None}
         return
-    psycopg = pytest.importorskip("psycopg", reason="psycopg not installed (pip install -e '.[postgres]')")
-    if not _pg_answers():
-        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
     name = f"labelpilot_state_{os.getpid()}_{next(_db_numbers)}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield {"data_dir": tmp_path, "database_url": f"postgresql://postgres@127.0.0.1:5432/{name}"}
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database(name) as url:
+        yield {"data_dir": tmp_path, "database_url": url}
 
 
 @pytest.fixture
