@@ -48,8 +48,8 @@ DEFAULT_LABEL_CONFIG = """<View>
   </Choices>
 </View>"""
 # Plain names Label Studio's get_env() falls back to (LABEL_STUDIO_X -> HEARTEX_X -> X): never passed on.
-_LS_SCRUBBED = ("HOST", "PORT", "USERNAME", "PASSWORD", "USER_TOKEN", "DEBUG", "LOG_LEVEL")
-_LS_INHERITED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
+LS_SCRUBBED = ("HOST", "PORT", "USERNAME", "PASSWORD", "USER_TOKEN", "DEBUG", "LOG_LEVEL")
+LS_INHERITED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
 def default_ls_venv() -> Path:
@@ -148,19 +148,21 @@ def _credentials(opts: StudioOptions) -> dict[str, str]:
     return creds
 
 
-def ls_environment(root: Path, port: int, creds: dict[str, str]) -> dict[str, str]:
-    """Label Studio's environment: only PATH/locale/TLS inherited, everything else set here."""
-    env = {k: os.environ[k] for k in _LS_INHERITED if k in os.environ}
+def ls_environment(root: Path, port: int, creds: dict[str, str], *, data_dir: Path | None = None,
+                   files_root: Path | None = None) -> dict[str, str]:
+    """Label Studio's environment: only PATH/locale/TLS inherited, everything else set here (the live suite
+    uses it too). ``data_dir`` / ``files_root`` default to ``root/label-studio`` and ``root/files``."""
+    env = {k: os.environ[k] for k in LS_INHERITED if k in os.environ}
     env.update({
         "HOME": str(root),  # else ~/.local/share/label-studio is created even with --data-dir
-        "LABEL_STUDIO_BASE_DATA_DIR": str(root / "label-studio"),
+        "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir or root / "label-studio"),
         "LABEL_STUDIO_USERNAME": creds["username"],
         "LABEL_STUDIO_PASSWORD": creds["password"],
         "LABEL_STUDIO_USER_TOKEN": creds["token"],
         "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
         "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
         "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(root / "files"),
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(files_root or root / "files"),
         "LABEL_STUDIO_ML_BLOCK_LOCAL_IP": "false",  # the backend is on 127.0.0.1
         "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",  # else the auto-created /webhook is refused
         "SENTRY_DSN": "",
@@ -169,7 +171,7 @@ def ls_environment(root: Path, port: int, creds: dict[str, str]) -> dict[str, st
         "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
         "LABEL_STUDIO_HOST": f"http://127.0.0.1:{port}",
     })
-    for name in _LS_SCRUBBED:
+    for name in LS_SCRUBBED:
         env.pop(name, None)
     return env
 

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import httpx
 
-from labelpilot.studio import stop_group  # one home for stopping a process group (the studio command uses it too)
+from labelpilot import studio  # one home for Label Studio's environment (the studio command uses it too)
+from labelpilot.studio import stop_group
 
-LS_VERSION = "1.23.2"
+LS_VERSION = studio.LS_VERSION
 LS_REQUIREMENT = f"label-studio=={LS_VERSION}"
 # the versions of Label Studio's own dependencies that the live suite passed with (pip constraints)
 LS_CONSTRAINTS = Path(__file__).with_name("ls-constraints.txt")
@@ -41,10 +42,7 @@ TEMPLATE_ID = {"ls": LS_VERSION, "user": ADMIN_EMAIL, "token": LEGACY_TOKEN, "le
 VENV_MARKER = ".labelpilot-ls-venv.json"
 TEMPLATE_MARKER = ".labelpilot-ls-template.json"
 
-# Plain names that Label Studio's get_env() falls back to (LABEL_STUDIO_X -> HEARTEX_X -> X).
-SCRUBBED_VARS = ("HOST", "PORT", "USERNAME", "PASSWORD", "USER_TOKEN", "DEBUG", "LOG_LEVEL")
-# Everything else in Label Studio's environment is set explicitly; only these are inherited.
-INHERITED_VARS = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
+SCRUBBED_VARS = studio.LS_SCRUBBED  # plain names Label Studio's get_env() falls back to: never passed on
 
 # pip output that means "no package registry could be reached" rather than a broken install.
 _NETWORK_ERRORS = (
@@ -338,30 +336,8 @@ class LabelStudioProcess:
 
 
 def ls_environment(root: Path, data_dir: Path, files_root: Path, port: int) -> dict[str, str]:
-    env = {k: os.environ[k] for k in INHERITED_VARS if k in os.environ}
-    env.update(
-        {
-            "HOME": str(root),
-            "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
-            "LABEL_STUDIO_USERNAME": ADMIN_EMAIL,
-            "LABEL_STUDIO_PASSWORD": ADMIN_PASSWORD,
-            "LABEL_STUDIO_USER_TOKEN": LEGACY_TOKEN,
-            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
-            "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(files_root),
-            "LABEL_STUDIO_ML_BLOCK_LOCAL_IP": "false",
-            "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
-            "SENTRY_DSN": "",
-            "FRONTEND_SENTRY_DSN": "",
-            "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
-            "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
-            "LABEL_STUDIO_HOST": f"http://127.0.0.1:{port}",
-        }
-    )
-    for name in SCRUBBED_VARS:
-        env.pop(name, None)
-    return env
+    creds = {"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "token": LEGACY_TOKEN}
+    return studio.ls_environment(root, port, creds, data_dir=data_dir, files_root=files_root)
 
 
 def template_is_valid(path: Path) -> bool:
