@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -380,3 +381,28 @@ def test_an_unexpected_error_is_a_json_500_without_traceback_on_a_kept_connectio
     assert resp.status == 500 and json.loads(body)["error"] == "InternalError"
     assert "secret internals" not in body and "Traceback" not in body
     assert again.status == 200 and same_connection
+
+
+# -- a family named in a request is looked up among registered families, never imported ----------------------
+def test_a_model_family_named_by_a_request_never_imports_a_module(start_server, tmp_path) -> None:
+    pkg = tmp_path / "importable"
+    pkg.mkdir()
+    marker = tmp_path / "imported.txt"
+    (pkg / "lp_marker_family.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('imported')\nclass Family: ...\n")
+    path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), str(pkg)) if p)
+    server = start_server(PYTHONPATH=path)
+    config = ('<View><Text name="t" value="$text"/><Choices name="c" toName="t" model_family="lp_marker_family:Family">'
+              '<Choice value="A"/><Choice value="B"/></Choices></View>')
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        resp = client.post("/setup", json={
+            "project": UID, "schema": config,
+            "extra_params": {"families": {"c": "lp_marker_family:Family"}, "model_options": {"C": 1.0}},
+        })
+        assert resp.status_code == 200, resp.text
+        warning = resp.json()["warnings"][0]
+        assert 'model_family="lp_marker_family:Family"' in warning and "not registered" in warning
+        assert "'labelpilot.models' entry point" in warning
+        predict = client.post("/predict", json={"tasks": [{"id": 1, "data": {"text": "x"}}], "project": UID})
+        assert predict.status_code == 200  # the default family serves the control instead
+    assert not marker.exists(), "the server imported a module named by a request"

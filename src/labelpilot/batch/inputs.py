@@ -207,7 +207,7 @@ def load_folder(folder: Path) -> Bundle:
     schema = parse_label_config(manifest["label_config"])
     models = {}
     for name, entry in manifest["controls"].items():
-        cls = PluginModel if entry["family"] == "plugin" else get_family(entry["family"])
+        cls = PluginModel if entry["family"] == "plugin" else get_family(entry["family"], allow_import=True)
         models[name] = cls.load(folder / entry["dir"], schema.control(name))
     return Bundle(schema, models)
 

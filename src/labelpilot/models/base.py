@@ -369,10 +369,22 @@ def families() -> dict[str, str]:
     return plugins.with_entry_points(plugins.MODEL_FAMILIES, _BUILTIN)
 
 
-def get_family(name: str) -> type[Model]:
-    """A family by registered name, or by ``package.module:Class`` for one that is not registered."""
+def get_family(name: str, *, allow_import: bool = False) -> type[Model]:
+    """A family by registered name (built-in or a ``labelpilot.models`` entry point).
+
+    ``allow_import=True`` also takes a ``package.module:Class`` reference to an unregistered family. Only trusted
+    callers pass it (a saved bundle's manifest, the operator's own command line): a name that arrives in a
+    request — a label config's ``model_family``, extra_params ``families`` — must never make the server import a
+    module of its choosing, so it is looked up among registered families only.
+    """
     refs = families()
     if name not in refs and ":" in name:
+        if not allow_import:
+            raise NotFoundError(
+                f"model family {name!r} is not registered; a family from a package must be installed with a "
+                f"'labelpilot.models' entry point (known: {sorted(refs)})",
+                field="family",
+            )
         refs = {name: name}
     if name not in refs:
         raise NotFoundError(f"unknown model family {name!r}; known: {sorted(refs)}", field="family")

@@ -48,6 +48,6 @@ class Bundle:
         schema = parse_label_config(manifest["label_config"])
         models: dict[str, Model] = {}
         for name, entry in manifest["controls"].items():
-            family = get_family(entry["family"])
+            family = get_family(entry["family"], allow_import=True)
             models[name] = family.load(directory / entry["dir"], schema.control(name))
         return cls(schema, models)
