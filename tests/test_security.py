@@ -8,6 +8,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +38,7 @@ class Listener:
     url: str = ""
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, Authorization)
     routes: dict[str, tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
+    delay: float = 0.0  # seconds before each answer: a slow media server
 
     @property
     def authorizations(self) -> list[str]:
@@ -55,6 +57,7 @@ def _listener() -> Iterator[Listener]:
             if length:
                 self.rfile.read(length)
             state.requests.append((self.command, self.path, self.headers.get("Authorization", "")))
+            time.sleep(state.delay)
             code, headers, body = state.routes.get(self.path.split("?")[0], (200, {}, b"[]"))
             self.send_response(code)
             for k, v in headers.items():

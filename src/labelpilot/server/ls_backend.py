@@ -39,6 +39,8 @@ from labelpilot.server.webhook_events import MAX_SKIPPED_NAMED, AnnotationEvent,
 
 log = logging.getLogger("labelpilot.server")
 
+#: a batch that reads media stops starting new chunks past this share of LABELPILOT_PREDICT_TIMEOUT
+PARTIAL_AFTER = 0.75
 TRAIN_EVENTS = {"START_TRAINING"}
 ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED"}
 
@@ -247,8 +249,10 @@ async def predict(request: Request, state: ServicesDep) -> JSON:
     tasks = [t for i, t in enumerate(req.tasks) if i not in refused] if refused else req.tasks
     if refused and not tasks:  # every task refused: say so (a batch with some good tasks is still served)
         raise text_too_long(*refused[0], state.settings.max_text_chars)
+    # media batches stop at 3/4 of the budget and leave the rest for Label Studio to ask again (predict_tasks)
+    deadline = time.monotonic() + PARTIAL_AFTER * state.settings.predict_timeout
     results, problems = await state.lanes.model.run(
-        state.predictor.predict_tasks, tasks, schema, uid, context, timeout=state.settings.predict_timeout
+        state.predictor.predict_tasks, tasks, schema, uid, context, deadline, timeout=state.settings.predict_timeout
     )
     if refused:
         results = _splice_refused(results, refused, len(req.tasks), state.settings.max_text_chars, problems)
@@ -263,7 +267,7 @@ def _splice_refused(
 ) -> list[dict[str, Any]]:
     """Empty predictions, in place, for the tasks refused as too long (one bad task never spoils a batch)."""
     served = iter(results)
-    tag = results[0]["model_version"]
+    tag = next((r["model_version"] for r in results if isinstance(r, dict)), "")
     out = []
     for i in range(n):
         if i in refused:

@@ -31,6 +31,9 @@ from labelpilot.registry.store import local_changes
 from labelpilot.schema import ControlSpec, LabelSchema, TaskKind
 from labelpilot.server.offload import freeze_heap
 
+#: tasks predicted at a time when a config reads media and the request has a deadline (see predict_tasks)
+MEDIA_CHUNK = 4
+
 log = logging.getLogger("labelpilot.predict")
 
 UNTRAINED = "untrained"
@@ -203,42 +206,70 @@ class Predictor:
         return self.registry.get(name, version).tag
 
     def predict_tasks(
-        self, tasks: Sequence[Any], schema: LabelSchema, uid: str | None, context: Any = None
-    ) -> tuple[list[dict[str, Any]], list[str]]:
+        self, tasks: Sequence[Any], schema: LabelSchema, uid: str | None, context: Any = None,
+        deadline: float | None = None,
+    ) -> tuple[list[Any], list[str]]:
         """One Label Studio prediction per task, in order, plus the problems met (for logs).
 
         With an interactive ``context`` holding rectangles the annotator drew, the answer for the (single)
-        task is those rectangles snapped to the detector's best-overlapping boxes."""
+        task is those rectangles snapped to the detector's best-overlapping boxes.
+
+        ``deadline`` (a ``time.monotonic()`` instant): a config that reads media (images, documents, video,
+        ``valueType="url"`` text) is predicted :data:`MEDIA_CHUNK` tasks at a time, and once the next chunk would
+        end past the deadline, the tasks left get ``[]`` — an empty *list* of predictions, which Label Studio
+        stores nothing for, so it asks for those tasks again — instead of the whole batch missing Label
+        Studio's timeout. Text-only configs are one chunk: they are fast and gain from one vectorised call."""
         mv, bundle = self.serving(uid)
         if mv is not None:
             tag = mv.tag
         else:
             tag, bundle = self.untrained(schema)
+        reads_media = any(c.text_is_url or c.kind in IMAGE_KINDS for c in schema.controls)
+        step = MEDIA_CHUNK if reads_media and deadline is not None else max(1, len(tasks))
+        results: list[Any] = []
+        problems: list[str] = []
+        slowest = 0.0
+        for lo in range(0, len(tasks), step):
+            started = time.monotonic()
+            if lo and deadline is not None and started + slowest > deadline:
+                left = len(tasks) - lo
+                problems.append(f"{left} of {len(tasks)} tasks left unpredicted: the next {step} would end past "
+                                "the request's deadline (LABELPILOT_PREDICT_TIMEOUT); Label Studio asks again")
+                results.extend([] for _ in range(left))
+                break
+            results.extend(self._predict_chunk(tasks[lo:lo + step], schema, uid, bundle, tag, problems, lo))
+            slowest = max(slowest, time.monotonic() - started)
+        drawn = context.get("result") if isinstance(context, Mapping) else None
+        if drawn and len(tasks) == 1 and results and any(c.kind is TaskKind.IMAGE_BOXES for c in schema.controls):
+            refined = refine_drawn_boxes(drawn, results[0]["result"])
+            if refined:
+                scores = [r["score"] for r in refined if r.get("score") is not None]
+                results[0] = {"result": refined, "model_version": tag,
+                              "score": round(float(sum(scores) / len(scores)), 6) if scores else results[0]["score"]}
+        return results, problems
+
+    def _predict_chunk(
+        self, tasks: Sequence[Any], schema: LabelSchema, uid: str | None, bundle: Bundle | None, tag: str,
+        problems: list[str], offset: int,
+    ) -> list[dict[str, Any]]:
         regions: list[list[dict[str, Any]]] = [[] for _ in tasks]
         scores: list[list[float]] = [[] for _ in tasks]
-        problems: list[str] = []
         bad: set[int] = set()
         for i, task in enumerate(tasks):
             if not isinstance(task, Mapping) or not isinstance(task.get("data"), Mapping):
                 bad.add(i)
-                problems.append(f"task #{i}: not an object with a 'data' object")
+                problems.append(f"task #{offset + i}: not an object with a 'data' object")
         if bundle is not None:
             for control in schema.controls:
                 model = bundle.models.get(control.name)
                 if model is None:
                     continue
                 self._predict_control(model, control, tasks, bad, regions, scores, problems, uid)
-        drawn = context.get("result") if isinstance(context, Mapping) else None
-        if drawn and len(tasks) == 1 and any(c.kind is TaskKind.IMAGE_BOXES for c in schema.controls):
-            refined = refine_drawn_boxes(drawn, regions[0])
-            if refined:
-                regions[0] = refined
-                scores[0] = [r["score"] for r in refined if r.get("score") is not None] or scores[0]
         results = []
         for i in range(len(tasks)):
             score = sum(scores[i]) / len(scores[i]) if scores[i] else 0.0
             results.append({"result": regions[i], "score": round(float(score), 6), "model_version": tag})
-        return results, problems
+        return results
 
     def _predict_control(
         self,
