@@ -55,7 +55,7 @@ from labelpilot.errors import InputError, LabelpilotError
 from labelpilot.imaging import load_array
 from labelpilot.models.base import get_family
 from labelpilot.models.bundle import MANIFEST
-from labelpilot.models.video import _VideoFeatures
+from labelpilot.models.video import VideoFeatures
 from labelpilot.models.vision import backbone
 from labelpilot.models.vision.detector import _Taps, average_precision
 from labelpilot.models.vision.int8 import QUANT_GRAPH, QUANT_TAPS
@@ -105,7 +105,7 @@ def calibration_arrays(paths: Sequence[str], options: dict[str, Any], limit: int
         try:
             if "frames" in options:
 
-                out.extend(_VideoFeatures(options)._frames_array(path, False))
+                out.extend(VideoFeatures(options).frames_array(path, False))
             else:
                 out.append(load_array(path, size, resize, max_pixels=int(options["max_pixels"]))[0])  # type: ignore[arg-type]
         except LabelpilotError as exc:

@@ -188,7 +188,7 @@ def sample_frames(path: str, options: dict[str, Any]) -> list[np.ndarray]:
     return [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames]
 
 
-class _VideoFeatures(CachedFeatures):
+class VideoFeatures(CachedFeatures):
     """Pooled (mean + max over sampled frames) backbone features of videos, cached per file content hash,
     plus the fused text vector when the model uses text. Same interface as the image classifier's features."""
 
@@ -208,7 +208,7 @@ class _VideoFeatures(CachedFeatures):
         limits = f"{o['max_bytes']}|{o['max_seconds']}|{o['max_frames']}|{o['max_pixels']}"
         return f"video|{self.size}|{self.resize}|{int(o['frames'])}|{'flip' if flip else 'orig'}{q}|{limits}"
 
-    def _frames_array(self, path: str, flip: bool) -> np.ndarray:
+    def frames_array(self, path: str, flip: bool) -> np.ndarray:
         from PIL import Image
 
         out = []
@@ -258,7 +258,7 @@ class _VideoFeatures(CachedFeatures):
                     video[i] = hit
                     continue
             try:
-                video[i] = self._pooled(self._frames_array(str(path), flip))
+                video[i] = self._pooled(self.frames_array(str(path), flip))
                 if key is not None:
                     backbone.FEATURES.put(key, video[i].copy())
             except LabelpilotError as exc:
@@ -291,7 +291,7 @@ class VideoClassifier(image_cls.ImageClassifier):
             raise InputError("text must be auto or off", field="text")
         if int(self.options["frames"]) < 1 or int(self.options["frames"]) > 64:
             raise InputError("frames must be between 1 and 64", field="frames")
-        self._features = _VideoFeatures(self.options)  # type: ignore[assignment]
+        self._features = VideoFeatures(self.options)  # type: ignore[assignment]
 
     # the image classifier's code reads ``ex.image``; here each path carries the example's text with it
     @staticmethod
@@ -310,7 +310,7 @@ class VideoClassifier(image_cls.ImageClassifier):
         return [by_path[str(p)].pop(0) if by_path.get(str(p)) else p for p in paths], targets, skipped
 
     def _use_text(self, examples: Sequence[Example]) -> None:
-        f: _VideoFeatures = self._features  # type: ignore[assignment]
+        f: VideoFeatures = self._features  # type: ignore[assignment]
         f.text_encoder, f.text_dim = None, 0
         if self.options["text"] == "off" or not self.control.pair_key:
             return
@@ -333,7 +333,7 @@ class VideoClassifier(image_cls.ImageClassifier):
     ) -> FitReport:
         self._use_text(examples)
         report = super().fit(examples, val=val, progress=progress)
-        f: _VideoFeatures = self._features  # type: ignore[assignment]
+        f: VideoFeatures = self._features  # type: ignore[assignment]
         report.notes[0] = (f"{int(self.options['frames'])} frames per video, efficientnet-lite0 via {f.net.engine}, "
                            f"mean+max over time" + (f", fused with text ({f.text_encoder})" if f.text_encoder else ""))
         return report
@@ -361,7 +361,7 @@ class VideoClassifier(image_cls.ImageClassifier):
         super().save(directory)
         d = Path(directory)
         meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
-        f: _VideoFeatures = self._features  # type: ignore[assignment]
+        f: VideoFeatures = self._features  # type: ignore[assignment]
         meta.update({"format_version": FORMAT_VERSION, "text_encoder": f.text_encoder, "text_dim": f.text_dim})
         write_meta(d, META_FILE, meta)
 
@@ -369,7 +369,7 @@ class VideoClassifier(image_cls.ImageClassifier):
     def load(cls, directory: Path, control: ControlSpec) -> VideoClassifier:
         d = Path(directory)
         model, meta = cls.from_saved(d, control, required=(HEAD_FILE,))
-        f: _VideoFeatures = model._features  # type: ignore[assignment]
+        f: VideoFeatures = model._features  # type: ignore[assignment]
         f.text_encoder, f.text_dim = meta.get("text_encoder"), int(meta.get("text_dim") or 0)
         model._restore_head(d, meta)
         return model

@@ -30,7 +30,7 @@ from labelpilot.data.types import FitReport
 from labelpilot.encoders import EncoderUnavailable, get_encoder
 from labelpilot.errors import InputError, LabelpilotError, MediaError, NotFoundError
 from labelpilot.models.vision.backbone import FEATURE_DIM, INSTALL_HINT, torch_available
-from labelpilot.models.vision.classifier import _Features
+from labelpilot.models.vision.inputs import ImageFeatures
 from labelpilot.registry import Registry
 from labelpilot.registry.cache import VersionCache
 from labelpilot.retrieval.index import Hit, VectorIndex, check_id, normalise
@@ -51,7 +51,7 @@ IMAGE_ENCODER = "efficientnet-lite0-pooled-224-center_crop"
 def image_features(paths: Sequence[str]) -> tuple[np.ndarray, list[str | None]]:
     """(n, 1280) L2-normalised backbone features and a per-path error (None when fine)."""
 
-    return _Features(IMAGE_OPTIONS).compute(list(paths))
+    return ImageFeatures(IMAGE_OPTIONS).compute(list(paths))
 
 
 def text_vectors(texts: Sequence[str]) -> tuple[np.ndarray, str]:

@@ -62,10 +62,6 @@ from labelpilot.schema.types import ControlSpec, TaskKind
 
 log = logging.getLogger(__name__)
 
-#: the image features' name before they moved to :mod:`.inputs` (issue 12): older pickles and
-#: ``retrieval.service`` refer to it
-_Features = ImageFeatures
-
 FORMAT_VERSION = 1
 META_FILE = "image_classifier.json"
 HEAD_FILE = "head.npz"

@@ -4,7 +4,7 @@ cached features of image files.
 :func:`annotated_images` is the first step of every vision family's training-data collection (the image
 classifier's labels, the detector's boxes, the video classifier through the image classifier). The backbone
 and the per-content feature cache are shared by :class:`CachedFeatures`; :class:`ImageFeatures` is the image
-classifier's (and the image retrieval index's) features, ``models.video._VideoFeatures`` the video family's.
+classifier's (and the image retrieval index's) features, ``models.video.VideoFeatures`` the video family's.
 Moved out of :mod:`.classifier` and :mod:`.video` (issue 12), where each kept its own copy.
 """
 
