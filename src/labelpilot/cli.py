@@ -305,9 +305,11 @@ def predict(
     fmt: Fmt = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first malformed row (nothing is written).")] = False,
     workers: Annotated[int, typer.Option(help="Processes (default: all cores).")] = 0,
+    cluster: Annotated[str | None, typer.Option(
+        help="Dask scheduler tcp://HOST:PORT, or local:N for N local workers (extra 'cluster').")] = None,
     data_dir: DataDir = Path("./labelpilot-data"),
 ) -> None:
-    """Batch prediction, streamed in constant memory, on all cores, with a progress bar."""
+    """Batch prediction, streamed in constant memory, on all cores or a Dask cluster, with a progress bar."""
     from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from labelpilot.batch import model_folder, predict_file  # lazy: CLI start-up
@@ -322,7 +324,7 @@ def predict(
             outputs=[o.strip() for o in outputs.split(",") if o.strip()],
             append_cols=[c.strip() for c in append_cols.split(",") if c.strip()],
             threshold=threshold, fmt=fmt, strict=strict, workers=workers or (os.cpu_count() or 1),
-            on_progress=lambda n: bar.update(task, completed=n),
+            on_progress=lambda n: bar.update(task, completed=n), cluster=cluster,
         )
     for line in stats.bad_rows[:20]:
         console.print(f"[yellow]malformed row[/yellow] {line}")

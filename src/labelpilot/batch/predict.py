@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from labelpilot.batch.cluster import connect, run_on_cluster
 from labelpilot.batch.inputs import (
     Columns,
     _row_example,
@@ -185,8 +186,14 @@ class _Emitter:
             self.on_progress(self.stats.predicted)
 
 
-def _run(bundle: Bundle, bundle_dir: Path, reader: _Reader, emit: _Emitter, workers: int) -> None:
-    """Predict every chunk, in this process or in ``workers`` processes with a bounded number in flight."""
+def _run(bundle: Bundle, bundle_dir: Path, reader: _Reader, emit: _Emitter, workers: int,
+         cluster: str | None = None, cluster_timeout: float = 20.0) -> None:
+    """Predict every chunk, in this process, in ``workers`` processes with a bounded number in flight, or on
+    a Dask cluster (:mod:`.cluster`)."""
+    if cluster:
+        with connect(cluster, timeout=cluster_timeout) as client:
+            run_on_cluster(client, bundle_dir, reader.batches(), emit)
+        return
     if workers <= 1:
         for exs, meta in reader.batches():
             emit(_predict_controls(bundle, exs), meta)
@@ -219,10 +226,13 @@ def predict_file(
     workers: int = 2,
     chunk: int = 4096,
     on_progress: Callable[[int], None] | None = None,
+    cluster: str | None = None,
+    cluster_timeout: float = 20.0,
 ) -> PredictStats:
     """Stream ``path`` through a model into ``output`` (constant memory: a bounded number of chunks in
     flight). Malformed rows are reported with their line number and skipped, or stop everything with
-    ``strict`` (then no output file is left behind)."""
+    ``strict`` (then no output file is left behind). ``cluster`` (``tcp://host:port`` or ``local:N``) runs
+    the chunks on Dask workers instead of local processes; the output is the same."""
     cols = cols or Columns()
     bundle_dir = _bundle_dir(registry, ref)
     bundle = load_folder(bundle_dir)
@@ -242,7 +252,7 @@ def predict_file(
     reader = _Reader(path, controls, cols, append_cols, fmt, strict, chunk, media_input, own_col, stats)
     emit = _Emitter(writer, controls, out_set, threshold, stats, on_progress)
     try:
-        _run(bundle, bundle_dir, reader, emit, workers)
+        _run(bundle, bundle_dir, reader, emit, workers, cluster, cluster_timeout)
     except BaseException:
         writer.abort()
         raise
