@@ -93,7 +93,8 @@ def main() -> None:
     with (work / "train.jsonl").open("w", encoding="utf-8") as fh:
         for r in train:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    subprocess.run([str(LP), "train", str(work / "train.jsonl"), "--name", "clusterbench", "--data-dir", str(work / "dd")],
+    subprocess.run([str(LP), "train", str(work / "train.jsonl"), "--name", "clusterbench",
+                    "--data-dir", str(work / "dd")],
                    check=True, capture_output=True)
     big = work / "big.csv"
     with big.open("w", newline="", encoding="utf-8") as fh:
