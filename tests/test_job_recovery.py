@@ -105,7 +105,7 @@ def test_queued_jobs_carry_no_secret_into_redis(tmp_path: Any, monkeypatch: pyte
     redis = Redis.from_url(url)
     try:
         job_id, _ = runner.submit("p.1", "START_TRAINING", full_export=True)
-        key = f"rq:job:labelpilot-train-{job_id}"
+        key = f"rq:job:{runner.rq_job_id(job_id)}"
         stored = redis.hgetall(key)
         assert stored, f"no {key} on Redis"
         raw = b"".join(k + v for k, v in stored.items())
@@ -113,7 +113,7 @@ def test_queued_jobs_carry_no_secret_into_redis(tmp_path: Any, monkeypatch: pyte
         for secret in [*SECRETS.values(), "api-token-2", "redis-pass-0b0e", "db-pass-4242"]:
             assert secret.encode() not in raw and secret.encode() not in payload, secret
         assert b"data_dir" in payload and b"sqlite" in payload  # the job does carry the non-secret settings
-        values = runner.queue.fetch_job(f"labelpilot-train-{job_id}").args[0]
+        values = runner.queue.fetch_job(runner.rq_job_id(job_id)).args[0]
         assert not set(values) & SECRET_FIELDS
         # the worker side fills them from its own environment
         assert Settings(**{k: v for k, v in values.items() if k != "state_backend"}).label_studio_api_key == (
@@ -122,6 +122,5 @@ def test_queued_jobs_carry_no_secret_into_redis(tmp_path: Any, monkeypatch: pyte
         runner.queue.empty()
         for k in redis.scan_iter(f"rq:*{queue}*"):
             redis.delete(k)
-        redis.delete(f"rq:job:labelpilot-train-{job_id}")
         runner.shutdown()
         store.close()

@@ -224,11 +224,16 @@ class RQRunner:
             uid,
             job_id,
             full_export,
-            job_id=f"labelpilot-train-{job_id}" + (f"-attempt{attempt}" if attempt > 1 else ""),
+            job_id=self.rq_job_id(job_id, attempt),
             job_timeout=int(self.settings.train_timeout),
             result_ttl=86400,
             failure_ttl=86400,
         )
+
+    def rq_job_id(self, job_id: int, attempt: int = 1) -> str:
+        """``<queue>-<job id>`` (``labelpilot-train-7``), ``-attempt<n>`` for a retry: RQ job ids are global
+        on a Redis, so two deployments' job 7 must not meet there."""
+        return f"{self.queue_name}-{job_id}" + (f"-attempt{attempt}" if attempt > 1 else "")
 
     def recover(self) -> tuple[int, int]:
         """Running jobs whose worker died: queued again on Redis (``job_retries`` times), then failed with the
