@@ -2,7 +2,7 @@
 processes and 2 ``labelpilot worker`` processes on one database, one Redis queue and one data dir.
 
 Three projects train at once (each job runs once, every replica serves each new version ≤ 5 s after it was
-registered); a worker is SIGKILLed with its work-horse in the middle of a real training on 20,000 annotations
+registered); a worker is SIGKILLed with its work-horse in the middle of a real training on 6,000 annotations
 (the job is retried by the other worker and done, its row says why); an API replica is SIGKILLed right after it
 acknowledged webhooks (their annotations are in the shared store and in the next training). A fresh queue name
 (and so fresh RQ job ids) per run keeps it apart from other tests on the same Redis."""
@@ -135,7 +135,7 @@ def test_two_apis_two_workers_kills_lose_nothing(tmp_path: Path, start_server: A
                 assert max(lag.values()) <= 5.0, lag
 
                 # -- SIGKILL a worker and its work-horse mid-training: retried by the other, done -------------
-                fake_ls.tasks[IDS[0]] = big_tasks(20000, seed=5)
+                fake_ls.tasks[IDS[0]] = big_tasks(6000, seed=5)
                 assert cb.post("/webhook", json={"action": "START_TRAINING", "project": project(IDS[0])}
                                ).status_code == 201
                 job = wait_for(lambda: (j := store.jobs(uid(IDS[0]))[0])["state"] == "running"
@@ -153,7 +153,7 @@ def test_two_apis_two_workers_kills_lose_nothing(tmp_path: Path, start_server: A
                 assert retried["id"] == job["id"] and retried["state"] == "done", retried
                 assert retried["attempts"] == 2 and f"pid {horse}" in retried["error"], retried
                 assert "worker died mid-job" in retried["error"]
-                assert retried["report"]["n_examples"] == 20000
+                assert retried["report"]["n_examples"] == 6000
                 assert len(registry.list_versions(model_name(uid(IDS[0])))) == 2  # the killed run registered none
 
                 # -- SIGKILL an API replica right after it acknowledged webhooks -----------------------------
