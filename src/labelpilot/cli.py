@@ -73,16 +73,22 @@ def worker(
     data_dir: DataDir = Path("./labelpilot-data"),
     redis_url: Annotated[str, typer.Option(envvar="LABELPILOT_REDIS_URL")] = "redis://127.0.0.1:6379/0",
     burst: Annotated[bool, typer.Option(help="Stop when the queue is empty.")] = False,
+    queue: Annotated[str, typer.Option(envvar="LABELPILOT_RQ_QUEUE", help="The servers' RQ queue.")] = (
+        "labelpilot-train"
+    ),
 ) -> None:
-    """Run an RQ worker for training jobs (when the server runs with LABELPILOT_REDIS_URL)."""
+    """Run an RQ worker for training jobs (when the server runs with LABELPILOT_REDIS_URL).
+
+    Secrets (LABELPILOT_DATABASE_URL, LABEL_STUDIO_API_KEY, ...) come from this process's environment: the
+    queued jobs carry none."""
     from redis import Redis
     from rq import Queue, Worker
 
-    from labelpilot.jobs.runner import RQRunner  # lazy: CLI start-up
-
     os.environ["LABELPILOT_DATA_DIR"] = str(data_dir)
+    os.environ["LABELPILOT_REDIS_URL"] = redis_url  # follow-up jobs go to the same Redis and queue
+    os.environ["LABELPILOT_RQ_QUEUE"] = queue
     conn = Redis.from_url(redis_url)
-    Worker([Queue(RQRunner.queue_name, connection=conn)], connection=conn).work(burst=burst)
+    Worker([Queue(queue, connection=conn)], connection=conn).work(burst=burst)
 
 
 @app.command()

@@ -9,6 +9,13 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: settings that are credentials (or URLs that may hold one): never sent to RQ jobs through Redis; a worker
+#: reads them from its own environment (:meth:`Settings.public_values`)
+SECRET_FIELDS = frozenset({
+    "basic_auth_user", "basic_auth_pass", "webhook_secret", "api_tokens", "label_studio_api_key", "database_url",
+    "redis_url",
+})
+
 
 def parse_schedule(text: str | None) -> tuple[int, ...]:
     """``"1, 2,5"`` -> (1, 2, 5): sorted, duplicates dropped. Raises ValueError naming the bad entry."""
@@ -56,6 +63,11 @@ class Settings(BaseSettings):
     #: a queued/running job whose heartbeat is older than this is taken for dead (its process stopped) and is
     #: marked interrupted at start-up; live processes' jobs are left alone
     job_stale_after: float = Field(60.0, gt=0)
+    #: RQ: times a job whose worker died mid-job (SIGKILL, OOM, a lost machine) is queued again before it is
+    #: marked failed with that reason (jobs/recovery.py)
+    job_retries: int = Field(1, ge=0)
+    #: the RQ queue the servers fill and ``labelpilot worker`` empties (one per deployment sharing a Redis)
+    rq_queue: str = Field("labelpilot-train", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
 
     # Label Studio access (win over what /setup sends).
     label_studio_url: str | None = Field(
@@ -110,6 +122,11 @@ class Settings(BaseSettings):
         if not v.startswith(("postgresql://", "postgres://")):
             raise ValueError("database_url: expected a postgresql://user@host:port/dbname URL")
         return v
+
+    def public_values(self) -> dict[str, object]:
+        """The settings as JSON values without :data:`SECRET_FIELDS`: what may travel through a queue.
+        ``Settings(**values)`` in the receiving process fills the secrets from its own environment."""
+        return self.model_dump(mode="json", exclude=set(SECRET_FIELDS))
 
     @property
     def schedule(self) -> tuple[int, ...]:

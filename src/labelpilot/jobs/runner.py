@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from labelpilot.config import Settings
+from labelpilot.jobs.recovery import recover_dead_jobs
 from labelpilot.jobs.state import ACTIVE, ProjectStore
 from labelpilot.jobs.warm import WarmTrainer
 from labelpilot.jobs.warm import die_with_parent as _die_with_parent
@@ -124,17 +125,36 @@ class InProcessRunner:
 
 
 def rq_train(settings_values: dict[str, Any], uid: str, job_id: int, full_export: bool) -> str | None:
-    """The RQ job function: runs the training and queues the coalesced follow-up, if any."""
+    """The RQ job function: runs the training and queues the coalesced follow-up, if any.
+
+    ``settings_values`` are :meth:`Settings.public_values` (no secrets travel through Redis): the database
+    URL, tokens and passwords come from this worker's environment. ``state_backend`` says which back end the
+    queuing server used, so a worker without its ``LABELPILOT_DATABASE_URL`` fails the job loudly instead of
+    looking for it in an empty SQLite file."""
     # lazy: jobs.runner stays light for the spawned training children (see _child_main)
     from labelpilot.jobs.training import run_job
 
-    settings = Settings(**settings_values)
+    values = dict(settings_values)
+    wanted = values.pop("state_backend", None)
+    settings = Settings(**values)
+    have = "postgresql" if settings.database_url else "sqlite"
+    if wanted and wanted != have:
+        raise RuntimeError(f"job {job_id}: the server keeps jobs on {wanted}, this worker on {have}: set the same "
+                           "LABELPILOT_DATABASE_URL for the worker")
     store = ProjectStore.from_settings(settings)
     nxt = run_job(settings, uid, job_id, full_export, store=store)
     if nxt is not None:
-        RQRunner(settings, store).enqueue(uid, *nxt)
+        RQRunner(settings, store, connection=_current_connection()).enqueue(uid, *nxt)
     job = store.job(job_id) or {}
     return job.get("version")
+
+
+def _current_connection() -> Any:
+    """The Redis connection of the RQ job running in this process (None outside one)."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    return job.connection if job is not None else None
 
 
 class RQRunner:
@@ -145,20 +165,21 @@ class RQRunner:
     thread watches the shared job table (every ``poll`` seconds) for jobs the workers finished.
     """
 
-    queue_name = "labelpilot-train"
-    #: owner of the queued jobs handed to Redis: the servers' watcher threads beat them (a follow-up queued
-    #: by an RQ work-horse, which exits after its job, would otherwise look like a dead process's job)
-    owner = f"rq:{queue_name}"
+    queue_name = "labelpilot-train"  # the default of ``Settings.rq_queue``
 
     def __init__(self, settings: Settings, store: ProjectStore, on_done: OnDone | None = None, *,
-                 poll: float = 1.0) -> None:
+                 poll: float = 1.0, connection: Any = None) -> None:
         from redis import Redis
         from rq import Queue
 
         self.settings = settings
         self.store = store
         self.on_done = on_done
-        self.redis = Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
+        self.redis = connection or Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
+        self.queue_name = settings.rq_queue
+        #: owner of the queued jobs handed to Redis: the servers' watcher threads beat them (a follow-up queued
+        #: by an RQ work-horse, which exits after its job, would otherwise look like a dead process's job)
+        self.owner = f"rq:{self.queue_name}"
         self.queue = Queue(self.queue_name, connection=self.redis)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -193,18 +214,34 @@ class RQRunner:
             self.enqueue(uid, job_id, full_export)
         return job_id, deferred
 
-    def enqueue(self, uid: str, job_id: int, full_export: bool) -> None:
+    def enqueue(self, uid: str, job_id: int, full_export: bool, *, attempt: int = 1) -> None:
+        """Hand queued job ``job_id`` to Redis; ``attempt`` > 1 is a retry (its own RQ job id)."""
         self.store.hand_over(job_id, self.owner)
+        values = {**self.settings.public_values(), "state_backend": self.store.backend.name}
         self.queue.enqueue(
             rq_train,
-            self.settings.model_dump(mode="json"),
+            values,
             uid,
             job_id,
             full_export,
-            job_id=f"labelpilot-train-{job_id}",
+            job_id=self.rq_job_id(job_id, attempt),
             job_timeout=int(self.settings.train_timeout),
             result_ttl=86400,
             failure_ttl=86400,
+        )
+
+    def rq_job_id(self, job_id: int, attempt: int = 1) -> str:
+        """``<queue>-<job id>`` (``labelpilot-train-7``), ``-attempt<n>`` for a retry: RQ job ids are global
+        on a Redis, so two deployments' job 7 must not meet there."""
+        return f"{self.queue_name}-{job_id}" + (f"-attempt{attempt}" if attempt > 1 else "")
+
+    def recover(self) -> tuple[int, int]:
+        """Running jobs whose worker died: queued again on Redis (``job_retries`` times), then failed with the
+        reason (:func:`labelpilot.jobs.recovery.recover_dead_jobs`). Returns (requeued, failed)."""
+        return recover_dead_jobs(
+            self.store, stale_after=self.settings.job_stale_after, retries=self.settings.job_retries,
+            queue_owner=self.owner,
+            requeue=lambda job_id, uid, full, attempt: self.enqueue(uid, job_id, full, attempt=attempt),
         )
 
     def shutdown(self) -> None:

@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -280,17 +280,21 @@ class ProjectStore(OnBackend):
             self._ensure_beat()
         return out
 
-    def finish_and_next(self, job_id: int, **fields: Any) -> tuple[int, bool] | None:
+    def finish_and_next(self, job_id: int, *, fence: bool = False, **fields: Any) -> tuple[int, bool] | None:
         """Record the end of a job; when another run was requested meanwhile, queue it (owned by this store)
-        and return (its id, full_export)."""
+        and return (its id, full_export). ``fence``: only while the job is still this store's running job
+        (one taken for dead and queued again meanwhile belongs to its next runner): else nothing changes."""
         fields.setdefault("finished", time.time())
         if "report" in fields and not isinstance(fields["report"], str | None):
             fields["report"] = json.dumps(fields["report"], ensure_ascii=False)
         cols = ", ".join(f"{k}=?" for k in fields)
+        where, args = ("id=? AND owner=? AND state='running'", (job_id, self.owner)) if fence else ("id=?", (job_id,))
         with self._tx() as db:
             uid = db.execute("SELECT uid FROM jobs WHERE id=?", (job_id,)).fetchone()[0]
             self.backend.lock_project(db, uid)
-            db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
+            if db.execute(f"UPDATE jobs SET {cols} WHERE {where}", (*fields.values(), *args)).rowcount == 0:
+                log.warning("job %s is not this process's any more: its end is not recorded", job_id)
+                return None
             row = db.execute("SELECT reason, full_export FROM pending WHERE uid=?", (uid,)).fetchone()
             if row is None:
                 return None
@@ -305,6 +309,14 @@ class ProjectStore(OnBackend):
             "SELECT id, full_export FROM jobs WHERE uid=? AND id>? AND state='queued' ORDER BY id LIMIT 1", (uid, after)
         ).fetchone()
         return (int(row[0]), bool(row[1])) if row else None
+
+    def progress(self, job_id: int, text: str) -> bool:
+        """Set a running job's progress, if it is still this store's; False when it is not (taken for dead
+        and queued again, or ended): its runner should stop, someone else runs it now."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE jobs SET progress=? WHERE id=? AND owner=? AND state='running'",
+                             (text, job_id, self.owner))
+            return int(cur.rowcount) == 1
 
     def update_job(self, job_id: int, **fields: Any) -> None:
         if not fields:
@@ -416,15 +428,18 @@ class ProjectStore(OnBackend):
             )
             return len(rows)
 
-    def start_sweeper(self, stale_after: float) -> threading.Thread:
+    def start_sweeper(self, stale_after: float, recover: Callable[[], Any] | None = None) -> threading.Thread:
         """While the process runs (until :meth:`close`), :meth:`interrupt_unfinished` every
         ``stale_after / 4`` seconds (at least ``heartbeat``): a job whose worker was killed is marked within
-        about 1.25 x ``stale_after``, not only when some process next starts."""
+        about 1.25 x ``stale_after``, not only when some process next starts. ``recover`` runs first each
+        time (the RQ runner's: dead running jobs are queued again or failed, :mod:`labelpilot.jobs.recovery`)."""
         every = max(self.heartbeat, stale_after / 4)
 
         def sweep() -> None:
             while not self._closed.wait(every):
                 try:
+                    if recover is not None:
+                        recover()
                     if n := self.interrupt_unfinished(stale_after):
                         log.warning("%d job(s) of stopped processes marked interrupted", n)
                 except Exception:  # the database restarting: sweep again later

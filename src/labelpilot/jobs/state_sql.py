@@ -22,7 +22,8 @@ from typing import Any, Protocol
 from labelpilot.pgdb import ThreadLocalPG
 from labelpilot.sqlitedb import ThreadLocalSQLite
 
-_CLAIM_SET = "UPDATE jobs SET state='running', started=?, owner=?, heartbeat=?, progress='claimed' "
+_CLAIM_SET = ("UPDATE jobs SET state='running', started=?, owner=?, heartbeat=?, progress='claimed', "
+              "attempts=attempts+1 ")
 
 SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -69,7 +70,10 @@ CREATE TABLE IF NOT EXISTS pending (
 """
 
 #: columns added to ``jobs`` since the first schema (ALTER TABLE on a data dir made before them)
-SQLITE_JOB_COLUMNS = (("owner", "TEXT"), ("heartbeat", "REAL"))
+SQLITE_JOB_COLUMNS = (("owner", "TEXT"), ("heartbeat", "REAL"), ("attempts", "INTEGER NOT NULL DEFAULT 0"))
+
+#: how many times a job was claimed (a job retried after its worker died is claimed again)
+ADD_ATTEMPTS = "ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"
 
 #: at most one queued or running job a project, whatever process asks (the same index on PostgreSQL)
 ONE_ACTIVE_JOB = "CREATE UNIQUE INDEX IF NOT EXISTS jobs_one_active ON jobs(uid) WHERE state IN ('queued', 'running')"
@@ -121,6 +125,7 @@ PG_MIGRATIONS = (
     );
     """,
     ONE_ACTIVE_JOB,
+    ADD_ATTEMPTS,
 )
 
 

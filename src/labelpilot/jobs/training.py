@@ -137,12 +137,17 @@ def train_project(
     project = store.project(uid)
     if project is None or not project.get("label_config"):
         raise TrainingError(f"project {uid} is unknown: Label Studio has not called /setup or sent its config")
-    store.update_job(job_id, progress="fetching annotations")
+
+    def step(text: str) -> None:
+        if not store.progress(job_id, text):  # taken for dead (a stale heartbeat) and queued again: stop
+            raise TrainingError(f"job {job_id} was handed to another worker; this run stops")
+
+    step("fetching annotations")
     tasks, notes = fetch_tasks(store, uid, settings, full_export=full_export)
-    store.update_job(job_id, progress=f"training on {len(tasks)} annotated tasks")
+    step(f"training on {len(tasks)} annotated tasks")
 
     def progress(done: int, total: int, message: str) -> None:
-        store.update_job(job_id, progress=f"{message} ({done}/{total})")
+        step(f"{message} ({done}/{total})")
 
     extra = project.get("extra_params") or {}
     media = media_fetcher(project, settings)
@@ -158,13 +163,14 @@ def train_project(
     report.notes = notes + report.notes
     registry = Registry.from_settings(settings)
     store.update_job(job_id, report=report.to_dict())  # readable from the job row as soon as the version serves
+    step("registering the new version")
     mv = registry.register(model_name(uid), bundle, report=report, parent=None, promote=True)
     annotated = sum(1 for t in tasks if isinstance(t, dict) and t.get("annotations"))
     skip = audit_due(settings, full_export=full_export, n_tasks=annotated)
     if skip is None:  # the version is served already; the audit only adds to its report
-        store.update_job(job_id, progress="auditing labels")
+        step("auditing labels")
         mv = run_audit(settings, project, tasks, mv, client=_client_or_none(project, settings), media=media,
-                       progress=lambda message: store.update_job(job_id, progress=message))
+                       progress=step)
     return mv
 
 
@@ -191,9 +197,10 @@ def run_job(
         mv = train_project(settings, uid, job_id, full_export=full_export, store=store)
     except LabelpilotError as exc:
         log.warning("training %s failed: %s", uid, exc.message)
-        return store.finish_and_next(job_id, state="failed", error=exc.message)
+        return store.finish_and_next(job_id, fence=True, state="failed", error=exc.message)
     except Exception as exc:  # a bug: record it
         log.exception("training %s crashed", uid)
-        return store.finish_and_next(job_id, state="failed", error=f"{type(exc).__name__}: {exc}")
+        return store.finish_and_next(job_id, fence=True, state="failed", error=f"{type(exc).__name__}: {exc}")
     log.info("project %s: new model version %s (%s examples)", uid, mv.tag, mv.n_examples)
-    return store.finish_and_next(job_id, state="done", version=mv.tag, progress="done", report=mv.report)
+    return store.finish_and_next(job_id, fence=True, state="done", version=mv.tag, progress="done",
+                                 report=mv.report)

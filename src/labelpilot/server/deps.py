@@ -136,18 +136,23 @@ def build_services(settings: Settings, metrics: Metrics, export_dir: Path | None
     if removed:
         log.warning("removed debris of interrupted model writes: %s", removed)
     store = ProjectStore.from_settings(settings)  # PostgreSQL when LABELPILOT_DATABASE_URL is set
-    interrupted = store.interrupt_unfinished(settings.job_stale_after)
-    if interrupted:
-        log.warning("%d training job(s) were interrupted by the last shutdown", interrupted)
-    store.start_sweeper(settings.job_stale_after)  # jobs of processes that stop later (other replicas)
     bundles = bundle_cache(registry)
     predictor = Predictor(registry, bundles=bundles,
                           media_for=lambda uid: media_fetcher(store.project(uid) if uid else None, settings))
+    runner = make_runner(settings, store, on_done=predictor.warm)
+    # RQ: running jobs of dead workers are queued again or failed (jobs/recovery.py) before the rest is
+    # marked interrupted; in-process, a dead server's trainers died with it
+    recover = runner.recover if isinstance(runner, RQRunner) else None
+    if recover is not None:
+        recover()
+    interrupted = store.interrupt_unfinished(settings.job_stale_after)
+    if interrupted:
+        log.warning("%d training job(s) were interrupted by the last shutdown", interrupted)
+    store.start_sweeper(settings.job_stale_after, recover)  # jobs of processes that stop later (other replicas)
 
     return Services(settings=settings, metrics=metrics, lanes=Lanes(settings),
                     models=RegistryModels(registry, bundles, predictor.pointers), registry=registry, store=store,
-                    predictor=predictor,
-                    runner=make_runner(settings, store, on_done=predictor.warm), warm=threading.Event())
+                    predictor=predictor, runner=runner, warm=threading.Event())
 
 
 async def get_services(request: Request) -> Services:
