@@ -3,6 +3,14 @@
     PYTHONPATH=src .venv/bin/python bench/ner_firsttasks.py                  # all four configs
     PYTHONPATH=src .venv/bin/python bench/ner_firsttasks.py --dataset cluener --tasks 200 --every 10
     PYTHONPATH=/work/main/src .venv/bin/python bench/ner_firsttasks.py     # the same against another tree
+    PYTHONPATH=src .venv/bin/python bench/ner_firsttasks.py --dataset cluener --order bench --schedule 1,2,5 --lag 2
+
+``--order bench`` plays the tasks ``labelpilot bench prelabel`` plays (the first N of the training split
+shuffled with seed 0, :func:`labelpilot.prelabel.datasets.load`) and adds that command's effort count
+(``saved_http``, :mod:`labelpilot.prelabel.metrics`); ``--schedule 1,2,5`` retrains at those annotation
+counts and then every ``--every`` (the server's schedule); ``--lag K`` lets each new model serve only from
+K tasks after the annotation that triggered it (a retrain slower than K annotations), so the gap between
+this in-process figure and the HTTP one can be split into "other tasks" and "older models".
 
 For each task: the current model pre-labels it (zero-shot before the first training), the pre-label is
 compared with the gold spans, the task joins the annotated pool, and every ``--every`` annotations the
@@ -32,6 +40,8 @@ from labelpilot.data.cluener import read_cluener
 from labelpilot.data.types import Example, Span, Target
 from labelpilot.metrics import span_prf
 from labelpilot.models.ner_crf import NerCrfModel
+from labelpilot.prelabel import datasets as bench_datasets
+from labelpilot.prelabel.metrics import score_spans
 from labelpilot.schema.types import ControlSpec, LabelSpec, TaskKind
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -45,6 +55,20 @@ def control(labels: list[str]) -> ControlSpec:
         name="label", type="Labels", to_name="text", object_type="Text", value_key="text",
         kind=TaskKind.TEXT_SPANS, labels=tuple(LabelSpec(value=lab) for lab in labels),
     )  # fmt: skip
+
+
+def load_bench_order(name: str, data: Path, n: int) -> tuple[list[Example], list[str]]:
+    """The tasks and labels of ``labelpilot bench prelabel`` (same order, same label list)."""
+    ds = bench_datasets.load({"conll": "conll2003"}.get(name, name), data, n)
+    exs = []
+    for task, gold in zip(ds.tasks, ds.gold, strict=True):
+        spans = tuple(Span(r["value"]["start"], r["value"]["end"], r["value"]["labels"][0]) for r in gold)
+        exs.append(Example(text=task["data"]["text"], target=Target(spans=spans), id=task["id"]))
+    return exs, list(ds.labels)
+
+
+def _regions(spans: list[Span]) -> list[dict]:
+    return [{"type": "labels", "value": {"start": s.start, "end": s.end, "labels": [s.label]}} for s in spans]
 
 
 def load(name: str, data: Path, n: int) -> tuple[list[Example], list[str]]:
@@ -82,12 +106,23 @@ def edits(gold: list[Span], pred: list[Span]) -> int:
     return n + len(left_g)
 
 
+def _due(n: int, args: argparse.Namespace, last: int) -> bool:
+    if args.schedule is None:
+        return n % args.every == 0
+    return n in args.schedule or n - last >= args.every
+
+
 def play(name: str, args: argparse.Namespace) -> dict:
-    exs, labels = load(name, args.data, args.tasks)
-    model = NerCrfModel(control(labels), **json.loads(args.options))
-    golds, preds, fit_s = [], [], []
+    exs, labels = (load_bench_order if args.order == "bench" else load)(name, args.data, args.tasks)
+    options = json.loads(args.options)
+    model = NerCrfModel(control(labels), **options)
+    golds, preds, fit_s, http = [], [], [], []
     version = "untrained"
+    waiting: list[tuple[int, NerCrfModel]] = []  # (first task index it serves, model) under --lag
+    last = 0
     for i, ex in enumerate(exs):
+        while waiting and waiting[0][0] <= i:
+            model = waiting.pop(0)[1]
         (p,) = model.predict([Example(text=ex.text)])
         if p.error and i == 0:
             version = "no pre-label"
@@ -95,10 +130,15 @@ def play(name: str, args: argparse.Namespace) -> dict:
             version = "zero-shot"
         golds.append(list(ex.target.spans))
         preds.append([Span(s.start, s.end, s.label) for s in p.spans])
-        if (i + 1) % args.every == 0 and i + 1 < len(exs):
+        http.append(score_spans(_regions(preds[-1]), _regions(golds[-1])))
+        if _due(i + 1, args, last) and i + 1 < len(exs):
+            last = i + 1
+            new = NerCrfModel(control(labels), **options) if args.lag else model
             t0 = time.perf_counter()
             try:
-                model.fit(exs[: i + 1])
+                new.fit(exs[: i + 1])
+                if args.lag:
+                    waiting.append((i + 1 + args.lag, new))
             except Exception as exc:  # e.g. no span yet
                 print(f"[{name}] fit after {i + 1} failed: {exc}", file=sys.stderr)
             fit_s.append(time.perf_counter() - t0)
@@ -110,9 +150,11 @@ def play(name: str, args: argparse.Namespace) -> dict:
         m = span_prf(g, p)
         scratch = sum(len(x) for x in g)
         used = sum(edits(x, y) for x, y in zip(g, p, strict=True))
+        w_with = sum(t.edits_with for t in http[a - 1 : b])
         rows[f"{a}-{b}"] = {
             "p": m["precision"], "r": m["recall"], "f1": m["f1"],
             "saved": 1 - used / scratch if scratch else 0.0, "gold": scratch,
+            "saved_http": 1 - w_with / scratch if scratch else 0.0,
         }  # fmt: skip
     fits = sorted(fit_s)
     return {
@@ -129,6 +171,10 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=200)
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--options", default="{}", help="ner-crf options as JSON")
+    ap.add_argument("--order", choices=("file", "bench"), default="file", help="file order or bench prelabel's")
+    ap.add_argument("--schedule", type=lambda v: {int(x) for x in v.split(",") if x}, default=None,
+                    help="retrain at these annotation counts, then every --every (the server's rule)")
+    ap.add_argument("--lag", type=int, default=0, help="a new model serves from this many tasks later")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     out = []
@@ -139,7 +185,7 @@ def main() -> None:
               f"load {res['load']}")  # fmt: skip
         for win, r in res["windows"].items():
             print(f"  {win:>8}: P {r['p']:.3f} R {r['r']:.3f} F1 {r['f1']:.3f} saved {r['saved']:+.1%} "
-                  f"({r['gold']} spans)")  # fmt: skip
+                  f"(bench count {r['saved_http']:+.1%}; {r['gold']} spans)")  # fmt: skip
         sys.stdout.flush()
     if args.json:
         args.json.write_text(json.dumps(out, ensure_ascii=False, indent=1))

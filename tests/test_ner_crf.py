@@ -240,13 +240,26 @@ def test_fit_with_val_reports_entity_metrics() -> None:
 def test_fit_without_val_holds_out_then_refits() -> None:
     data = ZH * 2
     calls: list[tuple[int, int, str]] = []
-    model = NerCrfModel(control("name", "address", "company"), **{**FAST, "holdout": 0.25, "max_iterations": 20})
+    model = NerCrfModel(control("name", "address", "company"),
+                        **{**FAST, "holdout": 0.25, "max_iterations": 20, "min_holdout_examples": 20})
     report = model.fit(data, progress=lambda d, t, m: calls.append((d, t, m)))
     assert report.n_val == 6 and report.n_train == len(data)
     assert "f1" in report.metrics
     assert any("refitted" in n for n in report.notes)
     assert calls and all(0 < d <= t for d, t, _ in calls)
     assert any("refit" in m for _, _, m in calls)
+
+
+def test_small_projects_fit_once_without_held_out_metrics() -> None:
+    """Below min_holdout_examples (default 200) an early retrain is one CRF fit on every annotation."""
+    data = ZH * 2
+    calls: list[str] = []
+    model = NerCrfModel(control("name", "address", "company"), **{**FAST, "holdout": 0.25, "max_iterations": 20})
+    report = model.fit(data, progress=lambda d, t, m: calls.append(m))
+    assert report.n_train == len(data) and report.n_val == 0 and report.metrics == {}
+    assert any("too few examples for held-out metrics" in n for n in report.notes)
+    assert calls and all(m.startswith("fit:") for m in calls)
+    assert gold_of(data[0]) == spans_of(model.predict([data[0]])[0])
 
 
 def test_auto_algorithm_switches_to_sgd_for_large_data() -> None:

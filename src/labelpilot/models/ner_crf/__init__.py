@@ -46,8 +46,9 @@ Metrics
     Entity-level micro precision/recall/F1 with exact (start, end, label) match, as seqeval's default
     mode reports for BIO, plus per-label F1 (``f1/<label>``). With ``val`` the model is trained on all
     examples and scored on ``val``; without it, a seeded ``holdout`` slice (default 10 %, only when there
-    are at least ``min_holdout_examples``) is held out for the metrics and the model is then refitted on
-    everything when the first fit took at most ``refit_budget_s`` seconds (noted in the report).
+    are at least ``min_holdout_examples``, default 200: below that one fit, no metrics) is held out for
+    the metrics and the model is then refitted on everything when the first fit took at most
+    ``refit_budget_s`` seconds (noted in the report).
 
 Scores and uncertainty
     Marginals come from CRFsuite's forward-backward. ``Prediction.token_probs`` holds each token's max
