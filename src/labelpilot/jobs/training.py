@@ -75,7 +75,7 @@ def fetch_tasks(store: ProjectStore, uid: str, settings: Settings, *, full_expor
         try:
             result = sync_for_training(
                 store, uid, ls_id, ls_client_for(project, settings),
-                incremental=settings.incremental_sync and bool(project.get("synced")),
+                incremental=settings.incremental_sync,
                 max_changed=settings.sync_max_changed, export_timeout=settings.export_timeout,
                 export_max_bytes=settings.export_max_bytes,
             )
