@@ -107,6 +107,33 @@ def test_webhook_copies(open_store: Factory) -> None:
     assert store.project("p")["synced"] == 1
 
 
+def test_incremental_refresh_replaces_only_the_changed_tasks(open_store: Factory) -> None:
+    store = open_store()
+    export = [{"id": 1, "data": {"t": "a"}, "annotations": [{"id": 10}, {"id": 11}]},
+              {"id": 2, "data": {"t": "b"}, "annotations": [{"id": 20}]},
+              {"id": 3, "data": {"t": "c"}, "annotations": [{"id": 30}]}]
+    store.upsert_project("p", label_config="<View/>")
+    store.replace_tasks("p", export, since=time.time(), synced_at=1000.0)
+    assert store.project("p")["synced_at"] == 1000.0
+    since = time.time()
+    time.sleep(0.01)
+    store.put_annotation("p", {"id": 3, "data": {"t": "c"}}, {"id": 30, "result": ["webhook"]})  # after since: kept
+    # task 1 lost annotation 11 and changed 10; task 2 has none left; task 3's export is older than the webhook
+    changed = [{"id": 1, "data": {"t": "a2"}, "annotations": [{"id": 10, "result": ["new"]}], "predictions": [{}]},
+               {"id": 2, "data": {"t": "b"}, "annotations": []},
+               {"id": 3, "data": {"t": "c"}, "annotations": [{"id": 30, "result": ["export"]}]},
+               {"id": 9, "data": {}, "annotations": [{"id": 90}]}]  # not asked for: ignored
+    assert store.refresh_tasks("p", changed, [1, 2, 3], since=since) == 2
+    got = {t["id"]: t for t in store.tasks("p")}
+    assert sorted(got) == [1, 3]
+    assert got[1] == {"id": 1, "data": {"t": "a2"}, "annotations": [{"id": 10, "result": ["new"]}]}
+    assert got[3]["annotations"] == [{"id": 30, "result": ["webhook"]}]
+    store.mark_synced("p", 2000.5)
+    assert store.project("p")["synced_at"] == 2000.5 and store.project("p")["synced"] == 1
+    store.replace_tasks("p", export)  # a full export that could not read Label Studio's clock: next sync is full
+    assert store.project("p")["synced_at"] is None
+
+
 def test_enqueue_claim_finish(open_store: Factory) -> None:
     store, other = open_store(), open_store()
     first, deferred = store.claim_or_defer("p", "START_TRAINING", full_export=False)
@@ -299,6 +326,21 @@ def test_sqlite_data_dir_from_before_heartbeats_is_migrated(tmp_path: Path) -> N
     assert store.job(1)["heartbeat"] is None  # a job of the old server: no heartbeat, so stale
     assert ProjectStore(tmp_path).interrupt_unfinished() == 1
     assert store.claim_or_defer("p", "y", full_export=False) == (2, False)
+
+
+def test_sqlite_data_dir_from_before_incremental_sync_is_migrated(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "state.sqlite3")
+    db.executescript(
+        "CREATE TABLE projects (uid TEXT PRIMARY KEY, label_config TEXT, hostname TEXT, access_token TEXT,"
+        " extra_params TEXT, authed INTEGER NOT NULL DEFAULT 0, since_train INTEGER NOT NULL DEFAULT 0,"
+        " synced INTEGER NOT NULL DEFAULT 0, updated REAL NOT NULL);"
+        "INSERT INTO projects(uid, synced, updated) VALUES ('p', 1, 1.0);"
+    )
+    db.close()
+    store = ProjectStore(tmp_path)
+    assert store.project("p")["synced_at"] is None  # synced before: the next Start Training exports in full
+    store.mark_synced("p", 5.0)
+    assert ProjectStore(tmp_path).project("p")["synced_at"] == 5.0
 
 
 # -- the model registry's index ---------------------------------------------------------------------------

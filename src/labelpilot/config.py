@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     export_max_bytes: int = 2_000_000_000
     http_timeout: float = 30.0
     export_timeout: float = 600.0
+    #: Start Training checks Label Studio's counts and its tasks changed since the last sync, fetches only those
+    #: and falls back to the full export when anything disagrees (jobs/sync.py); False: always the full export
+    incremental_sync: bool = True
+    sync_max_changed: int = Field(5000, ge=0)  # more changed tasks than this: the full export is cheaper
 
     # Request limits (issue 11): bodies are counted while they stream in, so an oversized one is refused
     # with 413 before it is held in memory.

@@ -1,4 +1,5 @@
-"""A small client for the parts of Label Studio's API the backend needs: the export, and auth headers.
+"""A small client for the parts of Label Studio's API the backend needs: the export (whole, or of some tasks),
+the Data Manager's task counts and changed tasks (the incremental sync's check), and auth headers.
 
 Tokens: a legacy token is sent as ``Token <key>``; a personal access token (a JWT *refresh* token) is
 exchanged at ``/api/token/refresh/`` for a short-lived access token sent as ``Bearer``; an access JWT
@@ -14,6 +15,9 @@ import contextlib
 import json
 import threading
 import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -124,12 +128,69 @@ class LabelStudioClient:
             return f"Label Studio refused the token (HTTP {status}); check LABEL_STUDIO_API_KEY"
         return f"Label Studio answered HTTP {status}"
 
+    def _get_json(self, path: str, params: dict[str, str], what: str) -> tuple[Any, float | None]:
+        """GET an API path: its JSON body and Label Studio's clock from the ``Date`` header (epoch s, or None)."""
+        try:
+            with self.policy.stream(
+                "GET", f"{self.base_url}{path}", permit=self._permit, params=params, headers=self.auth_header(),
+                credential_origin=self.origin, timeout=self.timeout,
+            ) as resp:
+                body = resp.read()
+        except httpx.HTTPError as exc:
+            raise LabelStudioError(self._unreachable(exc)) from exc
+        if resp.status_code != 200:
+            raise LabelStudioError(f"{what} failed: {self._explain(resp.status_code)} {body[:300]!r}")
+        try:
+            out = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise LabelStudioError(f"{what}: the answer is not JSON") from exc
+        clock = None
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            clock = parsedate_to_datetime(resp.headers.get("date", "")).timestamp()
+        return out, clock
+
+    def task_page(self, project_id: int, *, updated_since: float | None = None, page: int = 1,
+                  page_size: int = 1) -> tuple[dict[str, Any], float | None]:
+        """One page of the Data Manager's task list (``GET /api/tasks``; tasks without annotations): its
+        ``total`` (tasks), ``total_annotations`` (not cancelled) and ``tasks``, optionally only the tasks whose
+        ``updated_at`` is after ``updated_since`` (epoch s; Label Studio bumps a task's ``updated_at`` when one
+        of its annotations is created, changed or deleted). Also returns Label Studio's clock."""
+        query: dict[str, Any] = {}
+        if updated_since is not None:
+            when = datetime.fromtimestamp(updated_since, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            query["filters"] = {"conjunction": "and", "items": [
+                {"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime", "value": when}]}
+        params = {"project": str(project_id), "page": str(page), "page_size": str(page_size),
+                  "query": json.dumps(query), "resolve_uri": "false",
+                  # review: Label Studio then neither asks the ML backends for predictions of the page's tasks
+                  # (evaluate_predictions_automatically) nor computes the heavy per-task columns
+                  "review": "true"}
+        out, clock = self._get_json("/api/tasks", params, f"the task list of project {project_id}")
+        if not isinstance(out, dict) or not isinstance(out.get("total"), int) or not isinstance(out.get("tasks"), list):
+            raise LabelStudioError(f"the task list of project {project_id} has no total and tasks")
+        return out, clock
+
+    def changed_task_ids(self, project_id: int, since: float, *, limit: int, page_size: int = 500) -> list[int] | None:
+        """Ids of the tasks whose ``updated_at`` is after ``since``; None when there are more than ``limit``."""
+        ids: list[int] = []
+        page = 1
+        while True:
+            out, _ = self.task_page(project_id, updated_since=since, page=page, page_size=page_size)
+            if out["total"] > limit:
+                return None
+            ids += [int(t["id"]) for t in out["tasks"] if isinstance(t, dict) and isinstance(t.get("id"), int)]
+            if len(ids) >= out["total"] or not out["tasks"]:
+                return ids
+            page += 1
+
     def export_tasks(self, project_id: int, *, max_bytes: int = 2_000_000_000, timeout: float = 600.0,
-                     all_tasks: bool = False) -> list[Any]:
-        """All annotated tasks of a project (``all_tasks``: every task) as Label Studio's JSON export, with a size
-        and time limit."""
+                     all_tasks: bool = False, ids: Sequence[int] = ()) -> list[Any]:
+        """All annotated tasks of a project (``all_tasks``: every task; ``ids``: only these tasks) as Label
+        Studio's JSON export, with a size and time limit."""
         url = f"{self.base_url}/api/projects/{project_id}/export"
-        params = {"exportType": "JSON", "download_all_tasks": "true" if all_tasks else "false"}
+        params: dict[str, Any] = {"exportType": "JSON", "download_all_tasks": "true" if all_tasks else "false"}
+        if ids:
+            params["ids[]"] = [str(i) for i in ids]
         deadline = time.monotonic() + timeout
         try:
             with self.policy.stream(

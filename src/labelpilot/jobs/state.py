@@ -68,6 +68,10 @@ def _annotation_row(uid: str, task: dict[str, Any], ann: dict[str, Any], now: fl
     return (uid, task_id, ann_id, orjson.dumps(task).decode(), orjson.dumps(ann).decode(), now)
 
 
+def _task_only(task: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in task.items() if k not in ("annotations", "predictions", "drafts")}
+
+
 def export_shape(rows: Iterable[tuple[int, dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
     """``(task id, task, annotation)`` rows, grouped by task id in order of appearance, as Label Studio's
     export shape: each task once, with its annotations (in row order) under ``"annotations"``."""
@@ -212,11 +216,13 @@ class ProjectStore(OnBackend):
             cur = db.executemany("DELETE FROM annotations WHERE uid=? AND annotation_id=?", [(uid, i) for i in ids])
             return cur.rowcount
 
-    def replace_tasks(self, uid: str, tasks: list[dict[str, Any]], *, since: float | None = None) -> int:
+    def replace_tasks(self, uid: str, tasks: list[dict[str, Any]], *, since: float | None = None,
+                      synced_at: float | None = None) -> int:
         """Replace the copy of a project's annotations by a full export (a list of tasks).
 
         Annotations that webhooks delivered after ``since`` (when the export started) are kept: the export
-        may have been taken before they were made.
+        may have been taken before they were made. ``synced_at``: Label Studio's clock before the export
+        started, from which the next incremental sync asks for changed tasks (None: the next sync is full).
         """
         n = 0
         now = time.time()
@@ -234,8 +240,35 @@ class ProjectStore(OnBackend):
                          json.dumps(ann, ensure_ascii=False), now),
                     )
                     n += 1
-            db.execute("UPDATE projects SET synced=1 WHERE uid=?", (uid,))
+            db.execute("UPDATE projects SET synced=1, synced_at=? WHERE uid=?", (synced_at, uid))
         return n
+
+    def refresh_tasks(self, uid: str, tasks: list[dict[str, Any]], task_ids: Iterable[int], *, since: float) -> int:
+        """Replace the copy's annotations of the tasks ``task_ids`` by their export ``tasks`` (the incremental
+        sync: a task missing from ``tasks`` or without annotations keeps none). Rows webhooks wrote after
+        ``since`` (when the export started) win over the export, as in :meth:`replace_tasks`. Returns the
+        number of annotations written."""
+        n = 0
+        now = time.time()
+        wanted = {int(i) for i in task_ids}
+        ids = sorted(wanted)
+        with self._tx() as db:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                db.execute(f"DELETE FROM annotations WHERE uid=? AND updated<? AND task_id IN ({marks})",
+                           (uid, since, *chunk))
+            rows = [row for task in tasks if parse_uint(task.get("id")) in wanted
+                    for ann in task.get("annotations") or []
+                    if (row := _annotation_row(uid, _task_only(task), ann, now)) is not None]
+            db.executemany(_PUT_ANNOTATION + " WHERE annotations.updated<?", [(*r, since) for r in rows])
+            n = len(rows)
+        return n
+
+    def mark_synced(self, uid: str, synced_at: float) -> None:
+        """Record that the copy matched Label Studio as of ``synced_at`` (Label Studio's clock, epoch s)."""
+        with self._tx() as db:
+            db.execute("UPDATE projects SET synced=1, synced_at=? WHERE uid=?", (synced_at, uid))
 
     def tasks(self, uid: str) -> list[dict[str, Any]]:
         """Annotated tasks of a project in export shape: ``{"id", "data", "annotations": [...]}``."""

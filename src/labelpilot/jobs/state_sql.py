@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS projects (
     authed INTEGER NOT NULL DEFAULT 0,
     since_train INTEGER NOT NULL DEFAULT 0,
     synced INTEGER NOT NULL DEFAULT 0,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    synced_at REAL
 );
 CREATE TABLE IF NOT EXISTS annotations (
     uid TEXT NOT NULL,
@@ -71,6 +72,8 @@ CREATE TABLE IF NOT EXISTS pending (
 
 #: columns added to ``jobs`` since the first schema (ALTER TABLE on a data dir made before them)
 SQLITE_JOB_COLUMNS = (("owner", "TEXT"), ("heartbeat", "REAL"), ("attempts", "INTEGER NOT NULL DEFAULT 0"))
+#: the same for ``projects``: ``synced_at`` is Label Studio's clock (epoch s) when the copy was last known complete
+SQLITE_PROJECT_COLUMNS = (("synced_at", "REAL"),)
 
 #: how many times a job was claimed (a job retried after its worker died is claimed again)
 ADD_ATTEMPTS = "ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"
@@ -126,6 +129,7 @@ PG_MIGRATIONS = (
     """,
     ONE_ACTIVE_JOB,
     ADD_ATTEMPTS,
+    "ALTER TABLE projects ADD COLUMN synced_at DOUBLE PRECISION",
 )
 
 
@@ -167,6 +171,10 @@ class SQLiteState(ThreadLocalSQLite):
             for col, kind in SQLITE_JOB_COLUMNS:
                 if col not in have:
                     db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {kind}")
+            have = {r[1] for r in db.execute("PRAGMA table_info(projects)")}
+            for col, kind in SQLITE_PROJECT_COLUMNS:
+                if col not in have:
+                    db.execute(f"ALTER TABLE projects ADD COLUMN {col} {kind}")
             db.execute(ONE_ACTIVE_JOB)
         with contextlib.suppress(OSError):
             os.chmod(path, 0o600)  # holds Label Studio tokens

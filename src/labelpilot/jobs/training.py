@@ -6,7 +6,6 @@ This runs in a worker (a child process of the server by default, or an RQ worker
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from labelpilot.data.types import FitReport
 from labelpilot.errors import InputError, LabelpilotError, ModelOptionsError, TrainingError
 from labelpilot.jobs.audit_step import audit_due, run_audit
 from labelpilot.jobs.state import ProjectStore, ls_project_id
+from labelpilot.jobs.sync import sync_for_training
 from labelpilot.lsclient import LabelStudioClient
 from labelpilot.media import MediaFetcher
 from labelpilot.models.base import family_for, options_for, validate_options
@@ -65,26 +65,29 @@ def media_fetcher(project: dict[str, Any] | None, settings: Settings) -> MediaFe
 
 
 def fetch_tasks(store: ProjectStore, uid: str, settings: Settings, *, full_export: bool) -> tuple[list, list[str]]:
-    """The project's annotated tasks: a fresh export from Label Studio when asked (or never done before),
-    else the copy kept from webhooks. Falls back to the copy, with a note, when the export fails."""
+    """The project's annotated tasks. Start Training (``full_export``) or a copy never synced: brought up to date
+    with Label Studio first (:func:`labelpilot.jobs.sync.sync_for_training`: only the changed tasks when the
+    check agrees, else the full export); otherwise the copy kept from webhooks. Falls back to the copy, with a
+    note, when Label Studio cannot be read."""
     project = store.project(uid) or {}
-    notes: list[str] = []
     ls_id = ls_project_id(uid)
     if (full_export or not project.get("synced")) and ls_id is not None:
         try:
-            client = ls_client_for(project, settings)
-            started = time.time()
-            tasks = client.export_tasks(ls_id, max_bytes=settings.export_max_bytes, timeout=settings.export_timeout)
-            store.replace_tasks(uid, tasks, since=started)
-            notes.append(f"exported {len(tasks)} annotated tasks from Label Studio")
-            return store.tasks(uid), notes
+            result = sync_for_training(
+                store, uid, ls_id, ls_client_for(project, settings),
+                incremental=settings.incremental_sync,
+                max_changed=settings.sync_max_changed, export_timeout=settings.export_timeout,
+                export_max_bytes=settings.export_max_bytes,
+            )
+            for note in result.notes:
+                log.info("project %s: %s", uid, note)
+            return result.tasks, result.notes
         except LabelpilotError as exc:
             local = store.tasks(uid)
             if not local:
                 raise
-            notes.append(f"export failed ({exc.message}); trained from the {len(local)} tasks received by webhook")
-            return local, notes
-    return store.tasks(uid), notes
+            return local, [f"export failed ({exc.message}); trained from the {len(local)} tasks received by webhook"]
+    return store.tasks(uid), []
 
 
 def check_model_options(schema: LabelSchema, options: Any, families: Any = None) -> None:
