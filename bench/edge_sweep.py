@@ -56,6 +56,9 @@ def choices(convs: list[str]) -> dict[str, dict[str, Any]]:
         "excl_last2conv": {"exclude": convs[-2:]},
         "excl_stem_last1": {"exclude": convs[:1] + convs[-1:]},
         "calib_moving_avg": {"extra": {"CalibMovingAverage": True}},
+        # the first MBConv block(s) after the stem kept fp32 (per-tensor SQNR shows the error enters there)
+        "excl_block0": {"exclude": convs[:1] + [c for c in convs if "blocks.0/" in c]},
+        "excl_block1": {"exclude": convs[:1] + [c for c in convs if "blocks.0/" in c or "blocks.1/" in c]},
     }
 
 
