@@ -157,7 +157,8 @@ def test_detector_backbone_quantized(tmp_path: Path) -> None:
     out = export_model(reg, "boxes", tmp_path / "int8", quantize="int8", calibration=tmp_path / "imgs")
     info = json.loads((out / "manifest.json").read_text())["quantization"]["controls"]["label"]
     assert info["graph"] == QUANT_TAPS and info["size_ratio"] < 0.35 and info["calibration_inputs"] == 8
-    assert len(info["kept_fp32"]) == 1 and "stem" in info["kept_fp32"][0]  # the detector's default: stem fp32
+    assert info["keep_fp32"] == "block1" and "stem" in info["kept_fp32"][0]  # the detector's default
+    assert any("blocks.1/" in n for n in info["kept_fp32"]) and not any("blocks.2/" in n for n in info["kept_fp32"])
     _, bundle = read_export(out)
     loaded = bundle.models["label"]
     assert loaded.taps_graph_ is not None and loaded._taps().engine == "onnx-int8"

@@ -340,8 +340,8 @@ def export(
     calibration: Annotated[Path | None, typer.Option(help="Images/videos (folder/labelled file): calibration.")] = None,
     eval_data: Annotated[Path | None, typer.Option(help="Labelled data: accuracy before/after quantization.")] = None,
     keep_fp32: Annotated[str | None, typer.Option(
-        help="none | stem (the detector's default: first conv fp32) | block0 | block1 (stem + first 1/2 blocks)"
-             " | boundary (stem + output nodes) | auto (accuracy guard on --guard-data).")] = None,
+        help="none | stem (first conv fp32) | block0 | block1 (stem + first 1/2 blocks; block1: the detector's"
+             " default) | boundary (stem + output nodes) | auto (accuracy guard on --guard-data).")] = None,
     guard_data: Annotated[Path | None, typer.Option(
         help="Labelled validation data (not the test split) for --keep-fp32 auto.")] = None,
     guard_tolerance: Annotated[float, typer.Option(help="--keep-fp32 auto: largest allowed drop, points.")] = 1.0,

@@ -19,9 +19,19 @@ Method
     batch at run time; it turns convolutions into ``ConvInteger``, which onnxruntime runs far slower than fp32
     (measured: 996 ms against 58 ms per 224-px image for this backbone), so it is never chosen silently.
 
-``--keep-fp32 none|stem|boundary``
-    ``stem`` (the detector's default) keeps only the first convolution in fp32: same size (28 %) and latency as
-    all-int8, a lower error of the feature maps (sweep of onnxruntime's choices in bench/RESULTS.md "Edge").
+``--keep-fp32 none|stem|block0|block1|boundary|auto``
+    ``stem`` keeps only the first convolution in fp32: same size (28 %) and latency as all-int8, a lower error of
+    the feature maps (sweep of onnxruntime's choices in bench/RESULTS.md "Edge"). ``block0`` / ``block1`` also
+    keep the first one / two MBConv blocks after it fp32: per-tensor SQNR of the int8 graph against fp32
+    (``onnxruntime.quantization.qdq_loss_debug``) showed the error enters there (53 dB after the stem, 32 dB
+    after block 0, ~20 dB from then on), and those blocks hold few weights, so the size stays 28.2-28.3 % while
+    the feature maps' error drops from 12.2 to 8.6 / 7.1 % (latency 47 / 54 % of fp32 instead of 47 %).
+    ``block1`` is the detector's default (2026-12-03, five trainings: mAP@0.5 within 0.33 points of fp32 on
+    each; bench/RESULTS.md "Edge").
+    ``auto`` is an accuracy guard: with labelled validation data (``--guard-data``, never the test split) it
+    quantizes with ``stem``, ``block0``, ``block1`` in that order and keeps the first whose metric on that data
+    drops by at most ``--guard-tolerance`` points (default 1) against fp32; with none, the one with the
+    smallest drop. The manifest's ``guard`` names every trial, its drop and the choice.
     ``boundary`` keeps the stem convolution and the last three nodes before each graph output in fp32 (the rest
     int8), at 40 % of the fp32 size instead of 28 %. It is an option, not the default, because it did not hold
     up: on one trained raccoon detector it gave mAP@0.5 0.963 against 0.964 fp32 (all-int8: 0.936-0.941 whatever the
@@ -66,9 +76,9 @@ from labelpilot.schema import parse_label_config
 log = logging.getLogger(__name__)
 
 QUANTIZABLE = ("image-classifier", "video-frames", "image-detector")
-#: ``--keep-fp32`` -> (first convolutions, nodes before each output) left in fp32. The detector's default is
-#: ``stem`` (its first conv sees raw pixels; keeping it fp32 lowers the feature maps' error against fp32 from
-#: 12.8 to 12.2 % at the same size and latency, bench/edge_sweep.py); the other families default to ``none``.
+#: ``--keep-fp32`` -> (first convolutions, nodes before each output) left in fp32. ``stem``: the first conv sees
+#: raw pixels; keeping it fp32 lowers the feature maps' error against fp32 from 12.8 to 12.2 % at the same size
+#: and latency (bench/edge_sweep.py). The detector's default is ``block1`` (below); the others' ``none``.
 KEEP_FP32: dict[str, tuple[int, int]] = {"none": (0, 0), "stem": (1, 0), "boundary": (1, 3)}
 #: ``--keep-fp32 block0|block1``: the stem and the first one / two MBConv blocks kept fp32. Per-tensor SQNR
 #: (bench/RESULTS.md "Edge", 2026-12-03) shows most of the int8 error enters in those blocks, at 8 % of the
@@ -328,7 +338,7 @@ def quantize_bundle(
         t0 = time.perf_counter()
         if keep_fp32 not in (None, *KEEP_CHOICES):
             raise InputError(f"--keep-fp32 {keep_fp32!r}: one of {list(KEEP_CHOICES)}", field="keep_fp32")
-        keep = keep_fp32 or ("stem" if detector else "none")
+        keep = keep_fp32 or ("block1" if detector else "none")
         guard: dict[str, Any] | None = None
         if keep == "auto":
             if how != "static" or not guard_examples:
