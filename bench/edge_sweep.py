@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labelpilot.models.vision import backbone
 from labelpilot.models.vision.detector import ImageDetector
 from labelpilot.models.vision.int8 import QUANT_TAPS, _graphs
-from labelpilot.quantize import calibration_arrays, fp32_taps_graph, latency_ms, quality, quantize_graph
+from labelpilot.quantize import _guarded, calibration_arrays, fp32_taps_graph, latency_ms, quality, quantize_graph
 from labelpilot.schema import make_label_config, parse_label_config
 from vision import raccoon
 
@@ -56,6 +56,9 @@ def choices(convs: list[str]) -> dict[str, dict[str, Any]]:
         "excl_last2conv": {"exclude": convs[-2:]},
         "excl_stem_last1": {"exclude": convs[:1] + convs[-1:]},
         "calib_moving_avg": {"extra": {"CalibMovingAverage": True}},
+        # the first MBConv block(s) after the stem kept fp32 (per-tensor SQNR shows the error enters there)
+        "excl_block0": {"exclude": convs[:1] + [c for c in convs if "blocks.0/" in c]},
+        "excl_block1": {"exclude": convs[:1] + [c for c in convs if "blocks.0/" in c or "blocks.1/" in c]},
     }
 
 
@@ -73,12 +76,34 @@ def refit_head(control: Any, seed: int, folder: Path, train: list[Any], held: li
             "refit_s": round(seconds, 1), "refit_load": round(os.getloadavg()[0], 1)}
 
 
+def guard_row(fp32: bytes, mdir: Path, work: Path, calib: list[Any], val: list[Any], held: list[Any], control: Any,
+              before: float, tolerance: float) -> dict[str, Any]:
+    """``labelpilot.quantize._guarded`` (the ``--keep-fp32 auto`` path) on this detector, then its test mAP."""
+    d = work / "v-guard"
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(mdir, d)
+    t = time.perf_counter()
+    choice, _, record = _guarded(fp32, d / QUANT_TAPS, calib, lambda: ImageDetector.load(d, control),
+                                 ImageDetector.load(mdir, control), val, tolerance)
+    seconds = time.perf_counter() - t
+    _graphs.clear()
+    _, after = quality(ImageDetector.load(d, control), held)
+    lf, li = latency_ms([fp32, d / QUANT_TAPS], int(ImageDetector.load(d, control).options["image_size"]), 30)
+    return {"choice": f"guard:{choice}", "guard": record, "size_ratio": round((d / QUANT_TAPS).stat().st_size /
+            len(fp32), 3), "latency_ratio": round(li / lf, 3), "ms_fp32": lf, "ms_int8": li,
+            "map_fp32": round(before, 4), "map_int8": round(after, 4), "points": round(100 * (after - before), 2),
+            "guard_s": round(seconds, 1), "load": round(os.getloadavg()[0], 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default="", help="comma-separated choice names (default: all)")
     ap.add_argument("--refit", action="store_true", help="also re-fit the head on each choice's int8 features")
+    ap.add_argument("--guard", type=float, default=None, metavar="POINTS",
+                    help="also run the export's accuracy guard (--keep-fp32 auto) with this tolerance, its validation "
+                         "set = the training images not used for calibration (the test split stays out)")
     ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / "out")
     args = ap.parse_args()
     import onnx
@@ -126,6 +151,10 @@ def main() -> None:
             row.update(refit_head(control, args.seed, d, train, held, before))
         rows.append(row)
         print(json.dumps(row), flush=True)
+    if args.guard is not None:
+        rows.append(guard_row(fp32, mdir, work, calib, [ex for ex in train if ex.image][1::2], held, control, before,
+                              args.guard))
+        print(json.dumps(rows[-1]), flush=True)
     (work / "sweep.json").write_text(json.dumps(rows, indent=1))
 
 

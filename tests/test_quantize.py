@@ -10,6 +10,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -123,10 +124,10 @@ def test_bad_quantize_requests_leave_nothing(exported: tuple[Path, Registry, Pat
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_detector_backbone_quantized(tmp_path: Path) -> None:
+def _boxes_registry(tmp_path: Path) -> tuple[Registry, list[Any]]:
+    """A small detector (yellow squares on noise) registered as "boxes"; its images in ``tmp_path/imgs``."""
     from labelpilot.data.types import Box, Example, Target
     from labelpilot.models.bundle import Bundle
-    from labelpilot.quantize import QUANT_TAPS
     from labelpilot.schema import make_label_config, parse_label_config
 
     rng = np.random.default_rng(3)
@@ -146,10 +147,18 @@ def test_detector_backbone_quantized(tmp_path: Path) -> None:
     model.fit(examples)
     reg = Registry(tmp_path / "reg")
     reg.register("boxes", Bundle(schema, {"label": model}))
+    return reg, examples
+
+
+def test_detector_backbone_quantized(tmp_path: Path) -> None:
+    from labelpilot.quantize import QUANT_TAPS
+
+    reg, examples = _boxes_registry(tmp_path)
     out = export_model(reg, "boxes", tmp_path / "int8", quantize="int8", calibration=tmp_path / "imgs")
     info = json.loads((out / "manifest.json").read_text())["quantization"]["controls"]["label"]
     assert info["graph"] == QUANT_TAPS and info["size_ratio"] < 0.35 and info["calibration_inputs"] == 8
-    assert len(info["kept_fp32"]) == 1 and "stem" in info["kept_fp32"][0]  # the detector's default: stem fp32
+    assert info["keep_fp32"] == "block1" and "stem" in info["kept_fp32"][0]  # the detector's default
+    assert any("blocks.1/" in n for n in info["kept_fp32"]) and not any("blocks.2/" in n for n in info["kept_fp32"])
     _, bundle = read_export(out)
     loaded = bundle.models["label"]
     assert loaded.taps_graph_ is not None and loaded._taps().engine == "onnx-int8"
@@ -167,3 +176,45 @@ def test_detector_backbone_quantized(tmp_path: Path) -> None:
     plain = export_model(reg, "boxes", tmp_path / "plain", quantize="int8", calibration=tmp_path / "imgs",
                          keep_fp32="none")
     assert "kept_fp32" not in json.loads((plain / "manifest.json").read_text())["quantization"]["controls"]["label"]
+
+
+def _write_voc(folder: Path, examples: list[Any]) -> Path:
+    """``folder/annotations`` (Pascal VOC, the labelled format ``--guard-data`` reads) beside ``folder/images``."""
+    from labelpilot.data.vision_formats import to_voc
+
+    (folder / "annotations").mkdir(parents=True)
+    (folder / "images").symlink_to(Path(examples[0].image).parent)
+    for ex in examples:
+        (folder / "annotations" / (Path(ex.image).stem + ".xml")).write_text(to_voc(ex, size=(96, 96)))
+    return folder / "annotations"
+
+
+def test_detector_accuracy_guard(tmp_path: Path) -> None:
+    from labelpilot.quantize import GUARD_ORDER
+
+    reg, examples = _boxes_registry(tmp_path)
+    guard = _write_voc(tmp_path / "guard", examples[4:])
+    kw: dict[str, Any] = {"quantize": "int8", "calibration": tmp_path / "imgs", "keep_fp32": "auto",
+                          "guard_data": guard}
+    # a tolerance no candidate can meet (a planted drop): every candidate is tried in order, the best is kept
+    out = export_model(reg, "boxes", tmp_path / "strict", guard_tolerance=-1000.0, **kw)
+    info = json.loads((out / "manifest.json").read_text())["quantization"]["controls"]["label"]
+    g = info["guard"]
+    assert [t["keep_fp32"] for t in g["trials"]] == list(GUARD_ORDER) and g["passed"] is False
+    assert g["n_guard"] == 4 and g["choice"] == info["keep_fp32"]
+    assert g["choice"] == min(reversed(g["trials"]), key=lambda t: t["drop_points"])["keep_fp32"]
+    assert any("blocks.0/" in n for n in info["kept_fp32"]) == (g["choice"] != "stem")
+    assert all(p.error is None for p in read_export(out)[1].models["label"].predict(examples[:2]))
+    # a tolerance every candidate meets: the first (smallest, fastest) one, after one trial
+    loose = export_model(reg, "boxes", tmp_path / "loose", guard_tolerance=1000.0, **kw)
+    linfo = json.loads((loose / "manifest.json").read_text())["quantization"]["controls"]["label"]
+    assert linfo["guard"]["choice"] == "stem" and len(linfo["guard"]["trials"]) == 1 and linfo["guard"]["passed"]
+    # fixed choices: the first block(s) kept fp32 by name
+    b1 = export_model(reg, "boxes", tmp_path / "b1", quantize="int8", calibration=tmp_path / "imgs",
+                      keep_fp32="block1")
+    kept = json.loads((b1 / "manifest.json").read_text())["quantization"]["controls"]["label"]["kept_fp32"]
+    assert any("blocks.1/" in n for n in kept) and not any("blocks.2/" in n for n in kept)
+    with pytest.raises(InputError) as err:  # auto without validation data: a clear error, nothing written
+        export_model(reg, "boxes", tmp_path / "noguard", quantize="int8", calibration=tmp_path / "imgs",
+                     keep_fp32="auto")
+    assert err.value.field == "guard_data" and not (tmp_path / "noguard").exists()

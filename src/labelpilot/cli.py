@@ -348,14 +348,19 @@ def export(
     calibration: Annotated[Path | None, typer.Option(help="Images/videos (folder/labelled file): calibration.")] = None,
     eval_data: Annotated[Path | None, typer.Option(help="Labelled data: accuracy before/after quantization.")] = None,
     keep_fp32: Annotated[str | None, typer.Option(
-        help="none | stem (the detector's default: first conv fp32) | boundary (stem + output nodes).")] = None,
+        help="none | stem (first conv fp32) | block0 | block1 (stem + first 1/2 blocks; block1: the detector's"
+             " default) | boundary (stem + output nodes) | auto (accuracy guard on --guard-data).")] = None,
+    guard_data: Annotated[Path | None, typer.Option(
+        help="Labelled validation data (not the test split) for --keep-fp32 auto.")] = None,
+    guard_tolerance: Annotated[float, typer.Option(help="--keep-fp32 auto: largest allowed drop, points.")] = 1.0,
     data_dir: DataDir = Path("./labelpilot-data"),
 ) -> None:
     """A self-contained model folder that `labelpilot serve-model` or `models import` can load elsewhere."""
     from labelpilot.batch import export_model  # lazy: CLI start-up
 
     out = export_model(_registry(data_dir), model, directory, quantize=quantize, method=method,
-                       calibration=calibration, eval_data=eval_data, keep_fp32=keep_fp32)
+                       calibration=calibration, eval_data=eval_data, keep_fp32=keep_fp32,
+                       guard_data=guard_data, guard_tolerance=guard_tolerance)
     console.print(f"exported to {out}")
     if quantize:
         manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))

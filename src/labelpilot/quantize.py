@@ -19,9 +19,19 @@ Method
     batch at run time; it turns convolutions into ``ConvInteger``, which onnxruntime runs far slower than fp32
     (measured: 996 ms against 58 ms per 224-px image for this backbone), so it is never chosen silently.
 
-``--keep-fp32 none|stem|boundary``
-    ``stem`` (the detector's default) keeps only the first convolution in fp32: same size (28 %) and latency as
-    all-int8, a lower error of the feature maps (sweep of onnxruntime's choices in bench/RESULTS.md "Edge").
+``--keep-fp32 none|stem|block0|block1|boundary|auto``
+    ``stem`` keeps only the first convolution in fp32: same size (28 %) and latency as all-int8, a lower error of
+    the feature maps (sweep of onnxruntime's choices in bench/RESULTS.md "Edge"). ``block0`` / ``block1`` also
+    keep the first one / two MBConv blocks after it fp32: per-tensor SQNR of the int8 graph against fp32
+    (``onnxruntime.quantization.qdq_loss_debug``) showed the error enters there (53 dB after the stem, 32 dB
+    after block 0, ~20 dB from then on), and those blocks hold few weights, so the size stays 28.2-28.3 % while
+    the feature maps' error drops from 12.2 to 8.6 / 7.1 % (latency 47 / 54 % of fp32 instead of 47 %).
+    ``block1`` is the detector's default (2026-12-03, five trainings: mAP@0.5 within 0.33 points of fp32 on
+    each; bench/RESULTS.md "Edge").
+    ``auto`` is an accuracy guard: with labelled validation data (``--guard-data``, never the test split) it
+    quantizes with ``stem``, ``block0``, ``block1`` in that order and keeps the first whose metric on that data
+    drops by at most ``--guard-tolerance`` points (default 1) against fp32; with none, the one with the
+    smallest drop. The manifest's ``guard`` names every trial, its drop and the choice.
     ``boundary`` keeps the stem convolution and the last three nodes before each graph output in fp32 (the rest
     int8), at 40 % of the fp32 size instead of 28 %. It is an option, not the default, because it did not hold
     up: on one trained raccoon detector it gave mAP@0.5 0.963 against 0.964 fp32 (all-int8: 0.936-0.941 whatever the
@@ -41,6 +51,7 @@ What the manifest records (``manifest.json`` -> ``quantization``)
 
 from __future__ import annotations
 
+import functools
 import logging
 import statistics
 import tempfile
@@ -65,10 +76,18 @@ from labelpilot.schema import parse_label_config
 log = logging.getLogger(__name__)
 
 QUANTIZABLE = ("image-classifier", "video-frames", "image-detector")
-#: ``--keep-fp32`` -> (first convolutions, nodes before each output) left in fp32. The detector's default is
-#: ``stem`` (its first conv sees raw pixels; keeping it fp32 lowers the feature maps' error against fp32 from
-#: 12.8 to 12.2 % at the same size and latency, bench/edge_sweep.py); the other families default to ``none``.
+#: ``--keep-fp32`` -> (first convolutions, nodes before each output) left in fp32. ``stem``: the first conv sees
+#: raw pixels; keeping it fp32 lowers the feature maps' error against fp32 from 12.8 to 12.2 % at the same size
+#: and latency (bench/edge_sweep.py). The detector's default is ``block1`` (below); the others' ``none``.
 KEEP_FP32: dict[str, tuple[int, int]] = {"none": (0, 0), "stem": (1, 0), "boundary": (1, 3)}
+#: ``--keep-fp32 block0|block1``: the stem and the first one / two MBConv blocks kept fp32. Per-tensor SQNR
+#: (bench/RESULTS.md "Edge", 2026-12-03) shows most of the int8 error enters in those blocks, at 8 % of the
+#: weights' bytes' worth of nothing: size 28.2-28.3 % like ``stem``, feature error 12.2 -> 8.6 / 7.1 %.
+BLOCKS_FP32: dict[str, int] = {"block0": 1, "block1": 2}
+#: ``--keep-fp32 auto``: the candidates the accuracy guard tries, in this order (all at ~28 % size; each next
+#: one has a lower feature error and a higher latency), stopping at the first within the tolerance.
+GUARD_ORDER = ("stem", "block0", "block1")
+KEEP_CHOICES = (*KEEP_FP32, *BLOCKS_FP32, "auto")
 METHODS = ("static", "dynamic")
 
 
@@ -195,6 +214,45 @@ def boundary_nodes(fp32: bytes, first: int = 1, last: int = 1) -> list[str]:
     return [*convs, *tail]
 
 
+def kept_nodes(fp32: bytes, keep: str) -> list[str]:
+    """The node names ``--keep-fp32 keep`` leaves in fp32 (``none``: none)."""
+    if keep in BLOCKS_FP32:
+        import onnx
+
+        convs = [n.name for n in onnx.load_from_string(fp32).graph.node if n.op_type == "Conv"]
+        blocks = tuple(f"blocks.{k}/" for k in range(BLOCKS_FP32[keep]))
+        return [convs[0], *(c for c in convs[1:] if any(b in c for b in blocks))]
+    return boundary_nodes(fp32, *KEEP_FP32[keep]) if keep != "none" else []
+
+
+def _guarded(fp32: bytes, target: Path, arrays: list[np.ndarray], load: Any, fp32_model: Any,
+             guard: Sequence[Any], tolerance: float) -> tuple[str, list[str], dict[str, Any]]:
+    """``--keep-fp32 auto``: quantize with each of ``GUARD_ORDER`` until the metric on the ``guard`` examples
+    (a validation split, never the test split) drops by at most ``tolerance`` points against fp32; with none
+    within it, the candidate with the smallest drop (the latest on a tie). Leaves that choice's graph in
+    ``target``; returns (choice, its fp32 nodes, the guard's record for the manifest)."""
+    from labelpilot.models.vision.int8 import forget  # lazy: only the guard reloads a rewritten graph
+
+    metric, before = quality(fp32_model, guard)
+    trials: list[dict[str, Any]] = []
+    for keep in GUARD_ORDER:
+        exclude = kept_nodes(fp32, keep)
+        quantize_graph(fp32, target, method="static", calibration=arrays, exclude=exclude)
+        forget(target)
+        _, after = quality(load(), guard)
+        trials.append({"keep_fp32": keep, f"{metric}_int8": round(after, 4),
+                       "drop_points": round(100 * (before - after), 2)})
+        if trials[-1]["drop_points"] <= tolerance:
+            break
+    best = min(reversed(trials), key=lambda t: t["drop_points"])
+    record = {"n_guard": len(guard), f"{metric}_fp32": round(before, 4), "tolerance_points": tolerance,
+              "trials": trials, "choice": best["keep_fp32"], "passed": best["drop_points"] <= tolerance}
+    if best is not trials[-1]:  # none passed and an earlier one was the best: write that graph again
+        quantize_graph(fp32, target, method="static", calibration=arrays, exclude=kept_nodes(fp32, best["keep_fp32"]))
+        forget(target)
+    return best["keep_fp32"], kept_nodes(fp32, best["keep_fp32"]), record
+
+
 def latency_ms(graphs: Sequence[bytes | Path], size: int, runs: int = 40) -> list[float]:
     """Median ms of one (1, 3, S, S) input through each graph on the CPU, the graphs' runs interleaved (so a
     change of load on shared cores hits them alike), after 3 warm-up runs each."""
@@ -244,6 +302,8 @@ def quantize_bundle(
     calib_images: int = 64,
     latency_runs: int = 40,
     keep_fp32: str | None = None,
+    guard_examples: Sequence[Any] = (),
+    guard_tolerance: float = 1.0,
 ) -> dict[str, Any]:
     """Quantize every quantizable control model inside an exported bundle folder (in place); the manifest entry."""
     import json
@@ -276,11 +336,19 @@ def quantize_bundle(
         fp32 = fp32_taps_graph(size) if detector else fp32_graph(size)
         target = cdir / (QUANT_TAPS if detector else QUANT_GRAPH)
         t0 = time.perf_counter()
-        if keep_fp32 not in (None, *KEEP_FP32):
-            raise InputError(f"--keep-fp32 {keep_fp32!r}: one of {list(KEEP_FP32)}", field="keep_fp32")
-        keep = keep_fp32 or ("stem" if detector else "none")
-        exclude = boundary_nodes(fp32, *KEEP_FP32[keep]) if how == "static" and keep != "none" else []
-        quantize_graph(fp32, target, method=how, calibration=arrays, exclude=exclude)
+        if keep_fp32 not in (None, *KEEP_CHOICES):
+            raise InputError(f"--keep-fp32 {keep_fp32!r}: one of {list(KEEP_CHOICES)}", field="keep_fp32")
+        keep = keep_fp32 or ("block1" if detector else "none")
+        guard: dict[str, Any] | None = None
+        if keep == "auto":
+            if how != "static" or not guard_examples:
+                raise InputError("--keep-fp32 auto needs static quantization and labelled validation data "
+                                 "(--guard-data, not the test split)", field="guard_data")
+            keep, exclude, guard = _guarded(fp32, target, arrays or [], functools.partial(cls.load, cdir, control),
+                                            fp32_model, guard_examples, guard_tolerance)
+        else:
+            exclude = kept_nodes(fp32, keep) if how == "static" else []
+            quantize_graph(fp32, target, method=how, calibration=arrays, exclude=exclude)
         info: dict[str, Any] = {
             "family": family, "quantized": True, "graph": target.name, "method": how,
             "format": "QDQ" if how == "static" else "dynamic", "calibration_inputs": len(arrays or ()),
@@ -289,6 +357,9 @@ def quantize_bundle(
         }
         if exclude:
             info["kept_fp32"] = exclude
+            info["keep_fp32"] = keep
+        if guard is not None:
+            info["guard"] = guard
         if detector:
             info["note"] = "the backbone is int8; the small detection head stays fp32"
         info["size_ratio"] = round(info["graph_bytes_int8"] / info["graph_bytes_fp32"], 4)

@@ -38,14 +38,16 @@ def _versions() -> dict[str, str]:
 def export_model(
     registry: Registry, ref: str, directory: Path, *, quantize: str | None = None, method: str | None = None,
     calibration: Path | None = None, eval_data: Path | None = None, cols: Columns | None = None,
-    keep_fp32: str | None = None,
+    keep_fp32: str | None = None, guard_data: Path | None = None, guard_tolerance: float = 1.0,
 ) -> Path:
     """A self-contained folder: ``model/`` (the bundle), ``manifest.json`` (version, metrics, labels,
     label config, library versions). Written to a temporary folder and renamed.
 
     ``quantize="int8"``: the vision models' backbone is quantized into the folder (:mod:`labelpilot.quantize`),
     calibrated on the images/videos of ``calibration`` (a folder or a labelled file); ``eval_data`` (labelled)
-    measures the accuracy before and after. The manifest's ``quantization`` records sizes, latency, accuracy."""
+    measures the accuracy before and after; ``keep_fp32="auto"`` picks the fp32 nodes by the accuracy guard on
+    ``guard_data`` (labelled validation data, never the test split) within ``guard_tolerance`` points. The
+    manifest's ``quantization`` records sizes, latency, accuracy."""
     if quantize not in (None, "int8"):
         raise InputError(f"--quantize {quantize!r}: only int8 is supported", field="quantize")
     name, version = parse_model_ref(ref)
@@ -77,9 +79,11 @@ def export_model(
         kind = "video" if any(c.kind is TaskKind.VIDEO_CHOICES for c in bundle.schema.controls) else "image"
         calib = [ex.image for ex in _media_examples(calibration, kind, cols) if ex.image] if calibration else []
         evals = [ex for ex in _media_examples(eval_data, kind, cols) if ex.target] if eval_data else []
+        guard = [ex for ex in _media_examples(guard_data, kind, cols) if ex.target] if guard_data else []
         try:
             manifest["quantization"] = q.quantize_bundle(tmp / "model", method=method, calibration=calib,
-                                                         eval_examples=evals, keep_fp32=keep_fp32)
+                                                         eval_examples=evals, keep_fp32=keep_fp32,
+                                                         guard_examples=guard, guard_tolerance=guard_tolerance)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -60,3 +60,11 @@ def graph_taps(path: Path) -> GraphTaps:
         if key not in _graphs:
             _graphs[key] = GraphTaps(Path(path))
         return _graphs[key]  # type: ignore[return-value]
+
+
+def forget(path: Path) -> None:
+    """Drop the cached sessions of a graph file that was rewritten (the export's accuracy guard)."""
+    resolved = str(Path(path).resolve())
+    with _lock:
+        for key in (resolved, "taps|" + resolved):
+            _graphs.pop(key, None)
