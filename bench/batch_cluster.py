@@ -12,7 +12,6 @@ worker process (psutil, sampled every 0.2 s over the whole process tree).
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import os
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 import psutil
+
+from benchutil import batch_input
 
 ROOT = Path(__file__).resolve().parents[1]
 LP = Path(os.environ.get("LABELPILOT_BIN", ROOT / ".venv" / "bin" / "labelpilot"))
@@ -82,26 +83,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lp-cluster-"))
-    tnews = args.data / "tnews" / "train.json"
-    if tnews.exists():
-        src = [json.loads(line) for line in tnews.open(encoding="utf-8")]
-        train = [{"text": r["sentence"], "label": r["label_desc"]} for r in src]
-    else:
-        print(f"{tnews} not found: synthetic text instead")
-        train = [{"text": f"sample {i} {'good' if i % 2 else 'bad'} text", "label": "pos" if i % 2 else "neg"}
-                 for i in range(2000)]
-    with (work / "train.jsonl").open("w", encoding="utf-8") as fh:
-        for r in train:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    subprocess.run([str(LP), "train", str(work / "train.jsonl"), "--name", "clusterbench",
-                    "--data-dir", str(work / "dd")],
-                   check=True, capture_output=True)
-    big = work / "big.csv"
-    with big.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "text"])
-        for i in range(args.rows):
-            w.writerow([i, train[i % len(train)]["text"]])
+    big = batch_input(args.data, work, args.rows, LP, "clusterbench")
     base = [str(LP), "predict", "clusterbench", str(big), "--id-col", "id", "--data-dir", str(work / "dd")]
     local = run_sampled([*base, "-o", str(work / "local.csv"), "--workers", str(args.workers)])
     cluster = run_sampled([*base, "-o", str(work / "cluster.csv"), "--cluster", f"local:{args.workers}"])

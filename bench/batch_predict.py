@@ -11,7 +11,6 @@ the command and its worker processes. Constant memory means the peak does not gr
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -19,6 +18,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from benchutil import batch_input
 
 ROOT = Path(__file__).resolve().parents[1]
 LP = ROOT / ".venv" / "bin" / "labelpilot"
@@ -36,25 +37,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lp-batch-"))
-    tnews = args.data / "tnews" / "train.json"
-    if tnews.exists():
-        src = [json.loads(line) for line in tnews.open(encoding="utf-8")]
-        train = [{"text": r["sentence"], "label": r["label_desc"]} for r in src]
-    else:
-        train = [{"text": f"sample {i} {'good' if i % 2 else 'bad'} text", "label": "pos" if i % 2 else "neg"}
-                 for i in range(2000)]
-    with (work / "train.jsonl").open("w", encoding="utf-8") as fh:
-        for r in train:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    subprocess.run([str(LP), "train", str(work / "train.jsonl"), "--name", "bench", "--data-dir", str(work / "dd")],
-                   check=True, capture_output=True)
-    big = work / "big.csv"
-    with big.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "text"])
-        for i in range(args.rows):
-            w.writerow([i, train[i % len(train)]["text"]])
-    cmd = ["/usr/bin/time", "-v", str(LP), "predict", "bench", str(big), "-o", str(work / "out.csv"),
+    big = batch_input(args.data, work, args.rows, LP, "batchbench")
+    cmd = ["/usr/bin/time", "-v", str(LP), "predict", "batchbench", str(big), "-o", str(work / "out.csv"),
            "--id-col", "id", "--data-dir", str(work / "dd")]
     if args.workers:
         cmd += ["--workers", str(args.workers)]

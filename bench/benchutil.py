@@ -66,3 +66,33 @@ def run_wrk(lua: Path, url: str, threads: int, connections: int, seconds: int) -
     n, dur = int(m[1]), float(m[7])
     return {"requests": n, "non_2xx": int(m[2]), "socket_errors": int(m[3]), "rps": round(n / dur, 1),
             "p50_ms": float(m[4]), "p99_ms": float(m[5]), "max_ms": float(m[6])}
+
+
+def batch_input(data: Path, work: Path, rows: int, lp: Path, name: str) -> Path:
+    """For the batch-prediction benches: train text-linear ``name`` on TNEWS train (synthetic text when
+    ``data``/tnews is absent) into ``work``/dd, and write ``work``/big.csv of ``rows`` rows (``id``, ``text``:
+    the training texts repeated). ``name`` must not be a folder in the working directory (it would be taken
+    for a model folder)."""
+    import csv
+    import json
+
+    tnews = data / "tnews" / "train.json"
+    if tnews.exists():
+        src = [json.loads(line) for line in tnews.open(encoding="utf-8")]
+        train = [{"text": r["sentence"], "label": r["label_desc"]} for r in src]
+    else:
+        print(f"{tnews} not found: synthetic text instead")
+        train = [{"text": f"sample {i} {'good' if i % 2 else 'bad'} text", "label": "pos" if i % 2 else "neg"}
+                 for i in range(2000)]
+    with (work / "train.jsonl").open("w", encoding="utf-8") as fh:
+        for r in train:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    subprocess.run([str(lp), "train", str(work / "train.jsonl"), "--name", name, "--data-dir", str(work / "dd")],
+                   check=True, capture_output=True)
+    big = work / "big.csv"
+    with big.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text"])
+        for i in range(rows):
+            w.writerow([i, train[i % len(train)]["text"]])
+    return big
