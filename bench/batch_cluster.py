@@ -12,7 +12,6 @@ worker process (psutil, sampled every 0.2 s over the whole process tree).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -24,17 +23,10 @@ from pathlib import Path
 import psutil
 
 from benchutil import batch_input
+from labelpilot.encoders.use import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 LP = Path(os.environ.get("LABELPILOT_BIN", ROOT / ".venv" / "bin" / "labelpilot"))
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def run_sampled(cmd: list[str]) -> dict:
@@ -87,7 +79,7 @@ def main() -> None:
     base = [str(LP), "predict", "clusterbench", str(big), "--id-col", "id", "--data-dir", str(work / "dd")]
     local = run_sampled([*base, "-o", str(work / "local.csv"), "--workers", str(args.workers)])
     cluster = run_sampled([*base, "-o", str(work / "cluster.csv"), "--cluster", f"local:{args.workers}"])
-    same = sha256(work / "local.csv") == sha256(work / "cluster.csv")
+    same = file_sha256(work / "local.csv") == file_sha256(work / "cluster.csv")
     result = {
         "rows": args.rows, "workers": args.workers, "identical_output": same,
         "local": local | {"rows_per_s": round(args.rows / local["seconds"])},

@@ -23,7 +23,7 @@ import pytest
 from labelpilot.jobs.state import ProjectStore
 from labelpilot.jobs.training import model_name
 from labelpilot.registry import Registry
-from tests.conftest import LABELPILOT, SENTIMENT_CONFIG, sentiment_tasks, wait_for
+from tests.conftest import LABELPILOT, SENTIMENT_CONFIG, sentiment_tasks, stop_server, wait_for
 from tests.test_jobs import _redis_up
 from tests.test_pgdb import throwaway_database
 
@@ -171,12 +171,7 @@ def test_two_apis_two_workers_kills_lose_nothing(tmp_path: Path, start_server: A
                 assert nxt["state"] == "done" and nxt["report"]["n_examples"] == before + 3, nxt
         finally:
             for w in workers:
-                if w.poll() is None:
-                    os.killpg(w.pid, signal.SIGTERM)
-                    try:
-                        w.wait(10)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(w.pid, signal.SIGKILL)
+                stop_server(w)  # SIGTERM the group, SIGKILL after 10 s
             store.close()
             redis = Redis.from_url(redis_url)
             for key in redis.scan_iter(f"*{queue}*"):
