@@ -199,7 +199,10 @@ def test_export_and_refresh_obey_the_policy_and_label_studio_url_is_trusted(star
         client.post("/setup", json={**setup, "hostname": "http://127.0.0.1:1"})
         client.post("/webhook", json=train)
         _finished_job(client, UID)
-    assert [(p.split("?")[0], a) for _, p, a in fake_ls.requests] == [("/api/projects/1/export", "Token real-token")]
+    # Label Studio's clock from its task list (for the next incremental sync), then the export: both to the
+    # trusted URL with the project's token
+    assert [(p.split("?")[0], a) for _, p, a in fake_ls.requests] == [
+        ("/api/tasks", "Token real-token"), ("/api/projects/1/export", "Token real-token")]
 
 
 def test_fetch_policy_address_rules() -> None:
