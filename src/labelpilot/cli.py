@@ -73,9 +73,7 @@ def worker(
     data_dir: DataDir = Path("./labelpilot-data"),
     redis_url: Annotated[str, typer.Option(envvar="LABELPILOT_REDIS_URL")] = "redis://127.0.0.1:6379/0",
     burst: Annotated[bool, typer.Option(help="Stop when the queue is empty.")] = False,
-    queue: Annotated[str, typer.Option(envvar="LABELPILOT_RQ_QUEUE", help="The servers' RQ queue.")] = (
-        "labelpilot-train"
-    ),
+    queue: Annotated[str, typer.Option(envvar="LABELPILOT_RQ_QUEUE", help="RQ queue.")] = "labelpilot-train",
 ) -> None:
     """Run an RQ worker for training jobs (when the server runs with LABELPILOT_REDIS_URL).
 
@@ -311,8 +309,7 @@ def predict(
     fmt: Fmt = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first malformed row (nothing is written).")] = False,
     workers: Annotated[int, typer.Option(help="Processes (default: all cores).")] = 0,
-    cluster: Annotated[str | None, typer.Option(
-        help="Dask scheduler tcp://HOST:PORT, or local:N for N local workers (extra 'cluster').")] = None,
+    cluster: Annotated[str | None, typer.Option(help="Dask scheduler tcp://HOST:PORT, or local:N workers.")] = None,
     data_dir: DataDir = Path("./labelpilot-data"),
 ) -> None:
     """Batch prediction, streamed in constant memory, on all cores or a Dask cluster, with a progress bar."""
