@@ -96,7 +96,11 @@ def connect(address: str, *, timeout: float = 20.0) -> Iterator[Any]:
         raise InputError(f"--cluster {address}: cannot reach the Dask scheduler ({exc})", field="cluster") from exc
     try:
         if not client.scheduler_info().get("workers"):
-            client.wait_for_workers(1, timeout=timeout)
+            try:
+                client.wait_for_workers(1, timeout=timeout)
+            except TimeoutError as exc:
+                raise InputError(f"--cluster {address}: no worker joined the scheduler within {timeout:g} s",
+                                 field="cluster") from exc
         yield client
     finally:
         client.close()
