@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from labelpilot.jobs.state import ProjectStore, project_uid
+from labelpilot.ids import project_uid
+from labelpilot.jobs.state import ProjectStore
 from tests.conftest import LABELPILOT, SENTIMENT_CONFIG, sentiment_tasks, wait_for
 
 

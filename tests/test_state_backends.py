@@ -157,6 +157,29 @@ def test_enqueue_claim_finish(open_store: Factory) -> None:
     assert [j["state"] for j in store.jobs("p")] == ["failed", "done"]
 
 
+def test_a_fenced_end_and_a_requeue_move_only_the_named_owners_running_job(open_store: Factory) -> None:
+    """The dead-job sweep's two moves (jobs.recovery): each one conditional UPDATE that says whether it moved."""
+    runner, sweeper = open_store(), open_store()
+    job_id, _ = runner.claim_or_defer("p", "START_TRAINING", full_export=False)
+    assert runner.claim(job_id) is not None
+    assert sweeper.running_jobs() == [{"id": job_id, "uid": "p", "owner": runner.owner,
+                                       "heartbeat": runner.job(job_id)["heartbeat"], "attempts": 1,
+                                       "full_export": 0}]
+    assert sweeper.end_job(job_id, "someone-else", state="failed", error="x") == (False, None)
+    assert not sweeper.requeue(job_id, "someone-else", queue_owner="rq:q", progress="again", error="x")
+    assert runner.job(job_id)["state"] == "running"
+    assert sweeper.requeue(job_id, runner.owner, queue_owner="rq:q", progress="again", error="attempt 1: died")
+    job = runner.job(job_id)
+    assert (job["state"], job["owner"], job["progress"], job["error"]) == ("queued", "rq:q", "again", "attempt 1: died")
+    assert not sweeper.requeue(job_id, runner.owner, queue_owner="rq:q", progress="again", error="x")  # moved once
+    assert runner.claim(job_id) is not None and runner.claim_or_defer("p", "10 annotations", full_export=True)[1]
+    moved, nxt = sweeper.end_job(job_id, runner.owner, state="failed", error="worker died mid-job")
+    assert moved and nxt is not None and nxt[1] is True  # the coalesced request follows, owned by the sweeper
+    assert runner.job(job_id)["state"] == "failed" and runner.job(nxt[0])["owner"] == sweeper.owner
+    assert runner.finish_and_next(job_id, fence=True, state="done") is None  # the silent runner records nothing
+    assert runner.job(job_id)["state"] == "failed"
+
+
 def test_at_most_one_active_job_a_project_is_a_database_rule(open_store: Factory) -> None:
     store = open_store()
     store.claim_or_defer("p", "x", full_export=False)

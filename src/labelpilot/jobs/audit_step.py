@@ -28,8 +28,7 @@ from labelpilot.config import Settings
 from labelpilot.data.labelstudio import prediction_regions
 from labelpilot.data.types import Prediction
 from labelpilot.errors import LabelpilotError
-from labelpilot.ids import parse_uint
-from labelpilot.jobs.state import ls_project_id
+from labelpilot.ids import ls_project_id, parse_uint
 from labelpilot.lsclient import LabelStudioClient
 from labelpilot.registry import ModelVersion, Registry
 from labelpilot.schema import TaskKind, parse_label_config

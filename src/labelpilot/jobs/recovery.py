@@ -9,7 +9,9 @@ started registry until another worker's maintenance (every 10 minutes by default
 RQ retry would find the row still 'running' under the dead owner. What RQ gives here is the transport: the
 retry is a new RQ job (``labelpilot-train-<id>-attempt<n>``) on the same queue.
 
-Each dead job is moved with ONE conditional UPDATE (``WHERE id=? AND owner=? AND state='running'``), so of
+Each dead job is moved with ONE conditional UPDATE (``WHERE id=? AND owner=? AND state='running'``:
+:meth:`~labelpilot.jobs.state.ProjectStore.requeue`, or :meth:`~labelpilot.jobs.state.ProjectStore.end_job`
+fenced on the dead owner), so of
 two sweeping replicas exactly one requeues it, and a job claimed anew meanwhile is not touched. The job's
 ``attempts`` (claims) decide: at most ``job_retries`` more runs, then 'failed' with "worker died mid-job"
 naming the owner and the time of its last heartbeat. A worker that was only silent (a stale heartbeat, still
@@ -59,31 +61,22 @@ def recover_dead_jobs(store: ProjectStore, *, stale_after: float, retries: int, 
 
     Returns (requeued, failed). A failed job's coalesced follow-up is queued and handed over like a new job."""
     now = time.time()
-    rows = store._db().execute(
-        "SELECT id, uid, owner, heartbeat, attempts, full_export FROM jobs WHERE state='running'"
-    ).fetchall()
     requeued = failed = 0
-    for row in rows:
-        job = dict(row)
+    for job in store.running_jobs():
         reason = why_dead(job, stale_after, now)
         if reason is None or not job["owner"]:
             continue
         attempts = int(job["attempts"] or 0)
         if attempts <= retries:
-            with store._tx() as db:
-                moved = db.execute(
-                    "UPDATE jobs SET state='queued', owner=?, heartbeat=?, started=NULL, progress=?, error=? "
-                    "WHERE id=? AND owner=? AND state='running'",
-                    (queue_owner, now, f"queued again (attempt {attempts + 1} of {retries + 1})",
-                     f"attempt {attempts}: {reason}", job["id"], job["owner"]),
-                ).rowcount
-            if moved:
+            if store.requeue(int(job["id"]), str(job["owner"]), queue_owner=queue_owner,
+                             progress=f"queued again (attempt {attempts + 1} of {retries + 1})",
+                             error=f"attempt {attempts}: {reason}"):
                 log.warning("job %s of %s: %s; queued again", job["id"], job["uid"], reason)
                 requeue(int(job["id"]), str(job["uid"]), bool(job["full_export"]), attempts + 1)
                 requeued += 1
             continue
         error = f"{reason}; tried {attempts} time(s), job_retries={retries}"
-        moved, nxt = _fail(store, int(job["id"]), str(job["owner"]), error, now)
+        moved, nxt = store.end_job(int(job["id"]), str(job["owner"]), state="failed", finished=now, error=error)
         if not moved:
             continue
         failed += 1
@@ -91,16 +84,3 @@ def recover_dead_jobs(store: ProjectStore, *, stale_after: float, retries: int, 
         if nxt is not None:
             requeue(nxt[0], str(job["uid"]), nxt[1], 1)
     return requeued, failed
-
-
-def _fail(store: ProjectStore, job_id: int, owner: str, error: str,
-          now: float) -> tuple[bool, tuple[int, bool] | None]:
-    """Mark the dead job failed if it is still ``owner``'s: (whether it was, its queued follow-up or None)."""
-    with store._tx() as db:
-        moved = db.execute(
-            "UPDATE jobs SET state='failed', finished=?, error=? WHERE id=? AND owner=? AND state='running'",
-            (now, error, job_id, owner),
-        ).rowcount
-    if not moved:
-        return False, None
-    return True, store.finish_and_next(job_id, state="failed", finished=now, error=error)

@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,26 +38,11 @@ log = logging.getLogger("labelpilot.jobs")
 ACTIVE = ("queued", "running")
 
 
-def project_uid(project: Any) -> str | None:
-    """Label Studio's ``"<id>.<int(created_at timestamp)>"`` from a webhook's project object or a string."""
-    if isinstance(project, str):
-        return project or None
-    if isinstance(project, int):
-        return str(project)
-    if not isinstance(project, dict) or parse_uint(project.get("id")) is None:
-        return None  # Label Studio's project ids are integers
-    created = project.get("created_at")
-    if isinstance(created, str) and created:
-        try:
-            ts = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
-            return f"{project['id']}.{int(ts)}"
-        except ValueError:
-            pass
-    return str(project["id"])
-
-
-def ls_project_id(uid: str) -> int | None:
-    return parse_uint(uid.split(".", 1)[0])
+def _encoded(fields: dict[str, Any]) -> dict[str, Any]:
+    """A job row's fields as stored: a ``report`` that is not text already becomes JSON."""
+    if "report" in fields and not isinstance(fields["report"], str | None):
+        return {**fields, "report": json.dumps(fields["report"], ensure_ascii=False)}
+    return fields
 
 
 def _annotation_row(uid: str, task: dict[str, Any], ann: dict[str, Any], now: float) -> tuple | None:
@@ -317,25 +301,45 @@ class ProjectStore(OnBackend):
         """Record the end of a job; when another run was requested meanwhile, queue it (owned by this store)
         and return (its id, full_export). ``fence``: only while the job is still this store's running job
         (one taken for dead and queued again meanwhile belongs to its next runner): else nothing changes."""
+        return self.end_job(job_id, self.owner if fence else None, **fields)[1]
+
+    def end_job(self, job_id: int, owner: str | None, **fields: Any) -> tuple[bool, tuple[int, bool] | None]:
+        """:meth:`finish_and_next`, fenced on ``owner`` when given (the job must still be ``owner``'s running
+        job): (whether the job's row changed, the queued follow-up or None)."""
         fields.setdefault("finished", time.time())
-        if "report" in fields and not isinstance(fields["report"], str | None):
-            fields["report"] = json.dumps(fields["report"], ensure_ascii=False)
         cols = ", ".join(f"{k}=?" for k in fields)
-        where, args = ("id=? AND owner=? AND state='running'", (job_id, self.owner)) if fence else ("id=?", (job_id,))
+        where, args = ("id=? AND owner=? AND state='running'", (job_id, owner)) if owner else ("id=?", (job_id,))
         with self._tx() as db:
             uid = db.execute("SELECT uid FROM jobs WHERE id=?", (job_id,)).fetchone()[0]
             self.backend.lock_project(db, uid)
-            if db.execute(f"UPDATE jobs SET {cols} WHERE {where}", (*fields.values(), *args)).rowcount == 0:
-                log.warning("job %s is not this process's any more: its end is not recorded", job_id)
-                return None
+            if db.execute(f"UPDATE jobs SET {cols} WHERE {where}", (*_encoded(fields).values(), *args)).rowcount == 0:
+                log.warning("job %s is not %s's any more: its end is not recorded", job_id, owner)
+                return False, None
             row = db.execute("SELECT reason, full_export FROM pending WHERE uid=?", (uid,)).fetchone()
             if row is None:
-                return None
+                return True, None
             db.execute("DELETE FROM pending WHERE uid=?", (uid,))
             now = time.time()
             nxt = int(db.execute(_QUEUE_JOB, (uid, row[0], now, int(row[1]), self.owner, now)).fetchone()[0])
         self._ensure_beat()
-        return nxt, bool(row[1])
+        return True, (nxt, bool(row[1]))
+
+    def running_jobs(self) -> list[dict[str, Any]]:
+        """(id, uid, owner, heartbeat, attempts, full_export) of every running job, for the dead-job sweep."""
+        rows = self._db().execute(
+            "SELECT id, uid, owner, heartbeat, attempts, full_export FROM jobs WHERE state='running'"
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def requeue(self, job_id: int, owner: str, *, queue_owner: str, progress: str, error: str) -> bool:
+        """Queue ``owner``'s running job again, now owned by ``queue_owner``, in one conditional UPDATE (of
+        two sweepers exactly one moves it; a job claimed anew meanwhile is untouched). False: not moved."""
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE jobs SET state='queued', owner=?, heartbeat=?, started=NULL, progress=?, error=? "
+                "WHERE id=? AND owner=? AND state='running'",
+                (queue_owner, time.time(), progress, error, job_id, owner),
+            ).rowcount == 1
 
     def next_queued(self, uid: str, *, after: int) -> tuple[int, bool] | None:
         row = self._db().execute(
@@ -354,11 +358,9 @@ class ProjectStore(OnBackend):
     def update_job(self, job_id: int, **fields: Any) -> None:
         if not fields:
             return
-        if "report" in fields and not isinstance(fields["report"], str | None):
-            fields["report"] = json.dumps(fields["report"], ensure_ascii=False)
         cols = ", ".join(f"{k}=?" for k in fields)
         with self._tx() as db:
-            db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
+            db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*_encoded(fields).values(), job_id))
 
     def job(self, job_id: int) -> dict[str, Any] | None:
         row = self._db().execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()

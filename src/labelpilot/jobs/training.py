@@ -12,8 +12,9 @@ from typing import Any
 from labelpilot.config import Settings
 from labelpilot.data.types import FitReport
 from labelpilot.errors import InputError, LabelpilotError, ModelOptionsError, TrainingError
+from labelpilot.ids import ls_project_id
 from labelpilot.jobs.audit_step import audit_due, run_audit
-from labelpilot.jobs.state import ProjectStore, ls_project_id
+from labelpilot.jobs.state import ProjectStore
 from labelpilot.jobs.sync import sync_for_training
 from labelpilot.lsclient import LabelStudioClient
 from labelpilot.media import MediaFetcher

@@ -22,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 from labelpilot import __version__
 from labelpilot.encoders import encoder_problem
 from labelpilot.errors import InputError, LabelpilotError, NotFoundError, SchemaError
+from labelpilot.ids import project_uid
 from labelpilot.jobs.schedule import retrain_due
-from labelpilot.jobs.state import ProjectStore, project_uid
+from labelpilot.jobs.state import ProjectStore
 from labelpilot.jobs.training import check_model_options, model_name
 from labelpilot.models.base import family_for, get_family
 from labelpilot.netpolicy import origin
