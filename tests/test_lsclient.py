@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import threading
 import time
 
 import pytest
 
+import labelpilot.lsclient as lsclient
 from labelpilot.errors import LabelStudioError
 from labelpilot.lsclient import LabelStudioClient, token_kind
 
@@ -67,3 +70,47 @@ def test_export_size_limit(fake_ls) -> None:
     fake_ls.tasks[2] = [{"id": i, "data": {"text": "x" * 100}} for i in range(100)]
     with pytest.raises(LabelStudioError, match="larger than"):
         LabelStudioClient(fake_ls.url, "k").export_tasks(2, max_bytes=1000)
+
+
+class _Trickle:
+    """A loopback HTTP server whose answer (a task list page) arrives ``step`` bytes at a time, ``pause`` apart."""
+
+    def __init__(self, body: bytes, step: int, pause: float) -> None:
+        self.body, self.step, self.pause = body, step, pause
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(self.body)}\r\n\r\n"
+                try:
+                    conn.sendall(head.encode())
+                    for i in range(0, len(self.body), self.step):
+                        conn.sendall(self.body[i:i + self.step])
+                        time.sleep(self.pause)
+                except OSError:
+                    continue
+
+
+def test_task_list_reads_are_bounded_in_time_and_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The incremental sync's task-list reads get the export's limits: a trickling or oversized answer stops."""
+    body = json.dumps({"total": 1, "total_annotations": 0, "tasks": [{"id": 1}], "pad": "x" * 400}).encode()
+    slow = _Trickle(body, step=8, pause=0.05)  # each read is quick; the whole answer takes ~2.5 s
+    started = time.monotonic()
+    with pytest.raises(LabelStudioError, match="took longer"):
+        LabelStudioClient(slow.url, "k", timeout=1.0).task_page(1)
+    assert time.monotonic() - started < 2.0
+    fast = _Trickle(body, step=len(body), pause=0)
+    assert LabelStudioClient(fast.url, "k").task_page(1)[0]["total"] == 1
+    monkeypatch.setattr(lsclient, "API_MAX_BYTES", 100)
+    with pytest.raises(LabelStudioError, match="larger than 100 bytes"):
+        LabelStudioClient(fast.url, "k").task_page(1)
+    slow.sock.close()
+    fast.sock.close()

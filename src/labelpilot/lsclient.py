@@ -25,6 +25,24 @@ import httpx
 from labelpilot.errors import LabelStudioError
 from labelpilot.netpolicy import FetchPolicy, origin
 
+#: the largest answer of an API call other than the export (a page of the task list, an import's count)
+API_MAX_BYTES = 64_000_000
+
+
+def read_bounded(resp: httpx.Response, what: str, max_bytes: int, deadline: float) -> bytes:
+    """A streamed answer's body, refused past ``max_bytes`` or past ``deadline`` (``time.monotonic()``):
+    httpx's timeouts bound each read, not the whole answer, so a trickling origin is stopped here."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in resp.iter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise LabelStudioError(f"{what} is larger than {max_bytes} bytes")
+        if time.monotonic() > deadline:
+            raise LabelStudioError(f"{what} took longer than the time allowed")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
 
 def token_kind(token: str) -> str:
     """``"legacy"``, ``"refresh"`` (a PAT) or ``"access"``."""
@@ -135,7 +153,7 @@ class LabelStudioClient:
                 "GET", f"{self.base_url}{path}", permit=self._permit, params=params, headers=self.auth_header(),
                 credential_origin=self.origin, timeout=self.timeout,
             ) as resp:
-                body = resp.read()
+                body = read_bounded(resp, what, API_MAX_BYTES, time.monotonic() + self.timeout)
         except httpx.HTTPError as exc:
             raise LabelStudioError(self._unreachable(exc)) from exc
         if resp.status_code != 200:
@@ -204,19 +222,11 @@ class LabelStudioClient:
             ) as resp:
                 if resp.status_code != 200:
                     raise LabelStudioError(f"export of project {project_id} failed: {self._explain(resp.status_code)}")
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in resp.iter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise LabelStudioError(f"the export of project {project_id} is larger than {max_bytes} bytes")
-                    if time.monotonic() > deadline:
-                        raise LabelStudioError(f"the export of project {project_id} took longer than {timeout} s")
-                    chunks.append(chunk)
+                body = read_bounded(resp, f"the export of project {project_id}", max_bytes, deadline)
         except httpx.HTTPError as exc:
             raise LabelStudioError(self._unreachable(exc)) from exc
         try:
-            tasks = json.loads(b"".join(chunks))
+            tasks = json.loads(body)
         except json.JSONDecodeError as exc:
             raise LabelStudioError(f"the export of project {project_id} is not JSON: {exc}") from exc
         if not isinstance(tasks, list):
@@ -234,7 +244,8 @@ class LabelStudioClient:
                     "POST", url, permit=self._permit, json=predictions[start:start + batch],
                     headers=self.auth_header(), credential_origin=self.origin, timeout=self.timeout,
                 ) as resp:
-                    body = resp.read()
+                    body = read_bounded(resp, "the answer to an import of predictions", API_MAX_BYTES,
+                                        time.monotonic() + self.timeout)
             except httpx.HTTPError as exc:
                 raise LabelStudioError(self._unreachable(exc)) from exc
             if resp.status_code not in (200, 201):
