@@ -122,7 +122,8 @@ def loop_command(
     """Run one round of the file operator: split, train, predict, mark hard examples, save the model.
 
     CSV columns: sampleId,path,label (input_unlabel.csv: sampleId,path); a text column may replace path.
-    Multi-label rows separate their labels with "|" (sports|finance). Output: OUTPUT_DIR/predictions.csv
+    Multi-label rows separate their labels with "|" (sports|finance). Span tasks (--task spans): label =
+    Label Studio span JSON or BIO tags, malformed rows skipped and reported. Output: OUTPUT_DIR/predictions.csv
     (sortable by the rank column) and report.json; nothing is written when the input is bad.
     `labelpilot loop accept --help`: the final labelled set once the hard examples' predictions satisfy.
     """

@@ -135,6 +135,8 @@ def parse_span_cell(cell: str, text: str) -> tuple[list[Span], str]:
         raise ValueError("empty label (write [] for a text without entities)")
     if cell.strip() in ("O", "o"):  # one tag: a one-token text without entities
         return parse_bio(cell, text), "bio"
+    if form is None and len(cell.split()) > 1 and any(t in ("O", "o") or cell_form(t) for t in cell.split()):
+        return parse_bio(cell, text), "bio"  # meant as tags: says which tag is wrong
     if form is None:
         raise ValueError(f"{cell[:60]!r} is neither Label Studio span JSON nor BIO tags")
     return parse_bio(cell, text), form

@@ -320,6 +320,7 @@ def run_span_loop(
     pool_ex = [r.example(with_target=False) for r in pool_rows]
     pool_ids = [r.sample_id for r in pool_rows]
     seconds: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="labelpilot-loop-") as work:
         init_ex, added_ex = _examples(inputs.init_rows), _examples(inputs.added_rows)
         the_model = start.model
@@ -333,24 +334,24 @@ def run_span_loop(
                 init_ex, added_ex, ids=[r.sample_id for r in inputs.init_rows],
                 strata=["spans" if r.spans else "none" for r in inputs.init_rows],
                 is_first_train=is_first_train, val_size=val_size, random_seed=random_seed)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         final, fit_report, quality, n_in_model = _fit(start, train_ex, val_ex, refit=refit, seed=random_seed)
-        seconds["fit"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        seconds["fit"], cpu["fit"] = time.perf_counter() - t0, time.process_time() - c0
+        t0, c0 = time.perf_counter(), time.process_time()
         preds = final.predict(pool_ex)
-        seconds["predict"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        seconds["predict"], cpu["predict"] = time.perf_counter() - t0, time.process_time() - c0
+        t0, c0 = time.perf_counter(), time.process_time()
         lengths = np.array([len(tokenize(e.text)) for e in pool_ex], dtype=np.int64)
         n_labels = len(train_ex) + len(val_ex or ())
         pool = Pool.from_predictions(preds, control.label_keys, texts=[e.text for e in pool_ex], n_labeled=n_labels)
         flags = final.hard_flags_ if isinstance(final, PluginModel) else None
         selection = _select(strategy_name, params, preds, pool, lengths, min(query_cnt, pool.size), token_budget,
                             random_seed, flags, pool_ids)
-        seconds["select"] = time.perf_counter() - t0
+        seconds["select"], cpu["select"] = time.perf_counter() - t0, time.process_time() - c0
         start.model = final
         run = {"input_dir": input_dir, "is_first_train": is_first_train, "random_seed": random_seed,
                "val_size": val_size, "strategy": strategy, "token_budget": token_budget, "t_start": t_start,
-               "model_id": model_id, "model_name": model_name, "refit": refit}
+               "model_id": model_id, "model_name": model_name, "refit": refit, "cpu": cpu}
         report = _write(output_dir, run, inputs, start, (train_ex, val_ex), (fit_report, quality, n_in_model),
                         preds, selection, lengths, seconds, reg)
     return LoopResult(output_dir=output_dir, predictions_csv=output_dir / files.PREDICTIONS_FILE, report=report,
@@ -465,6 +466,7 @@ def _report(run: dict[str, Any], inputs: _SpanInputs, start: _Start, split: tupl
                      "info": _jsonable(selection.info)},
         "hard_examples": [pool_ids[i] for i in idx],
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "cpu_seconds": {k: round(v, 3) for k, v in run["cpu"].items()},
         "ignored_options": start.ignored,
         "load_average": _load_avg(),
         "errors": sum(p.error is not None for p in preds),
