@@ -139,6 +139,8 @@ def test_crf_round_both_forms(tmp_path: Path, form: str) -> None:
     assert "validation span F1" in res.output
     _check_predictions(out, {"PER", "LOC"}, 30)
     assert (out / "model" / "loop_history.json").is_file()
+    refused = _cli(["accept", "--input-dir", str(inp), "--output-dir", str(out), "--all"])
+    assert refused.exit_code == 2 and "accepting spans is not built yet" in refused.output
 
     # round 2: the hard examples labelled, from the saved model folder, the same output folder
     added = inp / "input_added_label.csv"

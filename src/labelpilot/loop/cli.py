@@ -283,6 +283,14 @@ def accept_command(
     """
     from labelpilot.loop.accept import run_accept  # lazy: CLI start-up
 
+    try:
+        round_task = json.loads((output_dir / "report.json").read_text(encoding="utf-8")).get("task")
+    except (OSError, ValueError, AttributeError):
+        round_task = None
+    if round_task == "spans":
+        typer.echo("error: loop accept chooses a threshold for class labels; a span round's predictions.csv holds "
+                   "Label Studio span JSON to import or correct (accepting spans is not built yet)", err=True)
+        raise typer.Exit(2)
     reg_root = _accept_registry(registry, data_dir, output_dir, name=name, model_id=model_id)
     try:
         res = run_accept(
