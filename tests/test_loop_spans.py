@@ -160,6 +160,38 @@ def test_crf_round_both_forms(tmp_path: Path, form: str) -> None:
     _check_predictions(out, {"PER", "LOC"}, None)
 
 
+ZH_NAMES = ["张三", "李四", "王五", "赵六", "陈晨"]
+ZH_CITIES = ["北京", "上海", "广州", "深圳", "成都"]
+ZH_TEMPLATES = ["{p}在{c}工作。", "昨天{p}去了{c}。", "{c}的{p} 很忙。"]
+
+
+def _zh_row(rng: random.Random) -> tuple[str, str]:
+    p, c, t = rng.choice(ZH_NAMES), rng.choice(ZH_CITIES), rng.choice(ZH_TEMPLATES)
+    text = t.format(p=p, c=c)
+    tags = ["O"] * len(text)
+    for word, lab in ((p, "PER"), (c, "LOC")):
+        i = text.index(word)
+        tags[i], tags[i + 1] = f"B-{lab}", f"I-{lab}"
+    return text, " ".join(t for t, ch in zip(tags, text, strict=True) if not ch.isspace())  # no tag for a space
+
+
+def test_chinese_bio_per_character_without_validation(tmp_path: Path) -> None:
+    rng = random.Random(1)
+    inp = tmp_path / "in"
+    inp.mkdir()
+    _write(inp / "input_label.csv", ["sampleId", "text", "label"], [[f"l{i}", *_zh_row(rng)] for i in range(40)])
+    _write(inp / "input_unlabel.csv", ["sampleId", "text"], [[f"u{i}", _zh_row(rng)[0]] for i in range(20)])
+    out = tmp_path / "out"
+    res = _cli(["--input-dir", str(inp), "--output-dir", str(out), "--val-size", "0", "--token-budget", "25", *FAST])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["task"] == "spans" and report["label_forms"] == {"bio": 40} and report["skipped_rows"]["count"] == 0
+    assert report["split"]["val"] == 0 and report["training"]["quality"]["score"] is None
+    assert "no validation rows" in res.output
+    hard = _check_predictions(out, {"PER", "LOC"}, 25)
+    assert all(int(r["tokens"]) == len(r["text"].replace(" ", "")) for r in hard)  # a token per CJK character
+
+
 PLUGIN = '''
 import json
 from pathlib import Path

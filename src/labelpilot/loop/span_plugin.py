@@ -110,7 +110,8 @@ class SpanPluginModel(PluginModel):
         unknown = sorted({s.label for s in spans} - known)
         if unknown:
             return Prediction(error=f"plug-in spans with unknown label(s) {', '.join(unknown)}")
-        scores = _region_scores(cell) if len(_region_scores(cell)) == len(spans) else [None] * len(spans)
+        scores = _region_scores(cell)
+        scores = scores if len(scores) == len(spans) else [None] * len(spans)
         spans = [Span(s.start, s.end, s.label, score=sc, text=s.text) for s, sc in zip(spans, scores, strict=True)]
         conf = _number(rec[conf_col]) if conf_col is not None else None
         if conf is None:
