@@ -265,6 +265,18 @@ def test_plugin_span_model(tmp_path: Path, flag: bool) -> None:
     expected = "plugin:span:model-uncertainty" if flag else "span:model-uncertainty"
     assert report["strategy"]["used"] == expected
     assert list((out / "model").rglob("lexicon.json"))  # the plug-in saved itself into the model folder
+    # round 2 from the saved plug-in model: the hard rows labelled (a new name), the rest still unlabelled
+    _write(inp / "input_added_label.csv", ["sampleId", "text", "label"],
+           [[r["sampleId"], r["text"], "B-PER O O B-LOC O"] for r in hard])
+    _write(inp / "input_unlabel.csv", ["sampleId", "text"],
+           [[r["sampleId"], r["text"]] for r in _predictions(out) if r["hard_example"] != "1"])
+    res2 = _cli(["--input-dir", str(inp), "--output-dir", str(out), "--not-first-train", "--model-id",
+                 str(out / "model"), "--query-cnt", "3", "--options", "dedupe=null"])
+    assert res2.exit_code == 0, res2.output
+    report2 = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report2["model"]["family"].startswith("plugin:") and report2["split"]["added_used"] == 2
+    lexicon = json.loads(next((out / "model").rglob("lexicon.json")).read_text(encoding="utf-8"))
+    assert {r["text"].split()[0] for r in hard} <= {w for w, lab in lexicon.items() if lab == "PER"}  # BIO read back
 
 
 def test_file_level_errors_stop_the_round(tmp_path: Path) -> None:
