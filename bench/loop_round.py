@@ -114,7 +114,8 @@ def main() -> None:
         rep = json.loads((out / "report.json").read_text(encoding="utf-8"))
         runs.append({"wall_s": round(wall, 2), "seconds": rep["seconds"], "cpu_seconds": rep["cpu_seconds"],
                      "quality": rep["training"]["quality"].get("score"), "strategy": rep["strategy"]["used"],
-                     "query_cnt": rep["strategy"]["query_cnt"], "load_average": list(os.getloadavg())})
+                     "query_cnt": rep["strategy"]["query_cnt"], "tokens": rep["strategy"].get("tokens"),
+                     "load_average": list(os.getloadavg())})
         print(json.dumps(runs[-1]))
     result = {"task": args.task, "n_label": args.n_label, "n_pool": args.n_pool, "token_budget": args.token_budget,
               "runs": runs}

@@ -110,11 +110,20 @@ def loop_command(
         ),
     ] = None,
     model_name: Annotated[str | None, typer.Option(help="Registry name for the new version")] = None,
+    task: Annotated[
+        str,
+        typer.Option(help="auto, spans (alias ner: label = Label Studio span JSON or BIO tags) or classes; auto = "
+                     "spans when most label cells of input_label.csv read as spans"),
+    ] = "auto",
+    token_budget: Annotated[
+        int | None, typer.Option(help="Span tasks: at most this many tokens (CJK characters / words) of hard examples")
+    ] = None,
 ) -> None:
     """Run one round of the file operator: split, train, predict, mark hard examples, save the model.
 
     CSV columns: sampleId,path,label (input_unlabel.csv: sampleId,path); a text column may replace path.
-    Multi-label rows separate their labels with "|" (sports|finance). Output: OUTPUT_DIR/predictions.csv
+    Multi-label rows separate their labels with "|" (sports|finance). Span tasks (--task spans): label =
+    Label Studio span JSON or BIO tags, malformed rows skipped and reported. Output: OUTPUT_DIR/predictions.csv
     (sortable by the rank column) and report.json; nothing is written when the input is bad.
     `labelpilot loop accept --help`: the final labelled set once the hard examples' predictions satisfy.
     """
@@ -124,6 +133,19 @@ def loop_command(
         missing = " and ".join(n for n, v in (("--input-dir", input_dir), ("--output-dir", output_dir)) if v is None)
         typer.echo(ctx.get_help())
         typer.echo(f"error: missing option {missing}", err=True)
+        raise typer.Exit(2)
+    from labelpilot.loop import span_files  # lazy: CLI start-up (only a round reads its files)
+
+    task = task.strip().lower()
+    if task not in span_files.TASKS and task not in span_files.CLASS_TASKS:
+        raise typer.BadParameter(f"--task must be one of {', '.join(span_files.TASKS)}, got {task!r}")
+    if task in span_files.SPAN_TASKS or (task == "auto" and span_files.detect_task(input_dir) == "spans"):
+        _span_round(input_dir, output_dir, is_first_train=is_first_train, query_cnt=query_cnt, val_size=val_size,
+                    strategy=strategy, options=parse_options(options), model_id=model_id, random_seed=random_seed,
+                    model=model, registry=registry, model_name=model_name, token_budget=token_budget)
+        return
+    if token_budget is not None:
+        typer.echo("error: --token-budget is for span tasks (--task spans)", err=True)
         raise typer.Exit(2)
     from labelpilot.loop.runner import run_loop  # lazy: CLI start-up: the runner loads sklearn, scipy and pandas
 
@@ -146,6 +168,28 @@ def loop_command(
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
     _echo_round(result.report, result.predictions_csv)
+
+
+def _span_round(input_dir: Path, output_dir: Path, **kwargs: Any) -> None:
+    """``labelpilot loop --task spans``: :func:`labelpilot.loop.span_round.run_span_loop` and its summary."""
+    from labelpilot.loop.span_round import run_span_loop  # lazy: CLI start-up (sklearn, scipy, the CRF)
+
+    try:
+        result = run_span_loop(input_dir, output_dir, **kwargs)
+    except LabelpilotError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    rep = result.report
+    skipped = rep["skipped_rows"]
+    for problem in skipped["rows"][:10]:
+        typer.echo(f"skipped: {problem}", err=True)
+    if skipped["count"] > 10:
+        typer.echo(f"skipped: ... {skipped['count'] - 10} more rows (report.json skipped_rows)", err=True)
+    _echo_round(rep, result.predictions_csv)
+    st = rep["strategy"]
+    budget = "" if st["token_budget"] is None else f" of a budget of {st['token_budget']}"
+    typer.echo(f"hard examples: {st['query_cnt']} texts, {st['tokens']} tokens{budget}; "
+               f"{skipped['count']} malformed rows skipped")
 
 
 def _accept_registry(
@@ -239,6 +283,14 @@ def accept_command(
     """
     from labelpilot.loop.accept import run_accept  # lazy: CLI start-up
 
+    try:
+        round_task = json.loads((output_dir / "report.json").read_text(encoding="utf-8")).get("task")
+    except (OSError, ValueError, AttributeError):
+        round_task = None
+    if round_task == "spans":
+        typer.echo("error: loop accept chooses a threshold for class labels; a span round's predictions.csv holds "
+                   "Label Studio span JSON to import or correct (accepting spans is not built yet)", err=True)
+        raise typer.Exit(2)
     reg_root = _accept_registry(registry, data_dir, output_dir, name=name, model_id=model_id)
     try:
         res = run_accept(

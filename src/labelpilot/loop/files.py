@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labelpilot.data.types import IMAGE_SUFFIXES, Example, Prediction, Target
+from labelpilot.data.types import IMAGE_SUFFIXES, Example, Prediction, Span, Target
 from labelpilot.errors import InputError
 from labelpilot.files import LABEL_SEP, read_rows, split_labels
 
@@ -43,9 +43,12 @@ class SeedRow:
     line: int
     inline: bool = False  # the text came from the CSV's text column
     abs_path: str = ""  # ``path`` resolved against the input folder ("" when the row had no path)
+    spans: tuple[Span, ...] | None = None  # span tasks (loop/span_files.py): the gold spans, () for none
 
     def example(self, with_target: bool = True) -> Example:
         target = Target(labels=self.labels) if with_target and self.labels else None
+        if with_target and self.spans is not None:
+            target = Target(spans=self.spans)
         return Example(
             text=self.text or "",
             image=self.image,
@@ -65,7 +68,7 @@ class SeedRow:
         return f"{self.file} line {self.line} (sampleId={self.sample_id!r})"
 
 
-def _read_item(input_dir: Path, file: str, line: int, sample_id: str, path: str, text: str | None) -> SeedRow:
+def read_item(input_dir: Path, file: str, line: int, sample_id: str, path: str, text: str | None) -> SeedRow:
     where = f"{file} line {line} (sampleId={sample_id!r})"
     abs_path = ""
     if path.strip():
@@ -94,7 +97,7 @@ def _read_item(input_dir: Path, file: str, line: int, sample_id: str, path: str,
     return SeedRow(sample_id, path, content.strip(), None, (), file, line, abs_path=abs_path)
 
 
-def _check_header(file: str, header: list[str], labelled: bool) -> None:
+def check_header(file: str, header: list[str], labelled: bool) -> None:
     allowed = {"sampleId", "path", "text", "label"}
     extra = [h for h in header if h not in allowed]
     dupes = sorted({h for h in header if header.count(h) > 1})
@@ -130,7 +133,7 @@ def read_seed_rows(input_dir: Path, file: str, *, labelled: bool, required: bool
 
     def on_header(header: list[str]) -> None:
         headers.append(header)
-        _check_header(file, header, labelled)
+        check_header(file, header, labelled)
 
     rows: list[SeedRow] = []
     seen: dict[str, int] = {}
@@ -158,7 +161,7 @@ def read_seed_rows(input_dir: Path, file: str, *, labelled: bool, required: bool
                         f"{file} line {n} (sampleId={sid!r}): unlabelled items must not carry a label", field=file
                     )
                 labels = ()
-            row = _read_item(input_dir, file, n, sid, cells.get("path", "").strip(), cells.get("text"))
+            row = read_item(input_dir, file, n, sid, cells.get("path", "").strip(), cells.get("text"))
             row.labels = labels
             rows.append(row)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:

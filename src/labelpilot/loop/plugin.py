@@ -90,7 +90,8 @@ def _frame(examples: Sequence[Example], with_labels: bool) -> Any:
         "path": [e.meta.get("abs_path") or e.meta.get("path") or e.image or "" for e in examples],
     }
     if with_labels:
-        data["label"] = ["|".join(e.target.labels) if e.target else "" for e in examples]
+        # span tasks (loop/span_round.py) put the label cell, Label Studio span JSON, into meta["label_json"]
+        data["label"] = [e.meta.get("label_json") or ("|".join(e.target.labels) if e.target else "") for e in examples]
     if any(e.image is None for e in examples):
         data["text"] = [e.text if e.image is None else "" for e in examples]
     return pd.DataFrame(data)

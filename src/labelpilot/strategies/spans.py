@@ -11,18 +11,20 @@ Per item (``aggregation``):
 - ``sum``: total over tokens (prefers long items on purpose, e.g. with a token budget off).
 
 Batches may be filled to a *token* budget instead of an item count (``token_budget``), since annotation
-cost grows with length.
+cost grows with length: the batch never holds more tokens than the budget (:func:`budget_batch`; an item
+longer than what is left is passed over for shorter ones below it). :func:`select_scored` is the same batch
+filling for any per-item score (the seed-003 span round uses it for models without token probabilities).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from labelpilot.strategies.base import Pool, Selection, check_random_state, fill_batch, rank_by_score
-from labelpilot.strategies.dedupe import DEFAULT_DEDUPE
+from labelpilot.strategies.dedupe import DEFAULT_DEDUPE, NearDuplicateFilter
 
 _EPS = 1e-12
 Aggregation = Literal["max", "mean", "mnlp", "sum"]
@@ -70,11 +72,61 @@ def span_scores(
     return np.array([item_score(t, aggregation, measure) for t in token_probs], dtype=np.float64)  # type: ignore[arg-type]
 
 
+def budget_batch(
+    order: np.ndarray, n: int, pool: Pool, lengths: np.ndarray, token_budget: int, dedupe: float | None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Walk ``order`` (best first) and keep at most ``n`` items, never more than ``token_budget`` tokens in all:
+    an item longer than what is left of the budget is passed over for shorter ones after it. Exact and near
+    duplicates of kept items are skipped as in :func:`fill_batch`."""
+    filt = NearDuplicateFilter(pool.texts, pool.vectors, threshold=dedupe)
+    chosen: list[int] = []
+    left = int(token_budget)
+    passed = 0
+    for i in order:
+        i = int(i)
+        if len(chosen) >= n or left <= 0:
+            break
+        size = int(lengths[i])
+        if size > left:
+            passed += 1
+            continue
+        if filt.accept(i):
+            chosen.append(i)
+            left -= size
+    info = {"skipped_duplicates": filt.skipped, "token_budget": int(token_budget),
+            "tokens": int(token_budget) - left, "over_budget_passed": passed}
+    return np.asarray(chosen, dtype=np.int64), info
+
+
+def select_scored(
+    scores: np.ndarray,
+    pool: Pool,
+    n: int,
+    *,
+    name: str,
+    token_budget: int | None = None,
+    lengths: np.ndarray | None = None,
+    random_state: int | None = None,
+    dedupe: float | None = DEFAULT_DEDUPE,
+) -> Selection:
+    """The batch of the ``n`` best-scored items (higher = label sooner), filled to ``token_budget`` when given;
+    ``lengths``: tokens per item (default :meth:`Pool.token_counts`). ``info["tokens"]``: the batch's tokens."""
+    rng = check_random_state(random_state)
+    order = rank_by_score(np.asarray(scores, dtype=np.float64), rng, pool.valid)
+    sizes = pool.token_counts() if lengths is None else np.asarray(lengths, dtype=np.int64)
+    if token_budget is None:
+        idx, info = fill_batch(order, n, pool, dedupe)
+        info["tokens"] = int(sizes[idx].sum())
+    else:
+        idx, info = budget_batch(order, n, pool, sizes, token_budget, dedupe)
+    return Selection(idx, scores, name, info)
+
+
 class SpanUncertainty:
     """Token → item uncertainty for span pools, optionally filling the batch to a token budget.
 
-    With ``token_budget`` set, items are taken in score order until their tokens add up to the budget
-    (``n`` then caps the item count); the last item may overshoot the budget by less than one item.
+    With ``token_budget`` set, items are taken in score order while their tokens fit the budget (``n`` then
+    caps the item count); the batch never exceeds the budget (:func:`budget_batch`).
     """
 
     name = "span"
@@ -97,16 +149,6 @@ class SpanUncertainty:
     def select(self, pool: Pool, n: int) -> Selection:
         if pool.token_probs is None:
             raise ValueError("span uncertainty needs token probabilities (a span model's Prediction.token_probs)")
-        rng = check_random_state(self.random_state)
         scores = span_scores(pool.token_probs, self.aggregation, self.measure)
-        order = rank_by_score(scores, rng, pool.valid)
-        if self.token_budget is None:
-            idx, info = fill_batch(order, n, pool, self.dedupe)
-            return Selection(idx, scores, self.name, info)
-        idx, info = fill_batch(order, n, pool, self.dedupe)
-        lengths = pool.token_counts()[idx]
-        cum = np.cumsum(lengths)
-        k = int(np.searchsorted(cum, self.token_budget, side="left")) + 1
-        idx = idx[: min(k, n)]
-        info["tokens"] = int(lengths[: len(idx)].sum())
-        return Selection(idx, scores, self.name, info)
+        return select_scored(scores, pool, n, name=self.name, token_budget=self.token_budget,
+                             random_state=self.random_state, dedupe=self.dedupe)

@@ -1,0 +1,267 @@
+"""Seed-003 files for span (NER) tasks: the ``label`` column holding spans, and ``predictions.csv`` with spans.
+
+A label cell is one of two forms (detected per cell):
+
+- **Label Studio span JSON**: a list of regions ``{"start", "end", "labels": [...]}`` (or ``"label": "X"``),
+  or Label Studio result objects holding them under ``value`` (``{"from_name", "type": "labels", "value":
+  {...}}``), or a whole annotation ``{"result": [...]}``. ``start``/``end`` are character offsets, end
+  exclusive; a region's optional ``text`` must equal ``text[start:end]`` (a mismatch means the offsets are
+  wrong). ``[]`` is a text without entities.
+- **BIO tags** (any scheme :mod:`labelpilot.data.bio` reads: BIO, IOB1, BIOES, BMES, BILOU), space
+  separated: one tag per non-space character when the text holds CJK characters, else one per
+  whitespace-separated token. When the count does not match, one tag per character (spaces included) and
+  then per :func:`labelpilot.data.bio.tokenize` token are tried; otherwise the row is malformed.
+
+A malformed row (bad JSON, offsets outside the text, a text mismatch, a wrong tag count, an empty label, a
+duplicate sampleId, an unreadable path, an image) is **skipped and reported** with its file and line; the
+round goes on with the others. Only file-level problems (a missing file, a bad header) stop the round.
+
+``--task auto`` (the CLI's default) treats a round as a span task when more than half of the label cells of
+``input_label.csv`` read as span JSON or as tag sequences (:func:`detect_task`); ``--task spans`` forces it,
+``--task classes`` forces classification.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from labelpilot.data.bio import has_cjk, split_tag, tags_to_spans, tokenize
+from labelpilot.data.types import Prediction, Span
+from labelpilot.errors import InputError
+from labelpilot.files import read_rows
+from labelpilot.loop.files import LABEL_FILE, SeedRow, check_header, read_item, write_csv
+
+SPAN_TASKS = frozenset({"spans", "ner"})
+CLASS_TASKS = frozenset({"classes", "classification", "text"})
+TASKS = ("auto", "spans", "ner", "classes")
+_WORD_RE = re.compile(r"\S+")
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        raise ValueError(f"{what} {value!r} is not an integer")
+    return int(value)
+
+
+def _region_labels(v: dict[str, Any]) -> list[str]:
+    raw = v.get("labels", v.get("label"))
+    labels = [raw] if isinstance(raw, str) else raw
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x.strip() for x in labels):
+        raise ValueError("needs a non-empty \"labels\" list (or a \"label\" string)")
+    return [x.strip() for x in labels]
+
+
+def parse_span_json(cell: str, text: str) -> list[Span]:
+    """Spans from Label Studio span JSON (see the module doc). Raises ValueError saying what is wrong."""
+    try:
+        obj = json.loads(cell)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc.msg} at character {exc.pos}") from None
+    if isinstance(obj, dict):
+        obj = obj["result"] if isinstance(obj.get("result"), list) else [obj]
+    if not isinstance(obj, list):
+        raise ValueError("span JSON must be a list of regions")
+    spans: list[Span] = []
+    for k, region in enumerate(obj, start=1):
+        if not isinstance(region, dict):
+            raise ValueError(f"region {k} is not an object")
+        v = region["value"] if isinstance(region.get("value"), dict) else region
+        try:
+            start, end = _int(v.get("start"), "start"), _int(v.get("end"), "end")
+            labels = _region_labels(v)
+        except ValueError as exc:
+            raise ValueError(f"region {k}: {exc}") from None
+        if not 0 <= start < end <= len(text):
+            raise ValueError(f"region {k}: [{start}, {end}) is not inside the text (length {len(text)})")
+        given = v.get("text")
+        if isinstance(given, str) and given != text[start:end]:
+            raise ValueError(f"region {k}: text {given!r} is not the text at [{start}, {end}): {text[start:end]!r}")
+        spans.extend(Span(start, end, lab, text=text[start:end]) for lab in labels)
+    return spans
+
+
+def tag_offsets(text: str, n_tags: int) -> list[tuple[int, int]]:
+    """The tokens ``n_tags`` BIO tags stand for (see the module doc). Raises ValueError when no rule fits."""
+    chars = [(i, i + 1) for i, ch in enumerate(text) if not ch.isspace()]
+    words = [m.span() for m in _WORD_RE.finditer(text)]
+    primary = chars if has_cjk(text) else words
+    for offsets in (primary, [(i, i + 1) for i in range(len(text))], tokenize(text)):
+        if len(offsets) == n_tags:
+            return offsets
+    unit = "non-space character (the text holds CJK)" if primary is chars else "whitespace-separated token"
+    raise ValueError(f"{n_tags} BIO tags for {len(primary)} tokens: one tag per {unit} expected")
+
+
+def parse_bio(cell: str, text: str) -> list[Span]:
+    tags = cell.split()
+    for tag in tags:
+        try:
+            split_tag(tag)
+        except InputError as exc:
+            raise ValueError(exc.message) from None
+    return tags_to_spans(tag_offsets(text, len(tags)), tags, text)
+
+
+def cell_form(cell: str) -> str | None:
+    """``"json"``, ``"bio"`` or None (not a span label, e.g. a class name), without the text."""
+    c = cell.strip()
+    if c[:1] in ("[", "{"):
+        try:
+            obj = json.loads(c)
+        except json.JSONDecodeError:
+            return "json"  # meant as JSON, malformed: reported when read
+        return "json" if isinstance(obj, list | dict) else None
+    tags = c.split()
+    if not tags:
+        return None
+    try:
+        parts = [split_tag(t) for t in tags]
+    except InputError:
+        return None
+    return "bio" if len(tags) > 1 or parts[0][0] != "O" else None
+
+
+def parse_span_cell(cell: str, text: str) -> tuple[list[Span], str]:
+    """(spans, form) of one label cell; ValueError for a malformed cell."""
+    form = cell_form(cell)
+    if form == "json":
+        return parse_span_json(cell.strip(), text), form
+    if not cell.strip():
+        raise ValueError("empty label (write [] for a text without entities)")
+    if cell.strip() in ("O", "o"):  # one tag: a one-token text without entities
+        return parse_bio(cell, text), "bio"
+    if form is None and len(cell.split()) > 1 and any(t in ("O", "o") or cell_form(t) for t in cell.split()):
+        return parse_bio(cell, text), "bio"  # meant as tags: says which tag is wrong
+    if form is None:
+        raise ValueError(f"{cell[:60]!r} is neither Label Studio span JSON nor BIO tags")
+    return parse_bio(cell, text), form
+
+
+def detect_task(input_dir: Path) -> str:
+    """``"spans"`` when more than half of ``input_label.csv``'s label cells read as spans, else ``"classes"``
+    (also when the file is missing or unreadable: the classification round reports that)."""
+    path = Path(input_dir) / LABEL_FILE
+    n = spans = 0
+    try:
+        for rec in read_rows(path, "csv"):
+            cell = str(rec.values.get("label", "") or "")
+            if rec.error or not cell.strip():
+                continue
+            n += 1
+            spans += cell_form(cell) is not None
+    except (InputError, OSError, UnicodeDecodeError, csv.Error):
+        return "classes"
+    return "spans" if n and spans * 2 > n else "classes"
+
+
+def read_span_rows(
+    input_dir: Path, file: str, *, labelled: bool, problems: list[str], forms: dict[str, int], required: bool = True
+) -> list[SeedRow]:
+    """Read one seed-003 CSV of a span task; malformed rows go to ``problems`` (file, line, why) and are left
+    out. ``forms`` counts the label forms read (json/bio). A missing file or a bad header raises InputError."""
+    csv_path = input_dir / file
+    if not csv_path.is_file():
+        if required:
+            raise InputError(f"{file} not found in {input_dir}", field=file)
+        return []
+    headers: list[list[str]] = []
+
+    def on_header(header: list[str]) -> None:
+        headers.append(header)
+        check_header(file, header, labelled)
+
+    rows: list[SeedRow] = []
+    seen: dict[str, int] = {}
+    try:
+        for rec in read_rows(csv_path, "csv", on_header=on_header):
+            n, cells = rec.line, rec.values
+            if rec.error:
+                problems.append(f"{file} line {n}: {rec.error}")
+                continue
+            if all(not str(c).strip() for c in cells.values()):
+                continue
+            sid = cells["sampleId"].strip()
+            where = f"{file} line {n} (sampleId={sid!r})"
+            if not sid:
+                problems.append(f"{file} line {n}: empty sampleId")
+                continue
+            if sid in seen:
+                problems.append(f"{where}: duplicate sampleId (first on line {seen[sid]})")
+                continue
+            seen[sid] = n
+            label_cell = cells.get("label", "")
+            if not labelled and label_cell.strip():
+                problems.append(f"{where}: unlabelled items must not carry a label")
+                continue
+            try:
+                row = read_item(input_dir, file, n, sid, cells.get("path", "").strip(), cells.get("text"))
+            except InputError as exc:
+                problems.append(exc.message)
+                continue
+            if row.text is None:
+                problems.append(f"{where}: an image; span tasks label texts")
+                continue
+            if labelled:
+                try:
+                    spans, form = parse_span_cell(label_cell, row.text)
+                except ValueError as exc:
+                    problems.append(f"{where}: label: {exc}")
+                    continue
+                forms[form] = forms.get(form, 0) + 1
+                row.spans = tuple(spans)
+            rows.append(row)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{file}: cannot read as a UTF-8 CSV: {exc}", field=file) from None
+    if not headers:
+        raise InputError(f"{file} is empty (no header line)", field=file)
+    return rows
+
+
+def span_regions(spans: Sequence[Span], text: str) -> list[dict[str, Any]]:
+    """Label Studio span regions (``start, end, text, labels`` and ``score`` when known)."""
+    out = []
+    for s in spans:
+        region: dict[str, Any] = {"start": s.start, "end": s.end, "text": text[s.start:s.end], "labels": [s.label]}
+        if s.score is not None:
+            region["score"] = round(float(s.score), 6)
+        out.append(region)
+    return out
+
+
+def spans_json(spans: Sequence[Span], text: str) -> str:
+    return json.dumps(span_regions(spans, text), ensure_ascii=False)
+
+
+def write_span_predictions(
+    path: Path,
+    rows: Sequence[SeedRow],
+    preds: Sequence[Prediction],
+    scores: Any,
+    hard: Any,
+    rank: Any,
+    tokens: Any,
+) -> None:
+    """``predictions.csv`` of a span round: ``sampleId, path[, text], label, n_spans, confidence, uncertainty,
+    tokens, hard_example, rank[, error]`` in input order. ``label`` is Label Studio span JSON (``start, end,
+    text, labels, score``: offsets into the item's text, so it can be read back as a label cell or imported
+    as pre-annotations); ``confidence`` the model's confidence in the whole labelling; ``uncertainty`` the
+    strategy's score (higher = label sooner); ``tokens`` the item's length in the unit of ``--token-budget``."""
+    with_text = any(r.inline for r in rows)
+    with_error = any(p.error for p in preds)
+    header = ["sampleId", "path", *(["text"] if with_text else []), "label", "n_spans", "confidence", "uncertainty",
+              "tokens", "hard_example", "rank", *(["error"] if with_error else [])]
+    out = []
+    for i, (r, p) in enumerate(zip(rows, preds, strict=True)):
+        s = float(scores[i])
+        label = "" if p.error else spans_json(p.spans, r.text or "")
+        out.append(
+            [r.sample_id, r.path, *([r.text if r.inline else ""] if with_text else []), label, len(p.spans),
+             f"{p.score:.6f}", "" if s != s else f"{s:.6f}", int(tokens[i]), int(hard[i]), int(rank[i])]
+            + ([p.error or ""] if with_error else [])
+        )
+    write_csv(path, header, out)
