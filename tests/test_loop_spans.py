@@ -17,7 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from labelpilot.data.bio import tokenize
-from labelpilot.loop.span_files import cell_form, detect_task, parse_span_cell
+from labelpilot.data.span_cells import cell_form, parse_span_cell
+from labelpilot.loop.span_files import detect_task
 from labelpilot.strategies import Pool
 from labelpilot.strategies.spans import budget_batch, select_scored
 
@@ -139,6 +140,27 @@ def test_crf_round_both_forms(tmp_path: Path, form: str) -> None:
     assert "validation span F1" in res.output
     _check_predictions(out, {"PER", "LOC"}, 30)
     assert (out / "model" / "loop_history.json").is_file()
+    # the model folder the loop wrote is read by `labelpilot evaluate` and `labelpilot predict`, span cells in
+    # either form (issue 13: "evaluate/predict read a model folder")
+    from labelpilot.cli import app
+
+    rng = random.Random(7)
+    held = [_sentence(rng) for _ in range(12)]
+    for cell_form_name, cell in (("json", json.dumps), ("bio", None)):
+        table = tmp_path / f"held-{form}-{cell_form_name}.csv"
+        _write(table, ["text", "label"], [[t, cell(sp) if cell else _bio(t, sp)] for t, sp in held])
+        report_path = tmp_path / f"eval-{form}-{cell_form_name}.json"
+        ev = CliRunner().invoke(app, ["evaluate", str(out / "model"), str(table), "--out", str(report_path)])
+        assert ev.exit_code == 0, ev.output
+        metrics = json.loads(report_path.read_text(encoding="utf-8"))["metrics"]
+        assert metrics["f1"] >= 0.8 and metrics["n"] == len(held), metrics
+    texts = tmp_path / f"texts-{form}.csv"
+    _write(texts, ["text"], [[t] for t, _ in held])
+    pred = CliRunner().invoke(app, ["predict", str(out / "model"), str(texts), "-o", str(tmp_path / f"p-{form}.jsonl")])
+    assert pred.exit_code == 0, pred.output
+    lines = [json.loads(x) for x in (tmp_path / f"p-{form}.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == len(held) and all(s["text"] == t[s["start"]:s["end"]]
+                                           for row, (t, _) in zip(lines, held, strict=True) for s in row["predictions"])
     refused = _cli(["accept", "--input-dir", str(inp), "--output-dir", str(out), "--all"])
     assert refused.exit_code == 2 and "accepting spans is not built yet" in refused.output
 

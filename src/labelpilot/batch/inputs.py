@@ -11,6 +11,7 @@ from pathlib import Path
 
 from labelpilot.data import bio
 from labelpilot.data.labelstudio import pick_annotation, task_training_example
+from labelpilot.data.span_cells import parse_span_cell
 from labelpilot.data.types import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Example, Span, Target
 from labelpilot.data.vision_formats import parse_coco, read_voc_dir
 from labelpilot.errors import InputError, TrainingError
@@ -65,10 +66,14 @@ def _row_example(row: Row, cols: Columns, kind: str) -> Example:
 def _row_target(row: Row, cols: Columns, kind: str) -> Target:
     v = row.values
     if kind == "spans":
+        cell = v.get("spans") or v.get(cols.label) or []
+        if isinstance(cell, str):  # a table's cell: Label Studio span JSON or BIO tags
+            return Target(spans=tuple(parse_span_cell(cell, str(v.get(cols.text) or ""))[0]))
         spans = []
-        for s in v.get("spans") or v.get(cols.label) or []:
+        for s in cell:
             if isinstance(s, dict):
-                spans.append(Span(int(s["start"]), int(s["end"]), str(s["label"])))
+                label = s.get("label") or (s.get("labels") or [None])[0]
+                spans.append(Span(int(s["start"]), int(s["end"]), str(label)))
             else:
                 spans.append(Span(int(s[0]), int(s[1]), str(s[2])))
         return Target(spans=tuple(spans))

@@ -28,10 +28,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from labelpilot.data.span_cells import parse_span_cell
 from labelpilot.data.types import Example, Prediction, Span
 from labelpilot.errors import TrainingError
 from labelpilot.loop.plugin import _CONF_COLS, _HARD_COLS, PluginModel
-from labelpilot.loop.span_files import parse_span_cell
 from labelpilot.schema.types import TaskKind
 
 _SPAN_COLS = ("label", "spans", "pred", "prediction", "predicted_label", "labels")
