@@ -1,10 +1,13 @@
 """Vectors kept on disk between processes, so that a training run (a fresh child process per job) encodes
 only the annotations it has not seen before.
 
-SQLite (stdlib, WAL, safe with several processes), one row per text hash, the vector as float16 (1 KB;
-cosine to the float32 vector > 0.9999). Only training writes (``encode(..., persist=True)``); /predict keeps
-to the in-process cache and never waits for a disk write. At most ``MAX_ROWS`` rows: the oldest go first.
-A store that cannot be opened or written is skipped (the vectors are then computed), never an error.
+SQLite (stdlib, WAL, safe with several processes; a write is one transaction, so a crash leaves the rows of
+the last committed write), one row per text hash, the vector as float16 (1 KB; cosine to the float32 vector
+> 0.9999). Only training and the seed-003 operator write (``encode(..., persist=True)`` or inside
+``encoders.persisting()``); /predict keeps to the in-process cache and never waits for a disk write. At most
+``MAX_ROWS`` rows: the oldest go first. A store that cannot be opened or written is skipped (the vectors are
+then computed), never an error; a file that is not a database or is damaged (``sqlite3.DatabaseError``
+other than a busy or locked one) is deleted and started afresh, once per process.
 """
 
 from __future__ import annotations
@@ -30,20 +33,52 @@ class VectorStore:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._broken = False
+        self._restarted = False  # a damaged file was replaced (once per process)
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _db(self) -> sqlite3.Connection | None:
         if self._conn is None and not self._broken:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
-                self._conn = conn
+                self._conn = self._open()
+            except sqlite3.DatabaseError as exc:
+                if not self._damaged(exc):
+                    log.warning("vector store %s unusable, vectors are recomputed: %s", self.path, exc)
+                    self._broken = True
             except (OSError, sqlite3.Error) as exc:
                 log.warning("vector store %s unusable, vectors are recomputed: %s", self.path, exc)
                 self._broken = True
         return self._conn
+
+    def _damaged(self, exc: sqlite3.DatabaseError) -> bool:
+        """A damaged or foreign file (not a busy or locked one): delete it and open a fresh store, once per
+        process. Returns whether the store is usable again."""
+        if isinstance(exc, sqlite3.OperationalError) or self._restarted:
+            return False
+        self._restarted = True
+        log.warning("vector store %s is damaged (%s): starting a new one", self.path, exc)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        try:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            self._conn = self._open()
+        except (OSError, sqlite3.Error) as again:
+            log.warning("vector store %s unusable, vectors are recomputed: %s", self.path, again)
+            self._broken = True
+            return False
+        return True
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}
@@ -59,8 +94,10 @@ class VectorStore:
                         v = np.frombuffer(blob, dtype=np.float16)
                         if v.shape[0] == self.dim:
                             found[bytes(key)] = v.astype(np.float32)
-            except sqlite3.Error as exc:
-                log.warning("vector store read failed: %s", exc)
+            except sqlite3.DatabaseError as exc:
+                if not self._damaged(exc):
+                    log.warning("vector store read failed: %s", exc)
+                return {}
         return found
 
     def put_many(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
@@ -70,11 +107,20 @@ class VectorStore:
             if db is None or not rows:
                 return
             try:
-                with db:
-                    db.executemany("INSERT OR IGNORE INTO vectors (key, vec) VALUES (?, ?)", rows)
-                    (n,) = db.execute("SELECT max(rowid) - min(rowid) FROM vectors").fetchone()
-                    if n is not None and n > self.max_rows:
-                        db.execute("DELETE FROM vectors WHERE rowid < (SELECT max(rowid) FROM vectors) - ?",
-                                   (self.max_rows,))
-            except sqlite3.Error as exc:
-                log.warning("vector store write failed: %s", exc)
+                self._insert(db, rows)
+            except sqlite3.DatabaseError as exc:
+                if not self._damaged(exc) or self._conn is None:
+                    log.warning("vector store write failed: %s", exc)
+                    return
+                try:  # into the fresh store
+                    self._insert(self._conn, rows)
+                except sqlite3.Error as again:
+                    log.warning("vector store write failed: %s", again)
+
+    def _insert(self, db: sqlite3.Connection, rows: list[tuple[bytes, bytes]]) -> None:
+        with db:
+            db.executemany("INSERT OR IGNORE INTO vectors (key, vec) VALUES (?, ?)", rows)
+            (n,) = db.execute("SELECT max(rowid) - min(rowid) FROM vectors").fetchone()
+            if n is not None and n >= self.max_rows:  # keep the newest max_rows rows
+                db.execute("DELETE FROM vectors WHERE rowid <= (SELECT max(rowid) FROM vectors) - ?",
+                           (self.max_rows,))

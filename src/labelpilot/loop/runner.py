@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from labelpilot.data.types import Example, FitReport, Prediction
+from labelpilot.encoders import persisting
 from labelpilot.errors import InputError
 from labelpilot.loop import files
 from labelpilot.loop import history as round_history
@@ -369,7 +370,9 @@ def run_loop(
     run = {"input_dir": input_dir, "is_first_train": is_first_train, "random_seed": random_seed,
            "val_size": val_size, "strategy": strategy_name, "t_start": t_start}
 
-    with tempfile.TemporaryDirectory(prefix="labelpilot-loop-") as work:
+    # the pool is predicted again next round, in a new process: its text vectors (and the labelled texts')
+    # go to the encoder's on-disk store, so that round reads them back instead of encoding them again
+    with tempfile.TemporaryDirectory(prefix="labelpilot-loop-") as work, persisting():
         train_ex, val_ex = _split(start.model, inputs, Path(work), is_first_train=is_first_train,
                                   query_cnt=query_cnt, strategy_name=strategy_name, val_size=val_size,
                                   seed=random_seed)

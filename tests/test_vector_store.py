@@ -1,0 +1,105 @@
+"""The on-disk vector store across processes (issue 13: a second ``labelpilot loop`` round over the same pool
+reads the pool's vectors back instead of encoding them again)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labelpilot.encoders import encoder_problem, get_encoder, persisting, text_key
+from labelpilot.encoders.store import VectorStore
+
+PROBLEM = encoder_problem()
+needs_encoder = pytest.mark.skipif(PROBLEM is not None, reason=f"text encoder not available: {PROBLEM}")
+
+_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    from labelpilot.encoders import get_encoder, persisting
+    enc = get_encoder()
+    texts = json.loads(sys.argv[1])
+    with persisting():
+        v = enc.encode(texts)
+    print(json.dumps({"encoded": enc.encoded, "store": str(enc.store.path), "first": v[0].tolist()}))
+    """
+)
+
+
+def _child(texts: list[str], cache: Path) -> dict:
+    env = {**os.environ, "LABELPILOT_CACHE_DIR": str(cache), "LABELPILOT_ENCODER_PATH": str(get_encoder().path)}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(texts)], capture_output=True, text=True,
+                         env=env, timeout=300, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@needs_encoder
+def test_pool_vectors_survive_a_new_process_and_a_changed_text_misses(tmp_path: Path) -> None:
+    texts = [f"第{i}轮的候选文本 pool text {i}" for i in range(20)]
+    first = _child(texts, tmp_path)
+    assert first["encoded"] == 20 and Path(first["store"]).is_relative_to(tmp_path)
+    again = _child(texts, tmp_path)  # a new process: every vector comes from the store
+    assert again["encoded"] == 0
+    assert float(np.dot(first["first"], again["first"])) > 0.9999  # float16 on disk
+    changed = _child([texts[0] + "!", *texts[1:]], tmp_path)
+    assert changed["encoded"] == 1  # only the edited text is encoded again
+
+
+@needs_encoder
+def test_encode_writes_the_store_only_when_asked(tmp_path: Path) -> None:
+    enc = get_encoder()
+    saved = enc.store
+    try:
+        enc.store = VectorStore(tmp_path / "v.sqlite", enc.dim)
+        plain, kept = ["只在内存里 in memory only"], ["写入磁盘 kept on disk"]
+        enc.encode(plain)
+        with persisting():
+            enc.encode(kept)
+        enc.encode(["after the block"])
+        stored = enc.store.get_many([text_key(t) for t in (*plain, *kept, "after the block")])
+        assert set(stored) == {text_key(kept[0])}
+    finally:
+        enc.store = saved
+
+
+def test_a_damaged_store_file_is_replaced_and_written_again(tmp_path: Path) -> None:
+    path = tmp_path / "v.sqlite"
+    keys = [text_key(f"t{i}") for i in range(4)]
+    vecs = np.random.default_rng(1).normal(size=(4, 8)).astype(np.float32)
+    path.write_bytes(b"this is not an SQLite file" * 100)
+    store = VectorStore(path, dim=8)
+    assert store.get_many(keys) == {}  # ignored, never an error
+    store.put_many(keys, vecs)
+    got = VectorStore(path, dim=8).get_many(keys)  # a new connection reads what was written after the reset
+    assert set(got) == set(keys) and np.allclose(got[keys[2]], vecs[2], atol=1e-2)
+
+    # damage that shows only at the write: the file is replaced and the rows go into the new one
+    path2 = tmp_path / "w.sqlite"
+    writer = VectorStore(path2, dim=8)
+    writer.put_many(keys[:1], vecs[:1])
+    writer._conn.close()  # type: ignore[union-attr]
+    writer._conn = None
+    path2.write_bytes(b"\0garbage" * 512)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path2}{suffix}").unlink(missing_ok=True)
+    writer.put_many(keys[1:], vecs[1:])
+    assert set(VectorStore(path2, dim=8).get_many(keys)) == set(keys[1:])
+
+
+def test_the_store_keeps_at_most_max_rows_the_newest(tmp_path: Path) -> None:
+    store = VectorStore(tmp_path / "v.sqlite", dim=4, max_rows=50)
+    keys = [text_key(f"row {i}") for i in range(120)]
+    vecs = np.ones((120, 4), dtype=np.float32)
+    for start in range(0, 120, 7):
+        store.put_many(keys[start : start + 7], vecs[start : start + 7])
+    kept = store.get_many(keys)
+    assert len(kept) == 50 and set(kept) == set(keys[-50:])
+    (n,) = store._conn.execute("SELECT count(*) FROM vectors").fetchone()  # type: ignore[union-attr]
+    assert n == 50
