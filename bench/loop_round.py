@@ -28,6 +28,7 @@ import json
 import os
 import pstats
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -161,13 +162,17 @@ def main() -> None:
         if steady:
             label_hard(inp, out, gold)
         t0 = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run([*cli, "--output-dir", str(out), *(["--not-first-train"] if steady else [])],
                               capture_output=True, text=True, check=False, env=env)
         wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         if proc.returncode != 0:
             sys.exit(f"labelpilot loop failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         rep = json.loads((out / "report.json").read_text(encoding="utf-8"))
         runs.append({"round": r + 1 if args.rounds > 1 else 1, "steady_state": steady, "wall_s": round(wall, 2),
+                     "process_cpu_s": round(cpu, 2),
                      "seconds": rep["seconds"], "cpu_seconds": rep["cpu_seconds"],
                      "n_labels": rep["training"]["n_labels"], "pool": rep["split"]["pool"],
                      "quality": rep["training"]["quality"].get("score"), "strategy": rep["strategy"]["used"],

@@ -103,3 +103,84 @@ def test_the_store_keeps_at_most_max_rows_the_newest(tmp_path: Path) -> None:
     assert len(kept) == 50 and set(kept) == set(keys[-50:])
     (n,) = store._conn.execute("SELECT count(*) FROM vectors").fetchone()  # type: ignore[union-attr]
     assert n == 50
+
+
+def test_text_linear_reads_jieba_words_back_from_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("jieba")
+    from labelpilot.models.text_linear import features
+
+    monkeypatch.setenv("LABELPILOT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(features, "_word_store", None)
+    texts = [features._normalize(t) for t in ("今天的足球比赛非常精彩", "股市今天大跌，投资者担忧", "English only text",
+                                               "", "中文 mixed with English 123", "！？")]
+    plain = [list(w) for w in features._words_batch(texts, False)]  # outside persisting(): nothing on disk
+    assert not (tmp_path / "text-linear").exists()
+    with persisting():
+        first = [list(w) for w in features._words_batch(texts, False)]
+    assert first == plain
+    monkeypatch.setattr(features, "_word_store", None)  # as a new process: a new connection, an empty lru_cache
+    features._cjk_words.cache_clear()
+    with persisting():
+        again = [list(w) for w in features._words_batch(texts, False)]
+        assert again == plain and features._cjk_words.cache_info().misses == 0  # jieba was not run
+        changed = features._words_batch([texts[0] + "吗"], False)
+    assert features._cjk_words.cache_info().misses == 1 and list(changed[0]) != plain[0]
+    assert features._cjk_words.cache_info().misses == 1
+    with persisting():  # the HMM option gives other words: its own entries
+        features._words_batch(texts[:1], True)
+    assert features._cjk_words.cache_info().misses == 2
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    import csv
+
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+@needs_encoder
+def test_a_loop_round_keeps_its_pool_for_the_next_round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round writes the pool's vectors and words to disk; a rerun in a fresh process state encodes and
+    segments nothing and predicts the same (float16 vectors on disk)."""
+    import csv
+
+    from labelpilot.loop import run_loop
+    from labelpilot.models.text_linear import features
+
+    topics = {"sports": ["足球比赛", "篮球联赛", "网球公开赛"], "finance": ["股市大跌", "银行利率", "基金收益"],
+              "tech": ["手机芯片", "人工智能", "软件更新"]}
+    rows = [[f"l{label}{i}", f"{word}的最新消息{i}", label] for label, words in topics.items()
+            for i, word in enumerate(words * 4)]
+    pool = [[f"u{i}", f"{w}今天{i}号的报道"] for i, w in enumerate(w for ws in topics.values() for w in ws * 3)]
+    inp = tmp_path / "in"
+    inp.mkdir()
+    _write_csv(inp / "input_label.csv", ["sampleId", "text", "label"], rows)
+    _write_csv(inp / "input_unlabel.csv", ["sampleId", "text"], pool)
+    monkeypatch.setenv("LABELPILOT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(features, "_word_store", None)
+    enc = get_encoder()
+    saved = enc.store
+    try:
+        enc.store = VectorStore(tmp_path / "cache" / "v.sqlite", enc.dim)
+        run_loop(inp, tmp_path / "out1", query_cnt=3)
+        pool_keys = [text_key(text) for _, text in pool]
+        assert len(enc.store.get_many(pool_keys)) == len(pool)
+        enc.cache.clear()  # as a new process: nothing in memory
+        enc.store = VectorStore(tmp_path / "cache" / "v.sqlite", enc.dim)
+        monkeypatch.setattr(features, "_word_store", None)
+        features._cjk_words.cache_clear()
+        encoded = enc.encoded
+        run_loop(inp, tmp_path / "out2", query_cnt=3)
+        assert enc.encoded == encoded  # no text was encoded again (pool, labels, label names)
+        assert features._cjk_words.cache_info().misses == 0  # nor segmented
+    finally:
+        enc.store = saved
+
+    def probs(out: str) -> np.ndarray:
+        with (tmp_path / out / "predictions.csv").open(encoding="utf-8") as fh:
+            got = list(csv.DictReader(fh))
+        return np.array([[float(r[f"prob_{k}"]) for k in topics] for r in got])
+
+    assert np.abs(probs("out1") - probs("out2")).max() < 0.01

@@ -14,11 +14,19 @@ from __future__ import annotations
 import os
 import threading
 
-from labelpilot.encoders.base import EncoderUnavailable, TextEncoder, VectorCache, persisting, text_key
+from labelpilot.encoders.base import (
+    EncoderUnavailable,
+    TextEncoder,
+    VectorCache,
+    persist_requested,
+    persisting,
+    text_key,
+)
 from labelpilot.encoders.use import UseMultilingualEncoder
 
 __all__ = [
-    "EncoderUnavailable", "TextEncoder", "VectorCache", "encoder_problem", "get_encoder", "persisting", "text_key",
+    "EncoderUnavailable", "TextEncoder", "VectorCache", "encoder_problem", "get_encoder", "persist_requested",
+    "persisting", "text_key",
 ]
 
 DEFAULT = "use-multilingual"

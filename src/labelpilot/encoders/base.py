@@ -50,6 +50,11 @@ def persisting() -> Iterator[None]:
         _PERSIST.reset(token)
 
 
+def persist_requested() -> bool:
+    """Whether the caller is inside :func:`persisting` (other per-text caches on disk follow it too)."""
+    return _PERSIST.get()
+
+
 class EncoderUnavailable(LabelpilotError):
     """The text encoder cannot be loaded (not installed, disabled, or a broken model file).
 

@@ -1,5 +1,9 @@
 """Vectors kept on disk between processes, so that a training run (a fresh child process per job) encodes
-only the annotations it has not seen before.
+only the annotations it has not seen before, and a ``labelpilot loop`` round only the pool texts it has not
+seen before.
+
+:class:`KeyedStore` is the file (hash of a text → bytes); :class:`VectorStore` keeps vectors in it, and
+text-linear keeps jieba's words of a text in another (``models/text_linear/features.py``).
 
 SQLite (stdlib, WAL, safe with several processes; a write is one transaction, so a crash leaves the rows of
 the last committed write), one row per text hash, the vector as float16 (1 KB; cosine to the float32 vector
@@ -22,14 +26,19 @@ import numpy as np
 
 log = logging.getLogger("labelpilot.encoders")
 
-MAX_ROWS = 300_000  # ~300 MB
+MAX_ROWS = 300_000  # ~300 MB of vectors
 
 
-class VectorStore:
-    def __init__(self, path: Path, dim: int, max_rows: int = MAX_ROWS) -> None:
+class KeyedStore:
+    """An SQLite file of ``key BLOB PRIMARY KEY, vec BLOB`` rows in ``table``, bounded to the newest
+    ``max_rows`` rows (see the module doc for what happens when it cannot be used)."""
+
+    def __init__(self, path: Path, max_rows: int = MAX_ROWS, table: str = "vectors") -> None:
+        if not table.isidentifier():
+            raise ValueError(f"not a table name: {table!r}")
         self.path = Path(path)
-        self.dim = dim
         self.max_rows = max_rows
+        self.table = table
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._broken = False
@@ -41,7 +50,7 @@ class VectorStore:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
         except BaseException:
             conn.close()
             raise
@@ -53,10 +62,10 @@ class VectorStore:
                 self._conn = self._open()
             except sqlite3.DatabaseError as exc:
                 if not self._damaged(exc):
-                    log.warning("vector store %s unusable, vectors are recomputed: %s", self.path, exc)
+                    log.warning("store %s unusable, its values are recomputed: %s", self.path, exc)
                     self._broken = True
             except (OSError, sqlite3.Error) as exc:
-                log.warning("vector store %s unusable, vectors are recomputed: %s", self.path, exc)
+                log.warning("store %s unusable, its values are recomputed: %s", self.path, exc)
                 self._broken = True
         return self._conn
 
@@ -66,7 +75,7 @@ class VectorStore:
         if isinstance(exc, sqlite3.OperationalError) or self._restarted:
             return False
         self._restarted = True
-        log.warning("vector store %s is damaged (%s): starting a new one", self.path, exc)
+        log.warning("store %s is damaged (%s): starting a new one", self.path, exc)
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -75,33 +84,29 @@ class VectorStore:
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)
             self._conn = self._open()
         except (OSError, sqlite3.Error) as again:
-            log.warning("vector store %s unusable, vectors are recomputed: %s", self.path, again)
+            log.warning("store %s unusable, its values are recomputed: %s", self.path, again)
             self._broken = True
             return False
         return True
 
-    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
-        found: dict[bytes, np.ndarray] = {}
+    def get_blobs(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        found: dict[bytes, bytes] = {}
         with self._lock:
             db = self._db()
-            if db is None:
+            if db is None or not keys:
                 return found
             try:
                 for start in range(0, len(keys), 500):
                     part = list(keys[start : start + 500])
                     marks = ",".join("?" * len(part))
-                    for key, blob in db.execute(f"SELECT key, vec FROM vectors WHERE key IN ({marks})", part):
-                        v = np.frombuffer(blob, dtype=np.float16)
-                        if v.shape[0] == self.dim:
-                            found[bytes(key)] = v.astype(np.float32)
+                    found.update(db.execute(f"SELECT key, vec FROM {self.table} WHERE key IN ({marks})", part))
             except sqlite3.DatabaseError as exc:
                 if not self._damaged(exc):
-                    log.warning("vector store read failed: %s", exc)
+                    log.warning("store read failed: %s", exc)
                 return {}
         return found
 
-    def put_many(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
-        rows = [(k, np.asarray(v, dtype=np.float16).tobytes()) for k, v in zip(keys, vectors, strict=True)]
+    def put_blobs(self, rows: Sequence[tuple[bytes, bytes]]) -> None:
         with self._lock:
             db = self._db()
             if db is None or not rows:
@@ -110,17 +115,36 @@ class VectorStore:
                 self._insert(db, rows)
             except sqlite3.DatabaseError as exc:
                 if not self._damaged(exc) or self._conn is None:
-                    log.warning("vector store write failed: %s", exc)
+                    log.warning("store write failed: %s", exc)
                     return
                 try:  # into the fresh store
                     self._insert(self._conn, rows)
                 except sqlite3.Error as again:
-                    log.warning("vector store write failed: %s", again)
+                    log.warning("store write failed: %s", again)
 
-    def _insert(self, db: sqlite3.Connection, rows: list[tuple[bytes, bytes]]) -> None:
+    def _insert(self, db: sqlite3.Connection, rows: Sequence[tuple[bytes, bytes]]) -> None:
         with db:
-            db.executemany("INSERT OR IGNORE INTO vectors (key, vec) VALUES (?, ?)", rows)
-            (n,) = db.execute("SELECT max(rowid) - min(rowid) FROM vectors").fetchone()
+            db.executemany(f"INSERT OR IGNORE INTO {self.table} (key, vec) VALUES (?, ?)", rows)
+            (n,) = db.execute(f"SELECT max(rowid) - min(rowid) FROM {self.table}").fetchone()
             if n is not None and n >= self.max_rows:  # keep the newest max_rows rows
-                db.execute("DELETE FROM vectors WHERE rowid <= (SELECT max(rowid) FROM vectors) - ?",
+                db.execute(f"DELETE FROM {self.table} WHERE rowid <= (SELECT max(rowid) FROM {self.table}) - ?",
                            (self.max_rows,))
+
+
+class VectorStore(KeyedStore):
+    """float16 vectors of ``dim`` values by text hash."""
+
+    def __init__(self, path: Path, dim: int, max_rows: int = MAX_ROWS) -> None:
+        super().__init__(path, max_rows, table="vectors")
+        self.dim = dim
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        found: dict[bytes, np.ndarray] = {}
+        for key, blob in self.get_blobs(keys).items():
+            v = np.frombuffer(blob, dtype=np.float16)
+            if v.shape[0] == self.dim:
+                found[bytes(key)] = v.astype(np.float32)
+        return found
+
+    def put_many(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        self.put_blobs([(k, np.asarray(v, dtype=np.float16).tobytes()) for k, v in zip(keys, vectors, strict=True)])
