@@ -151,7 +151,9 @@ def main() -> None:
             loop_app([*cli[2:], "--output-dir", str(root / "out-prof")], standalone_mode=False)
         finally:
             prof.disable()
-        pstats.Stats(prof).sort_stats("cumulative").print_stats(35)
+        stats = pstats.Stats(prof)
+        stats.sort_stats("cumulative").print_stats(35)
+        stats.sort_stats("tottime").print_stats(30)
         return
     env = _environment(root, args.keep_cache)
     gold = _gold(args.task, args.n_label, args.n_pool, args.seed) if args.rounds > 1 else {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -170,11 +171,13 @@ class CachingEncoder:
                 out[i] = v
         store = self.store if persist or _PERSIST.get() else None
         if todo and store is not None:
-            stored = store.get_many(list(todo))
-            if stored:
-                self.cache.put_many(list(stored), np.asarray(list(stored.values())))
-                for k, v in stored.items():
-                    out[todo.pop(k)] = v
+            found, matrix = store.get_matrix(list(todo))
+            if found:
+                self.cache.put_many(found, matrix)
+                where = [todo.pop(k) for k in found]
+                counts = np.fromiter(map(len, where), dtype=np.int64, count=len(where))
+                rows = np.fromiter(itertools.chain.from_iterable(where), dtype=np.int64, count=int(counts.sum()))
+                out[rows] = np.repeat(matrix, counts, axis=0)
         if todo:
             uniq = list(todo)
             first = [todo[k][0] for k in uniq]
