@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import os
 import re
 import threading
 import unicodedata
@@ -219,8 +220,9 @@ def _words_key(text: str, hmm: bool) -> bytes:
 def _words_batch(texts: list[str], hmm: bool) -> list[list[str] | tuple[str, ...]]:
     """``_words`` of every text. Inside ``encoders.persisting()`` (``labelpilot loop``: the same pool is
     featurised again next round, in a new process) the Chinese texts' words are read from and written to
-    the store on disk: jieba is ~80 % of featurising a 50k pool of TNEWS titles."""
-    if not persist_requested():
+    the store on disk: jieba is ~80 % of featurising a 50k pool of TNEWS titles. ``LABELPILOT_ENCODER_STORE=0``
+    turns this store off with the vector store."""
+    if not persist_requested() or os.environ.get("LABELPILOT_ENCODER_STORE", "1") in {"0", "false", "off"}:
         return [_words(t, hmm) for t in texts]
     out: list[list[str] | tuple[str, ...]] = []
     cjk: list[int] = []
