@@ -164,6 +164,7 @@ def test_a_loop_round_keeps_its_pool_for_the_next_round(tmp_path: Path, monkeypa
     saved = enc.store
     try:
         enc.store = VectorStore(tmp_path / "cache" / "v.sqlite", enc.dim)
+        enc.cache.clear()  # a fresh process: what other tests encoded is not in memory (only misses are stored)
         run_loop(inp, tmp_path / "out1", query_cnt=3)
         pool_keys = [text_key(text) for _, text in pool]
         assert len(enc.store.get_many(pool_keys)) == len(pool)
