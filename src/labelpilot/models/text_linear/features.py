@@ -14,6 +14,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -194,22 +195,27 @@ def _words(text: str, hmm: bool) -> list[str] | tuple[str, ...]:
 
 
 _SEP = "\x1f"
-_word_store: KeyedStore | None = None
+_word_store: tuple[int, str, KeyedStore] | None = None  # (pid, path, store): a forked child opens its own
 _word_store_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _jieba_version() -> str:
+    try:
+        return importlib.metadata.version("jieba")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _words_on_disk() -> KeyedStore:
     """jieba's words of texts segmented by an earlier process, by text hash (``<cache dir>/text-linear/``, one
     file per jieba version: its dictionary decides the words)."""
     global _word_store
+    path = str(cache_dir("text-linear") / f"jieba-{_jieba_version()}-words.sqlite")
     with _word_store_lock:
-        if _word_store is None:
-            try:
-                version = importlib.metadata.version("jieba")
-            except importlib.metadata.PackageNotFoundError:
-                version = "unknown"
-            _word_store = KeyedStore(cache_dir("text-linear") / f"jieba-{version}-words.sqlite", table="words")
-        return _word_store
+        if _word_store is None or _word_store[:2] != (os.getpid(), path):
+            _word_store = (os.getpid(), path, KeyedStore(Path(path), table="words"))
+        return _word_store[2]
 
 
 def _words_key(text: str, hmm: bool) -> bytes:
