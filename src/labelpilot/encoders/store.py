@@ -10,8 +10,8 @@ the last committed write), one row per text hash, the vector as float16 (1 KB; c
 > 0.9999). Only training and the seed-003 operator write (``encode(..., persist=True)`` or inside
 ``encoders.persisting()``); /predict keeps to the in-process cache and never waits for a disk write. At most
 ``MAX_ROWS`` rows: the oldest go first. A store that cannot be opened or written is skipped (the vectors are
-then computed), never an error; a file that is not a database or is damaged (``sqlite3.DatabaseError``
-other than a busy or locked one) is deleted and started afresh, once per process.
+then computed), never an error; a file that is not a database or is damaged (SQLite's ``NOTADB`` /
+``CORRUPT``, not a busy or locked one) is deleted and started afresh, once per process.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ class KeyedStore:
     def _damaged(self, exc: sqlite3.DatabaseError) -> bool:
         """A damaged or foreign file (not a busy or locked one): delete it and open a fresh store, once per
         process. Returns whether the store is usable again."""
-        if isinstance(exc, sqlite3.OperationalError) or self._restarted:
+        name = getattr(exc, "sqlite_errorname", "")
+        if self._restarted or not (name in {"SQLITE_NOTADB", "SQLITE_CORRUPT"} or type(exc) is sqlite3.DatabaseError):
             return False
         self._restarted = True
         log.warning("store %s is damaged (%s): starting a new one", self.path, exc)
