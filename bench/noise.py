@@ -50,7 +50,7 @@ print(json.dumps({"ranked": [int(i) for i in ranked]}))
 """
 
 
-def _load_avg() -> str:
+def load_avg() -> str:
     return f"{os.getloadavg()[0]:.1f}"
 
 
@@ -95,7 +95,7 @@ def classification(name: str, args: argparse.Namespace) -> dict | None:
             lab = rng.choice([c for c in classes if c != lab])
         examples.append(Example(text=texts[i], text_pair=pairs[i] if pairs else None, id=str(pos),
                                 target=Target(labels=(lab,))))
-    load_before = _load_avg()
+    load_before = load_avg()
     t0, c0 = time.perf_counter(), time.process_time()
     oof = out_of_fold(control, examples, folds=args.folds, seed=args.seed, options=json.loads(args.options),
                       repeats=args.repeats)
@@ -113,7 +113,7 @@ def classification(name: str, args: argparse.Namespace) -> dict | None:
     flagged = {int(s.example_id) for s in sus if s.flagged}
     res.update(
         dataset=name, n=len(examples), planted=len(flipped), seconds=round(seconds, 1), cpu_s=round(cpu, 1),
-        load=f"{load_before} -> {_load_avg()}", folds=oof.folds, family=oof.family,
+        load=f"{load_before} -> {load_avg()}", folds=oof.folds, family=oof.family,
         oof_accuracy=round(float(np.mean([p.labels[:1] == (labels[i],) for p, i in zip(oof.predictions, idx,
                                                                                       strict=True)])), 4),
         flag_precision=round(len(flagged & flipped) / max(1, len(flagged)), 4),
@@ -240,7 +240,7 @@ def spans(args: argparse.Namespace) -> dict | None:
                           kind=TaskKind.TEXT_SPANS, labels=tuple(LabelSpec(value=lab) for lab in labels))
     n_spans = sum(len(ex.target.spans) for ex in examples)
     info = _perturb_spans(examples, args.rate, rng, labels)
-    load_before = _load_avg()
+    load_before = load_avg()
     t0, c0 = time.perf_counter(), time.process_time()
     cache = args.oof_cache / f"conll-{args.n_spans}-{args.seed}-{args.folds}.pkl" if args.oof_cache else None
     if cache is not None and cache.is_file():  # rescoring only: the fits of an earlier run, same data and seed
@@ -275,7 +275,7 @@ def spans(args: argparse.Namespace) -> dict | None:
         "dataset": "conll2003", "n": len(examples), "n_spans": n_spans, "planted": len(info["planted"]),
         "planted_tasks": len(info["tasks"]), "seconds": round(seconds, 1), "cpu_s": round(cpu, 1),
         "folds": oof.folds,
-        "load": f"{load_before} -> {_load_avg()}",
+        "load": f"{load_before} -> {load_avg()}",
         "task_found_top10": task["found_top10"], "task_precision_at_k": task["precision_at_k"],
         "task_roc_auc": task["roc_auc"],
         "span_found_topK": round(sum(hit) / max(1, len(hit)), 4), "K": k,

@@ -14,10 +14,20 @@ from __future__ import annotations
 import os
 import threading
 
-from labelpilot.encoders.base import EncoderUnavailable, TextEncoder, VectorCache, text_key
+from labelpilot.encoders.base import (
+    EncoderUnavailable,
+    TextEncoder,
+    VectorCache,
+    persist_requested,
+    persisting,
+    text_key,
+)
 from labelpilot.encoders.use import UseMultilingualEncoder
 
-__all__ = ["EncoderUnavailable", "TextEncoder", "VectorCache", "encoder_problem", "get_encoder", "text_key"]
+__all__ = [
+    "EncoderUnavailable", "TextEncoder", "VectorCache", "encoder_problem", "get_encoder", "persist_requested",
+    "persisting", "text_key",
+]
 
 DEFAULT = "use-multilingual"
 _OFF = {"none", "off", "false", "0", ""}

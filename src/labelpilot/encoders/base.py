@@ -5,14 +5,23 @@ needs around its raw ``_encode_batch``: texts de-duplicated within a call, an in
 hash of the text (bounded by entries and bytes), batching, and a lock so that concurrent requests neither
 run the session twice for the same text nor corrupt the cache. ``functools.lru_cache`` is not used because
 it cannot be bounded by bytes nor looked up for a whole batch at once.
+
+:func:`persisting` makes every ``encode`` inside a ``with`` block behave as ``encode(..., persist=True)``: the
+seed-003 operator (``labelpilot loop``) predicts the same unlabelled pool round after round, each round a
+fresh process, so its pool vectors are worth keeping on disk (a 50k pool is ~35 CPU seconds of encoding on
+the 2-core machine, reading it back ~0.5 s). The model code between the caller and the encoder needs no
+``persist`` argument for that.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
+import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -26,6 +35,25 @@ MAX_CHARS = 256
 #: A session run gets at most ``batch_size`` texts and about this many characters: activation memory grows
 #: with batch x length (64 texts of 500 characters took 640 MB more, 16 of them 106 MB).
 MAX_BATCH_CHARS = 3000
+
+
+_PERSIST: contextvars.ContextVar[bool] = contextvars.ContextVar("labelpilot_encoder_persist", default=False)
+
+
+@contextmanager
+def persisting() -> Iterator[None]:
+    """Inside the block, ``encode`` reads and writes the on-disk vector store as with ``persist=True`` (in
+    this thread or task; a thread started inside does not inherit it)."""
+    token = _PERSIST.set(True)
+    try:
+        yield
+    finally:
+        _PERSIST.reset(token)
+
+
+def persist_requested() -> bool:
+    """Whether the caller is inside :func:`persisting` (other per-text caches on disk follow it too)."""
+    return _PERSIST.get()
 
 
 class EncoderUnavailable(LabelpilotError):
@@ -122,6 +150,7 @@ class CachingEncoder:
         self.batch_size = max(1, int(batch_size))
         self.cache = cache if cache is not None else VectorCache()
         self.store: Any = None  # an encoders.store.VectorStore shared between processes, or None
+        self.encoded = 0  # texts run through the model (not found in the cache or the store)
         self._run_lock = threading.Lock()
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:  # pragma: no cover - abstract
@@ -140,17 +169,20 @@ class CachingEncoder:
                 todo.setdefault(k, []).append(i)
             else:
                 out[i] = v
-        store = self.store if persist else None
+        store = self.store if persist or _PERSIST.get() else None
         if todo and store is not None:
-            stored = store.get_many(list(todo))
-            if stored:
-                self.cache.put_many(list(stored), np.asarray(list(stored.values())))
-                for k, v in stored.items():
-                    out[todo.pop(k)] = v
+            found, matrix = store.get_matrix(list(todo))
+            if found:
+                self.cache.put_many(found, matrix)
+                where = [todo.pop(k) for k in found]
+                counts = np.fromiter(map(len, where), dtype=np.int64, count=len(where))
+                rows = np.fromiter(itertools.chain.from_iterable(where), dtype=np.int64, count=int(counts.sum()))
+                out[rows] = np.repeat(matrix, counts, axis=0)
         if todo:
             uniq = list(todo)
             first = [todo[k][0] for k in uniq]
             vectors = self._run([prepared[i] for i in first])
+            self.encoded += len(uniq)
             self.cache.put_many(uniq, vectors)
             if store is not None:
                 store.put_many(uniq, vectors)

@@ -61,7 +61,7 @@ from labelpilot.errors import InputError, NotFoundError
 from labelpilot.files import LABEL_SEP, split_labels
 from labelpilot.loop import files
 from labelpilot.loop.build import _load_previous, _open_registry
-from labelpilot.loop.runner import _jsonable
+from labelpilot.loop.runner import jsonable
 from labelpilot.loop.threshold import (
     MIN_HELD_OUT,
     Z_95,
@@ -265,7 +265,7 @@ def _write_final(
             out["model"]["registered"] = {"name": mv.name, "version": mv.version, "tag": mv.tag}
         fd, tmp = tempfile.mkstemp(prefix=f".{ACCEPT_REPORT_FILE}.", suffix=".tmp", dir=final_dir)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_jsonable(out), fh, ensure_ascii=False, indent=1)
+            json.dump(jsonable(out), fh, ensure_ascii=False, indent=1)
         staged.append((Path(tmp), final_dir / ACCEPT_REPORT_FILE))
         for src, dst in staged:
             os.replace(src, dst)

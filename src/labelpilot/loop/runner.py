@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from labelpilot.data.types import Example, FitReport, Prediction
+from labelpilot.encoders import persisting
 from labelpilot.errors import InputError
 from labelpilot.loop import files
 from labelpilot.loop import history as round_history
@@ -79,7 +80,7 @@ class LoopResult:
     hard_ids: list[str] = field(default_factory=list)
 
 
-def _load_avg() -> list[float]:
+def load_avg() -> list[float]:
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
@@ -257,7 +258,7 @@ def _round_report(
             "requested": run["strategy"],
             "used": selection.strategy,
             "query_cnt": len(selection.indices),
-            "info": _jsonable(selection.info),
+            "info": jsonable(selection.info),
         },
         "hard_examples": [pool_ids[i] for i in selection.indices],
         "stopping": {**advice.to_dict(), "rounds": len(new_history), "history_source": previous.note},
@@ -271,7 +272,7 @@ def _round_report(
         },
         "cpu_seconds": {k: round(v, 3) for k, v in outcome.cpu.items()},
         "ignored_options": start.ignored,
-        "load_average": _load_avg(),
+        "load_average": load_avg(),
         "errors": sum(p.error is not None for p in outcome.preds),
     }
 
@@ -313,9 +314,9 @@ def _write_outputs(
             model_dir = output_dir / "model"
         report = _round_report(rnd, new_history, advice, (mv, model_dir))
         (stage / files.REPORT_FILE).write_text(
-            json.dumps(_jsonable(report), ensure_ascii=False, indent=1), encoding="utf-8"
+            json.dumps(jsonable(report), ensure_ascii=False, indent=1), encoding="utf-8"
         )
-        _commit(stage, output_dir)
+        commit_outputs(stage, output_dir)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
@@ -369,7 +370,9 @@ def run_loop(
     run = {"input_dir": input_dir, "is_first_train": is_first_train, "random_seed": random_seed,
            "val_size": val_size, "strategy": strategy_name, "t_start": t_start}
 
-    with tempfile.TemporaryDirectory(prefix="labelpilot-loop-") as work:
+    # the pool is predicted again next round, in a new process: its text vectors (and the labelled texts')
+    # go to the encoder's on-disk store, so that round reads them back instead of encoding them again
+    with tempfile.TemporaryDirectory(prefix="labelpilot-loop-") as work, persisting():
         train_ex, val_ex = _split(start.model, inputs, Path(work), is_first_train=is_first_train,
                                   query_cnt=query_cnt, strategy_name=strategy_name, val_size=val_size,
                                   seed=random_seed)
@@ -392,22 +395,22 @@ def run_loop(
     )
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating | float):
         f = float(value)
         return None if np.isnan(f) else f
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     return value
 
 
-def _commit(stage: Path, output_dir: Path) -> None:
+def commit_outputs(stage: Path, output_dir: Path) -> None:
     """Move the staged files into ``output_dir`` (one rename when it does not exist yet)."""
     if not output_dir.exists():
         os.rename(stage, output_dir)

@@ -54,7 +54,7 @@ from labelpilot.loop.build import (
     _without_time_budget,
 )
 from labelpilot.loop.plugin import PluginModel
-from labelpilot.loop.runner import LoopResult, _commit, _jsonable, _load_avg
+from labelpilot.loop.runner import LoopResult, commit_outputs, jsonable, load_avg
 from labelpilot.loop.span_plugin import SpanPluginModel
 from labelpilot.metrics import span_prf
 from labelpilot.models.base import Model
@@ -429,9 +429,9 @@ def _write(output_dir: Path, run: dict[str, Any], inputs: _SpanInputs, start: _S
         report["stopping"] = {**advice.to_dict(), "rounds": len(new_history), "history_source": note}
         report["history"] = new_history
         report["seconds"]["total"] = round(time.perf_counter() - run["t_start"], 3)
-        (stage / files.REPORT_FILE).write_text(json.dumps(_jsonable(report), ensure_ascii=False, indent=1),
+        (stage / files.REPORT_FILE).write_text(json.dumps(jsonable(report), ensure_ascii=False, indent=1),
                                                encoding="utf-8")
-        _commit(stage, output_dir)
+        commit_outputs(stage, output_dir)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
@@ -476,12 +476,12 @@ def _report(run: dict[str, Any], inputs: _SpanInputs, start: _Start, split: tupl
         "fit": fit_report.to_dict(),
         "strategy": {"requested": run["strategy"], "used": selection.strategy, "query_cnt": len(idx),
                      "token_budget": run["token_budget"], "tokens": int(lengths[idx].sum()),
-                     "info": _jsonable(selection.info)},
+                     "info": jsonable(selection.info)},
         "hard_examples": [pool_ids[i] for i in idx],
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "cpu_seconds": {k: round(v, 3) for k, v in run["cpu"].items()},
         "ignored_options": start.ignored,
-        "load_average": _load_avg(),
+        "load_average": load_avg(),
         "errors": sum(p.error is not None for p in preds),
     }
 
