@@ -3,6 +3,7 @@
     PYTHONPATH=src .venv/bin/python bench/text_stream.py stream --datasets trec,sst2 --seeds 0-9
     PYTHONPATH=src .venv/bin/python bench/text_stream.py early --datasets tnews --seeds 0-5
     PYTHONPATH=src .venv/bin/python bench/text_stream.py first10 --datasets tnews --seeds 0-999
+    PYTHONPATH=src .venv/bin/python bench/text_stream.py speed      # fit at 1,000 / predict one text, both heads
     ... --old     # the few-shot head as before: no centroids, prior worth 1 row, no mix shrinkage
 
 ``stream``: zero-shot until the first model, retrain after 1, 2, 5, then every 10 annotations, each model
@@ -11,6 +12,8 @@ accuracy per window of tasks. ``early``: the models after 0 (zero-shot), 1, 2, 5
 of an order, scored on tasks 51-200 of that order (150 texts none of them saw), so "an early model is not
 worse than zero-shot" is judged on more than the bench's 10 tasks. ``first10``: zero-shot accuracy over the
 first 10 tasks of each order (the bench's pool reordered by the seed): how noisy the tasks 1-10 window is.
+``speed``: text-linear fit on 1,000 TNEWS annotations (vectors cached, 3 repetitions) and one-task
+predict p50 (300 new texts, model on 200), with the head as it is and as before, alternating in one process.
 The task orders are ``labelpilot.prelabel.datasets.load(name, root, 200, seed)``; seed 0 is the bench's.
 """
 
@@ -84,6 +87,34 @@ def first10(name: str, root: Path, seeds: list[int]) -> None:
           f"seed {seeds[0]}: {f10[0]:.1f}")
 
 
+def speed(root: Path) -> None:
+    import time  # lazy: only this mode times anything
+
+    control, texts, gold = _order("tnews", root, 0)
+    ds = dsets.load("tnews", root, 1900, seed=3)
+    texts = [t["data"]["text"] for t in ds.tasks]
+    gold = [g[0]["value"]["choices"][0] for g in ds.gold]
+    _fit(control, texts[:1000], gold[:1000])  # the vectors cached
+    heads = {"new": (True, fs.PRIOR_ROWS, fs.MIX_PRIOR_ROWS), "old": (False, 1.0, 0.0)}
+    slot = 0
+    for _rep in range(3):
+        for tag, cfg in heads.items():
+            fs.CENTROIDS, fs.PRIOR_ROWS, fs.MIX_PRIOR_ROWS = cfg
+            c0, t0 = time.process_time(), time.perf_counter()
+            _fit(control, texts[:1000], gold[:1000])
+            fit_wall, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
+            model = _fit(control, texts[:200], gold[:200])
+            probe = texts[1000 + 150 * slot : 1150 + 150 * slot]  # texts the encoder has not seen yet
+            slot += 1
+            ms = []
+            for t in probe:
+                t1 = time.perf_counter()
+                model.predict([Example(text=t)])
+                ms.append((time.perf_counter() - t1) * 1000)
+            print(f"{tag}: fit 1,000 {fit_wall:.2f} s wall / {fit_cpu:.2f} s CPU; one-task predict p50 "
+                  f"{np.median(ms):.2f} ms", flush=True)
+
+
 def _seeds(spec: str) -> list[int]:
     if "-" in spec:
         lo, hi = spec.split("-")
@@ -93,7 +124,7 @@ def _seeds(spec: str) -> list[int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("stream", "early", "first10"))
+    ap.add_argument("mode", choices=("stream", "early", "first10", "speed"))
     ap.add_argument("--datasets", default="tnews")
     ap.add_argument("--seeds", default="0-4")
     ap.add_argument("--data", type=Path, default=None)
@@ -103,6 +134,9 @@ def main() -> None:
         fs.CENTROIDS, fs.PRIOR_ROWS, fs.MIX_PRIOR_ROWS = False, 1.0, 0.0
     root = args.data or default_data_root()
     seeds = _seeds(args.seeds)
+    if args.mode == "speed":
+        speed(root)
+        return
     for name in args.datasets.split(","):
         if args.mode == "first10":
             first10(name, root, seeds)
