@@ -270,7 +270,9 @@ def fit_head(
         y_ho = np.asarray(heldout["val_y"])
     else:
         rows = np.asarray(heldout["rows"], dtype=np.int64)
-        z = a * loo[rows] + (b * zs[rows] if zs is not None else 0.0) + (c * cen_loo[rows] if cen_loo is not None and c > 0 else 0.0)
+        z = a * loo[rows] + (b * zs[rows] if zs is not None else 0.0)
+        if cen_loo is not None and c > 0:
+            z = z + c * cen_loo[rows]
         p_head, y_ho = _softmax(z), y[rows]
     p_tfidf = np.asarray(heldout["probs"])
     losses = {wt: _nll(wt * p_head + (1.0 - wt) * p_tfidf, y_ho) for wt in WEIGHTS}
