@@ -5,13 +5,20 @@ Head
     predictions come from one eigendecomposition of ``XᵀX`` (the hat-matrix identity
     ``loo_i = (f_i - h_ii y_i) / (1 - h_ii)``), so choosing the ridge penalty and calibrating need no refits:
     ~0.1 s at 1,000 examples, where 5-fold logistic regression would take seconds. The head's logits are
-    ``a * ridge + b * zero_shot`` (``zero_shot`` = cosine to the label-name prototypes / temperature, the
-    label names' prior), with ``a, b`` fitted by log-loss on the leave-one-out scores: with a handful of
-    examples the prior carries the prediction, with many the ridge does.
+    ``a * ridge + b * zero_shot + c * centroid`` (``zero_shot`` = cosine to the label-name prototypes /
+    temperature, the label names' prior; ``centroid`` = cosine to class centroids in which each label's name
+    counts as one example, exact leave-one-out too), with ``a, b, c`` fitted by log-loss on the leave-one-out
+    scores under a Gaussian prior (a 5, b 1, c 0) worth ``PRIOR_ROWS`` (10) rows: with a handful of
+    examples the label names carry the prediction (a weight fitted on 5 rows used to drop the names' weight
+    to its floor whenever the zero-shot guess missed on those 5), with many the data decides.
 Mix
-    ``p = w * p_head + (1 - w) * p_tfidf`` with ``w`` in {0, 0.1, …, 1} chosen by log-loss on held-out
+    ``p = w * p_head + (1 - w) * p_tfidf`` with ``w`` in {0, 0.1, …, 1} chosen by log-loss on the m held-out
     predictions of both (TF-IDF's out-of-fold or held-out-slice probabilities, the head's leave-one-out
-    ones). Small data ends up near the encoder, large data near the TF-IDF model where that is better.
+    ones), then shrunk toward the head as if ``MIX_PRIOR_ROWS`` (20) more rows had chosen it:
+    ``w = (m * w_best + 20) / (m + 20)``. Small data stays near the encoder (a 10-example TF-IDF model that
+    won on 10 held-out rows no longer takes half the prediction), large data moves to the TF-IDF model where
+    that is better. The three defaults were chosen on TREC and SST-2 task streams (bench/RESULTS.md,
+    *Early models keep the label names' prior*); TNEWS was held out.
 Every label of the control (when zero-shot is ready)
     The head then covers all the control's labels, not only the annotated ones (``seen``: where the TF-IDF
     model's classes sit among them). Ridge targets are centred per label (unseen labels: zero columns), so
@@ -38,6 +45,14 @@ log = logging.getLogger("labelpilot.models")
 
 LAMBDAS = (0.3, 1.0, 3.0, 10.0, 30.0)
 WEIGHTS = tuple(i / 10 for i in range(11))
+#: a third expert: cosine to class centroids in which each label's name counts as this many examples
+CENTROIDS = True
+PSEUDO_EXAMPLES = 1.0
+#: the logit weights' prior (ridge 5, label names 1) counts as this many held-out rows
+PRIOR_ROWS = 10.0
+#: the head-vs-TF-IDF weight chosen on m held-out rows is shrunk toward the head alone as if this many rows
+#: had preferred it: w = (m * w_best + MIX_PRIOR_ROWS) / (m + MIX_PRIOR_ROWS)
+MIX_PRIOR_ROWS = 20.0
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -74,29 +89,55 @@ def ridge_loo(x: np.ndarray, y1: np.ndarray) -> tuple[np.ndarray, np.ndarray, fl
     return best[2], best[1], best[3]
 
 
-def _fit_ab(r: np.ndarray, zs: np.ndarray | None, y: np.ndarray, b_min: float = 0.0) -> tuple[float, float]:
-    """Logit weights (a on the ridge scores, b on the zero-shot logits) by log-loss, with a weak prior."""
-    from scipy.optimize import minimize
+def _fit_ab(r: np.ndarray, zs: np.ndarray | None, y: np.ndarray, b_min: float = 0.0,
+            cen: np.ndarray | None = None, prior_rows: float | None = None) -> tuple[float, float, float]:
+    """Logit weights (a on the ridge scores, b on the zero-shot logits, c on the centroid logits) by
+    log-loss on held-out scores, with a Gaussian prior (a 5, b 1, c 0) worth ``prior_rows`` rows
+    (default :data:`PRIOR_ROWS`): with a handful of rows the label names keep their weight."""
+    from scipy.optimize import minimize  # lazy: scipy.optimize costs ~0.2 s to import, only fit needs it
 
     m = y.shape[0]
     rows = np.arange(m)
-    zsv = zs if zs is not None else np.zeros_like(r)
-    prior = np.array([5.0, 1.0 if zs is not None else 0.0])
-    lam = 1.0 / max(m, 1)
+    feats = [r, zs if zs is not None else np.zeros_like(r), cen if cen is not None else np.zeros_like(r)]
+    prior = np.array([5.0, 1.0 if zs is not None else 0.0, 0.0])
+    lam = (PRIOR_ROWS if prior_rows is None else prior_rows) / max(m, 1)
 
     def objective(p: np.ndarray) -> tuple[float, np.ndarray]:
-        z = p[0] * r + p[1] * zsv
+        z = p[0] * feats[0] + p[1] * feats[1] + p[2] * feats[2]
         z -= z.max(axis=1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         g = np.exp(logp)
         g[rows, y] -= 1.0
         d = p - prior
-        grad = np.array([(g * r).sum() / m, (g * zsv).sum() / m]) + lam * d
+        grad = np.array([(g * f).sum() / m for f in feats]) + lam * d
         return float(-logp[rows, y].mean() + 0.5 * lam * d @ d), grad
 
-    bounds = [(0.0, 100.0), (b_min if zs is not None else 0.0, 5.0 if zs is not None else 0.0)]
+    bounds = [(0.0, 100.0), (b_min if zs is not None else 0.0, 5.0 if zs is not None else 0.0),
+              (0.0, 5.0 if cen is not None else 0.0)]
     res = minimize(objective, prior, jac=True, method="L-BFGS-B", bounds=bounds)
-    return float(res.x[0]), float(res.x[1])
+    return float(res.x[0]), float(res.x[1]), float(res.x[2])
+
+
+def centroids_loo(vectors: np.ndarray, y: np.ndarray, k: int, protos: np.ndarray | None,
+                  beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Class centroids (k, dim), unit length: the sum of a label's example vectors plus ``beta`` times its
+    label-name prototype (the name counts as ``beta`` pseudo-examples; a label without examples is its
+    prototype, without a prototype a zero row), and each example's cosine to every centroid with itself
+    left out of its own label's centroid (n, k)."""
+    v = np.asarray(vectors, dtype=np.float64)
+    sums = np.zeros((k, v.shape[1]))
+    np.add.at(sums, y, v)
+    if protos is not None:
+        sums += beta * np.asarray(protos, dtype=np.float64)
+    norms = np.linalg.norm(sums, axis=1)
+    dots = v @ sums.T  # (n, k)
+    rows = np.arange(v.shape[0])
+    own = dots[rows, y]
+    sq = np.clip(norms[y] ** 2 - 2.0 * own + (v * v).sum(axis=1), 0.0, None)
+    cos = dots / np.maximum(norms, 1e-12)[None, :]
+    alone = sq < 1e-10  # the example was its label's centroid all by itself: nothing left to compare with
+    cos[rows, y] = np.where(alone, 0.0, (own - (v * v).sum(axis=1)) / np.sqrt(np.where(alone, 1.0, sq)))
+    return (sums / np.maximum(norms, 1e-12)[:, None]).astype(np.float32), cos
 
 
 @dataclass
@@ -110,15 +151,20 @@ class FewShotHead:
     mix: float  # weight of the head in the mixed probabilities
     prototypes: np.ndarray | None  # (k, dim) label-name prototypes of the model's classes (b > 0)
     seen: np.ndarray | None = None  # full label space: column of each TF-IDF class among the head's
+    c: float = 0.0  # weight of the centroid logits
+    centroids: np.ndarray | None = None  # (k, dim) unit class centroids, label names as pseudo-examples (c > 0)
 
     def __post_init__(self) -> None:
         # (dim, k) C-contiguous: OpenBLAS was ~100x slower on ``vectors @ prototypes.T`` (a transposed operand)
         self._proto_t = np.ascontiguousarray(self.prototypes.T) if self.prototypes is not None else None
+        self._cen_t = np.ascontiguousarray(self.centroids.T) if self.centroids is not None else None
 
     def head_probs(self, vectors: np.ndarray) -> np.ndarray:
         z = self.a * (_with_bias(vectors) @ self.weights)
         if self._proto_t is not None and self.b:
             z = z + self.b * (np.asarray(vectors, dtype=np.float32) @ self._proto_t) / TEMPERATURE
+        if self._cen_t is not None and self.c:
+            z = z + self.c * (np.asarray(vectors, dtype=np.float32) @ self._cen_t) / TEMPERATURE
         return _softmax(z)
 
     def to_full(self, p_tfidf: np.ndarray) -> np.ndarray:
@@ -154,7 +200,9 @@ class FewShotHead:
             arrays["fs_seen"] = self.seen.astype(np.int64)
         if self.prototypes is not None:
             arrays["fs_prototypes"] = self.prototypes.astype(np.float32)
-        return arrays, {"encoder": self.encoder, "a": self.a, "b": self.b, "mix": self.mix}
+        if self.centroids is not None:
+            arrays["fs_centroids"] = self.centroids.astype(np.float32)
+        return arrays, {"encoder": self.encoder, "a": self.a, "b": self.b, "c": self.c, "mix": self.mix}
 
     @classmethod
     def from_saved(cls, arrays: Any, meta: dict[str, Any] | None) -> FewShotHead | None:
@@ -162,8 +210,9 @@ class FewShotHead:
             return None
         protos = arrays.get("fs_prototypes")
         seen = arrays.get("fs_seen")
+        cen = arrays.get("fs_centroids") if "fs_centroids" in arrays else None
         return cls(str(meta["encoder"]), np.asarray(arrays["fs_weights"], np.float32), float(meta["a"]),
-                   float(meta["b"]), float(meta["mix"]), protos, seen)
+                   float(meta["b"]), float(meta["mix"]), protos, seen, float(meta.get("c", 0.0)), cen)
 
 
 def class_prototypes(
@@ -204,8 +253,13 @@ def fit_head(
     w, loo, lam = ridge_loo(x, y1)
     protos = class_prototypes(control, encoder, classes, descriptions)
     zs = (vectors @ np.ascontiguousarray(protos.T)) / TEMPERATURE if protos is not None else None
-    a, b = _fit_ab(loo, zs, y, b_min=0.2 if full else 0.0)
-    head = FewShotHead(encoder.name, w.astype(np.float32), a, b, 0.0, protos if b > 0 else None)
+    centroids, cen_loo = None, None
+    if CENTROIDS:
+        centroids, cos = centroids_loo(vectors, y, k, protos, PSEUDO_EXAMPLES)
+        cen_loo = cos / TEMPERATURE
+    a, b, c = _fit_ab(loo, zs, y, b_min=0.2 if full else 0.0, cen=cen_loo)
+    head = FewShotHead(encoder.name, w.astype(np.float32), a, b, 0.0, protos if b > 0 else None, None, c,
+                       centroids if c > 0 else None)
     metrics: dict[str, float] = {"encoder_ridge_penalty": lam}
     if heldout.get("probs") is None:
         head.mix = 1.0
@@ -217,10 +271,15 @@ def fit_head(
     else:
         rows = np.asarray(heldout["rows"], dtype=np.int64)
         z = a * loo[rows] + (b * zs[rows] if zs is not None else 0.0)
+        if cen_loo is not None and c > 0:
+            z = z + c * cen_loo[rows]
         p_head, y_ho = _softmax(z), y[rows]
     p_tfidf = np.asarray(heldout["probs"])
     losses = {wt: _nll(wt * p_head + (1.0 - wt) * p_tfidf, y_ho) for wt in WEIGHTS}
-    head.mix = min(losses, key=lambda wt: (losses[wt], -wt))
+    best = min(losses, key=lambda wt: (losses[wt], -wt))
+    m_ho = float(y_ho.shape[0])
+    head.mix = round((m_ho * best + MIX_PRIOR_ROWS) / (m_ho + MIX_PRIOR_ROWS), 3)
+    losses.setdefault(head.mix, _nll(head.mix * p_head + (1.0 - head.mix) * p_tfidf, y_ho))
     p_mix = head.mix * p_head + (1.0 - head.mix) * p_tfidf
     metrics.update({
         "encoder_mix": head.mix,

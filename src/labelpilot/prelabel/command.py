@@ -29,6 +29,8 @@ def bench_prelabel_command(
     datasets: Annotated[str, typer.Option(help=f"Comma-separated: {','.join(dsets.ALL)} (or 'all')")]
     = "tnews,cluener,sst2,conll2003",
     tasks: Annotated[int, typer.Option(min=1, help="Tasks per dataset, in annotation order")] = 200,
+    seed: Annotated[int, typer.Option(min=0, help="Task order: the pool shuffled with this seed (0: the reported one)")]
+    = 0,
     out: Annotated[Path, typer.Option(help="Folder for prelabel.json, prelabel.md and prelabel.png")]
     = Path("bench/results/prelabel"),
     wait: Annotated[str, typer.Option(help=f"Wait for retrains: {' | '.join(WAITS)} (see the docs)")] = "person",
@@ -51,7 +53,7 @@ def bench_prelabel_command(
         if why:
             typer.echo(f"skipping {name}: {why}")
             continue
-        loaded.append(dsets.load(name, root, tasks))
+        loaded.append(dsets.load(name, root, tasks, seed=seed))
     summaries = []
     for i, ds in enumerate(loaded, start=1):
         t0 = time.monotonic()
@@ -60,7 +62,7 @@ def bench_prelabel_command(
                           project_id=i)
         summaries.append(summarize_run(run))
         typer.echo(f"{ds.name}: done in {time.monotonic() - t0:.0f} s; {len(run.errors)} failed job(s)")
-    meta = {"command": "labelpilot bench prelabel", "tasks": tasks, "wait": wait,
+    meta = {"command": "labelpilot bench prelabel", "tasks": tasks, "seed": seed, "wait": wait,
             "seconds_per_task": seconds_per_task, "env": server_env, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     paths = write(summaries, out, meta)
     typer.echo(paths["md"].read_text())

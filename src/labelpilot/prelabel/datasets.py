@@ -77,7 +77,8 @@ def missing(name: str, root: Path) -> str | None:
 
 
 def load(name: str, root: Path, n_tasks: int, seed: int = 0) -> BenchDataset:
-    """The first ``n_tasks`` tasks of a shuffled pool (seed 0) of the training split."""
+    """The first ``n_tasks`` tasks of a shuffled pool of the training split (``seed`` 0: the order the results
+    report; other seeds give other task orders, to see how noisy a window of 10 tasks is)."""
     return _load_spans(name, root, n_tasks, seed) if name in SPANS else _load_text(name, root, n_tasks, seed)
 
 
