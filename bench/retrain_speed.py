@@ -85,10 +85,12 @@ def retrain(b: ServedBackend, project: dict, uid: str, config: str, probe_task: 
     }
 
 
-def run(family: str, mode: str, sizes: list[int], root: Path, server_pythonpath: str | None, timeout: float) -> list:
+def run(family: str, mode: str, sizes: list[int], root: Path, server_pythonpath: str | None, timeout: float,
+        audit: str = "start") -> list:
     ds = dsets.load(DATASET[family], root, max(sizes) + 1)
     config = ds.label_config
-    env = {"LABELPILOT_RETRAIN_EVERY": "0", "LABELPILOT_WARM_TRAINER": "1" if mode == "warm" else "0"}
+    env = {"LABELPILOT_RETRAIN_EVERY": "0", "LABELPILOT_WARM_TRAINER": "1" if mode == "warm" else "0",
+           "LABELPILOT_AUDIT": audit}
     if server_pythonpath:
         env["PYTHONPATH"] = server_pythonpath
     project = project_object(1, config, f"retrain {family}")
@@ -169,6 +171,9 @@ def main() -> None:
     ap.add_argument("--server-pythonpath", default=None, help="PYTHONPATH for the server (another tree's src)")
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    ap.add_argument("--audit", default="start", choices=("start", "always", "off"),
+                    help="LABELPILOT_AUDIT of the server: a Start Training job audits the labels after the new version"
+                         " serves (the product's default 'start'); 'off' times the retrain alone")
     ap.add_argument("--in-process", action="store_true", help="text-linear fit + registry write, no server")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -187,7 +192,7 @@ def main() -> None:
             print(f"skipping {family}: {why}")
             continue
         for mode in args.modes.split(","):
-            rows += run(family, mode, sizes, args.data, args.server_pythonpath, args.timeout)
+            rows += run(family, mode, sizes, args.data, args.server_pythonpath, args.timeout, args.audit)
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     if args.out:
         args.out.write_text(json.dumps({"load_average": load, "rows": rows}, indent=1))
