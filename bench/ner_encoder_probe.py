@@ -188,32 +188,59 @@ class FrozenVectors:
         return [self.cache[t] for t in texts]
 
 
-def crf_with_clusters(labels: list[str], vectors: FrozenVectors, train: list[Example], ks: tuple[int, ...]):
-    """ner-crf plus, per token, the k-means cluster id of its mean contextual vector (one attribute per k, and
-    the neighbours' ids at +-1). The k-means are fitted on the training sentences' vectors only."""
+def cluster_crf_class():  # type: ignore[no-untyped-def]
     from sklearn.cluster import KMeans
 
     from labelpilot.models.ner_crf import NerCrfModel
 
-    allv = np.concatenate(vectors([e.text for e in train]))
-    allv /= np.linalg.norm(allv, axis=1, keepdims=True) + 1e-9
-    kms = [KMeans(k, n_init=2, random_state=0).fit(allv) for k in ks if k < len(allv)]
+    class ClusterCrf(NerCrfModel):
+        """ner-crf plus, per token, the k-means cluster id of its mean contextual vector (one attribute per k, and
+        the neighbours' ids at +-1). Each fit refits the k-means on its training sentences' vectors only."""
 
-    class Model(NerCrfModel):
+        def __init__(self, ctrl, vectors: FrozenVectors, ks: tuple[int, ...], **options) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(ctrl, **options)
+            self.vectors, self.ks, self.kms = vectors, ks, []
+
+        def fit(self, examples, *a, **kw):  # type: ignore[no-untyped-def]
+            allv = np.concatenate(self.vectors([e.text for e in examples]))
+            allv /= np.linalg.norm(allv, axis=1, keepdims=True) + 1e-9
+            self.kms = [(k, KMeans(k, n_init=2, random_state=0).fit(allv)) for k in self.ks if k < len(allv)]
+            return super().fit(examples, *a, **kw)
+
         def _featurize(self, text, offsets, exclude=()):  # type: ignore[no-untyped-def]
             feats = super()._featurize(text, offsets, exclude)
-            (v,) = vectors([text])
-            tv = np.stack([v[s:e].mean(0) for s, e in offsets]) if offsets else np.zeros((0, v.shape[1]))
+            if not offsets or not self.kms:
+                return feats
+            (v,) = self.vectors([text])
+            tv = np.stack([v[s:e].mean(0) for s, e in offsets])
             tv /= np.linalg.norm(tv, axis=1, keepdims=True) + 1e-9
-            for km, k in zip(kms, ks, strict=False):
-                ids = km.predict(tv) if len(tv) else []
+            for k, km in self.kms:
+                ids = km.predict(tv)
                 for i, f in enumerate(feats):
                     f.append(f"km{k}={ids[i]}")
                     f.append(f"km{k}[-1]={ids[i - 1] if i else 'S'}")
                     f.append(f"km{k}[+1]={ids[i + 1] if i + 1 < len(ids) else 'E'}")
             return feats
 
-    return Model(control(labels))
+    return ClusterCrf
+
+
+def crf_with_clusters(labels: list[str], vectors: FrozenVectors, ks: tuple[int, ...]):  # type: ignore[no-untyped-def]
+    return cluster_crf_class()(control(labels), vectors, ks)
+
+
+def replay(args: argparse.Namespace) -> None:
+    """bench/ner_firsttasks.py --order bench --schedule 1,2,5 in process, with the cluster-feature CRF."""
+    import ner_firsttasks
+
+    vectors = FrozenVectors(args.weights)
+    ks = tuple(int(k) for k in args.ks.split(","))
+    cls = cluster_crf_class()
+    ner_firsttasks.NerCrfModel = lambda ctrl, **o: cls(ctrl, vectors, ks, **o)  # type: ignore[attr-defined]
+    ns = argparse.Namespace(data=args.data, tasks=200, every=10, options="{}", order="bench",
+                            schedule={1, 2, 5}, lag=0)
+    res = ner_firsttasks.play("cluener", ns)
+    print(json.dumps(res, ensure_ascii=False), flush=True)
 
 
 def score(gold: list[Example], pred: list[list[Span]]) -> dict[str, float]:
@@ -234,11 +261,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--dev", type=int, default=500)
     ap.add_argument("--ks", default="32,128", help="k-means sizes of the crfkm variant")
+    ap.add_argument("--replay", action="store_true", help="replay the bench's 200 tasks with the crfkm model")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(2)
+    if args.replay:
+        replay(args)
+        return
     sizes = [int(x) for x in args.sizes.split(",")]
     exs, labels = load_bench_order("cluener", args.data, max(200, *sizes))
     dev = read_cluener(args.data / "cluener2020" / "dev.json")[: args.dev]
@@ -252,7 +283,7 @@ def main() -> None:
                 t0, c0 = time.perf_counter(), time.process_time()
                 if variant == "crfkm":
                     vectors = vectors or FrozenVectors(args.weights)
-                    model = crf_with_clusters(labels, vectors, train, tuple(int(k) for k in args.ks.split(",")))
+                    model = crf_with_clusters(labels, vectors, tuple(int(k) for k in args.ks.split(",")))
                     model.fit(train)
                     fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
 
