@@ -346,7 +346,8 @@ def test_duplicate_sample_ids(tmp_path: Path) -> None:
         ["sampleId", "path", "label"],
         [[r["sampleId"], r["path"], r["label"]] for r in rows] + [[rows[0]["sampleId"], rows[1]["path"], "sports"]],
     )
-    _assert_fails(tmp_path, inp, rf"input_label.csv line {len(rows) + 2}: duplicate sampleId")
+    _assert_fails(tmp_path, inp, rf"input_label.csv line {len(rows) + 2} \(sampleId='{rows[0]['sampleId']}'\): "
+                                 r"duplicate sampleId \(first on line 2\)")
 
 
 def test_unknown_label_for_model_id(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ tabular files; this module adds only what seed 003 asks of its files (columns, i
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,9 +121,21 @@ def check_header(file: str, header: list[str], labelled: bool) -> None:
         )
 
 
-def read_seed_rows(input_dir: Path, file: str, *, labelled: bool, required: bool = True) -> list[SeedRow]:
-    """Read and check one seed-003 CSV. Missing/extra columns, empty ids or labels, duplicate sampleIds
-    and unreadable paths raise :class:`InputError` naming the file and line."""
+def _class_labels(cell: str, row: SeedRow) -> None:
+    row.labels = split_labels(cell)
+    if not row.labels:
+        raise ValueError("empty label")
+
+
+def read_seed_rows(
+    input_dir: Path, file: str, *, labelled: bool, required: bool = True, problems: list[str] | None = None,
+    label: Callable[[str, SeedRow], None] = _class_labels,
+) -> list[SeedRow]:
+    """Read and check one seed-003 CSV. ``label(cell, row)`` reads a labelled row's label cell into ``row``
+    (class names by default; ValueError for a bad cell). A bad row (empty or duplicate sampleId, a bad label,
+    an unreadable path, a label on an unlabelled item) raises :class:`InputError` naming the file and line, or,
+    given ``problems``, is appended there and left out (span rounds). A missing file (when ``required``) or a bad
+    header always raises."""
     csv_path = input_dir / file
     if not csv_path.is_file():
         if required:
@@ -135,34 +147,44 @@ def read_seed_rows(input_dir: Path, file: str, *, labelled: bool, required: bool
         headers.append(header)
         check_header(file, header, labelled)
 
+    def bad(message: str) -> None:
+        if problems is None:
+            raise InputError(message, field=file)
+        problems.append(message)
+
     rows: list[SeedRow] = []
     seen: dict[str, int] = {}
     try:
         for rec in read_rows(csv_path, "csv", on_header=on_header):
             n, cells = rec.line, rec.values
             if rec.error:
-                raise InputError(f"{file} line {n}: {rec.error}", field=file)
-            if all(not c.strip() for c in cells.values()):
+                bad(f"{file} line {n}: {rec.error}")
+                continue
+            if all(not str(c).strip() for c in cells.values()):
                 continue  # blank line
             sid = cells["sampleId"].strip()
+            where = f"{file} line {n} (sampleId={sid!r})"
             if not sid:
-                raise InputError(f"{file} line {n}: empty sampleId", field=file)
+                bad(f"{file} line {n}: empty sampleId")
+                continue
             if sid in seen:
-                raise InputError(f"{file} line {n}: duplicate sampleId {sid!r} (first on line {seen[sid]})", field=file)
+                bad(f"{where}: duplicate sampleId (first on line {seen[sid]})")
+                continue
             seen[sid] = n
             label_cell = cells.get("label", "")
-            if labelled:
-                labels = split_labels(label_cell)
-                if not labels:
-                    raise InputError(f"{file} line {n} (sampleId={sid!r}): empty label", field=file)
-            else:
-                if label_cell.strip():
-                    raise InputError(
-                        f"{file} line {n} (sampleId={sid!r}): unlabelled items must not carry a label", field=file
-                    )
-                labels = ()
-            row = read_item(input_dir, file, n, sid, cells.get("path", "").strip(), cells.get("text"))
-            row.labels = labels
+            if not labelled and label_cell.strip():
+                bad(f"{where}: unlabelled items must not carry a label")
+                continue
+            try:
+                row = read_item(input_dir, file, n, sid, cells.get("path", "").strip(), cells.get("text"))
+                if labelled:
+                    label(label_cell, row)
+            except InputError as exc:
+                bad(exc.message)
+                continue
+            except ValueError as exc:
+                bad(f"{where}: {exc}")
+                continue
             rows.append(row)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{file}: cannot read as a UTF-8 CSV: {exc}", field=file) from None

@@ -23,11 +23,12 @@ from labelpilot.data.span_cells import cell_form, parse_span_cell
 from labelpilot.data.types import Prediction, Span
 from labelpilot.errors import InputError
 from labelpilot.files import read_rows
-from labelpilot.loop.files import LABEL_FILE, SeedRow, check_header, read_item, write_csv
+from labelpilot.loop.files import LABEL_FILE, SeedRow, read_seed_rows, write_csv
 
 SPAN_TASKS = frozenset({"spans", "ner"})
 CLASS_TASKS = frozenset({"classes", "classification", "text"})
 TASKS = ("auto", "spans", "ner", "classes")
+IMAGE = "an image; span tasks label texts"
 
 
 def detect_task(input_dir: Path) -> str:
@@ -50,64 +51,25 @@ def detect_task(input_dir: Path) -> str:
 def read_span_rows(
     input_dir: Path, file: str, *, labelled: bool, problems: list[str], forms: dict[str, int], required: bool = True
 ) -> list[SeedRow]:
-    """Read one seed-003 CSV of a span task; malformed rows go to ``problems`` (file, line, why) and are left
-    out. ``forms`` counts the label forms read (json/bio). A missing file or a bad header raises InputError."""
-    csv_path = input_dir / file
-    if not csv_path.is_file():
-        if required:
-            raise InputError(f"{file} not found in {input_dir}", field=file)
-        return []
-    headers: list[list[str]] = []
+    """Read one seed-003 CSV of a span task (:func:`labelpilot.loop.files.read_seed_rows`, lenient): malformed
+    rows go to ``problems`` (file, line, why) and are left out. ``forms`` counts the label forms read (json/bio).
+    A missing file or a bad header raises InputError."""
 
-    def on_header(header: list[str]) -> None:
-        headers.append(header)
-        check_header(file, header, labelled)
+    def spans_of(cell: str, row: SeedRow) -> None:
+        if row.text is None:
+            raise ValueError(IMAGE)
+        try:
+            spans, form = parse_span_cell(cell, row.text)
+        except ValueError as exc:
+            raise ValueError(f"label: {exc}") from None
+        forms[form] = forms.get(form, 0) + 1
+        row.spans = tuple(spans)
 
-    rows: list[SeedRow] = []
-    seen: dict[str, int] = {}
-    try:
-        for rec in read_rows(csv_path, "csv", on_header=on_header):
-            n, cells = rec.line, rec.values
-            if rec.error:
-                problems.append(f"{file} line {n}: {rec.error}")
-                continue
-            if all(not str(c).strip() for c in cells.values()):
-                continue
-            sid = cells["sampleId"].strip()
-            where = f"{file} line {n} (sampleId={sid!r})"
-            if not sid:
-                problems.append(f"{file} line {n}: empty sampleId")
-                continue
-            if sid in seen:
-                problems.append(f"{where}: duplicate sampleId (first on line {seen[sid]})")
-                continue
-            seen[sid] = n
-            label_cell = cells.get("label", "")
-            if not labelled and label_cell.strip():
-                problems.append(f"{where}: unlabelled items must not carry a label")
-                continue
-            try:
-                row = read_item(input_dir, file, n, sid, cells.get("path", "").strip(), cells.get("text"))
-            except InputError as exc:
-                problems.append(exc.message)
-                continue
-            if row.text is None:
-                problems.append(f"{where}: an image; span tasks label texts")
-                continue
-            if labelled:
-                try:
-                    spans, form = parse_span_cell(label_cell, row.text)
-                except ValueError as exc:
-                    problems.append(f"{where}: label: {exc}")
-                    continue
-                forms[form] = forms.get(form, 0) + 1
-                row.spans = tuple(spans)
-            rows.append(row)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{file}: cannot read as a UTF-8 CSV: {exc}", field=file) from None
-    if not headers:
-        raise InputError(f"{file} is empty (no header line)", field=file)
-    return rows
+    rows = read_seed_rows(input_dir, file, labelled=labelled, required=required, problems=problems, label=spans_of)
+    for row in rows:
+        if row.text is None:  # unlabelled rows: no label cell to read
+            problems.append(f"{file} line {row.line} (sampleId={row.sample_id!r}): {IMAGE}")
+    return [row for row in rows if row.text is not None]
 
 
 def span_regions(spans: Sequence[Span], text: str) -> list[dict[str, Any]]:
