@@ -200,12 +200,17 @@ class PluginModel:
             raise TrainingError(f"plug-in {self.ref}: query_hard_example failed: {type(exc).__name__}: {exc}") from exc
         return self._read_output(out, examples)
 
-    def _read_output(self, out: Any, examples: Sequence[Example]) -> list[Prediction]:
+    def _output_columns(self, out: Any) -> dict[str, Any]:
+        """query_hard_example's DataFrame's columns by lower-case name (it must have ``sampleId``)."""
         if out is None or not hasattr(out, "columns"):
             raise TrainingError(f"plug-in {self.ref}: query_hard_example must return a pandas DataFrame")
         cols = {str(c).lower(): c for c in out.columns}
         if "sampleid" not in cols:
             raise TrainingError(f"plug-in {self.ref}: query_hard_example's DataFrame has no sampleId column")
+        return cols
+
+    def _read_output(self, out: Any, examples: Sequence[Example]) -> list[Prediction]:
+        cols = self._output_columns(out)
         label_col = next((cols[c] for c in _LABEL_COLS if c in cols), None)
         conf_col = next((cols[c] for c in _CONF_COLS if c in cols), None)
         hard_col = next((cols[c] for c in _HARD_COLS if c in cols), None)

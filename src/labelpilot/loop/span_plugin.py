@@ -74,11 +74,7 @@ class SpanPluginModel(PluginModel):
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.TEXT_SPANS})
 
     def _read_output(self, out: Any, examples: Sequence[Example]) -> list[Prediction]:
-        if out is None or not hasattr(out, "columns"):
-            raise TrainingError(f"plug-in {self.ref}: query_hard_example must return a pandas DataFrame")
-        cols = {str(c).lower(): c for c in out.columns}
-        if "sampleid" not in cols:
-            raise TrainingError(f"plug-in {self.ref}: query_hard_example's DataFrame has no sampleId column")
+        cols = self._output_columns(out)
         span_col = next((cols[c] for c in _SPAN_COLS if c in cols), None)
         if span_col is None:
             raise TrainingError(f"plug-in {self.ref}: query_hard_example's DataFrame has no label (spans) column")
