@@ -136,7 +136,15 @@ def bench_ner(
             curves.setdefault(strat_name, []).append(curve)
             token_x.setdefault(strat_name, []).append(toks)
             per_seed.append(
-                {"strategy": strat_name, "seed": seed, "sentences": curve.labels, "tokens": toks, "f1": curve.scores}
+                {
+                    "strategy": strat_name,
+                    "seed": seed,
+                    "sentences": curve.labels,
+                    "tokens": toks,
+                    "f1": curve.scores,
+                    "round_seconds": curve.round_seconds,
+                    "select_seconds": curve.select_seconds,
+                }
             )
             log(
                 f"[{name}] {strat_name} seed {seed}: final F1 {curve.scores[-1]:.4f} at {curve.labels[-1]} sentences "
