@@ -29,12 +29,13 @@ def load_runs(root: Path) -> dict[str, dict[str, Any]]:
         res = json.loads(path.read_text(encoding="utf-8"))
         if "curves" not in res:
             continue
+        key = f"{res['dataset']}-b{res['sizes']['budget']}"  # runs with another budget are reported apart
         entry = merged.setdefault(
-            res["dataset"],
+            key,
             {"full_pool": res["full_pool"], "sizes": res["sizes"], "pool_tokens": res["pool_tokens"], "curves": []},
         )
         if entry["sizes"] != res["sizes"] or abs(entry["full_pool"] - res["full_pool"]) > 1e-9:
-            raise SystemExit(f"{path}: sizes / full-pool F1 differ from the other runs of {res['dataset']}")
+            raise SystemExit(f"{path}: sizes / full-pool F1 differ from the other runs of {key}")
         seen = {(c["strategy"], c["seed"]) for c in entry["curves"]}
         entry["curves"] += [c for c in res["curves"] if (c["strategy"], c["seed"]) not in seen]
     return merged
@@ -120,6 +121,7 @@ def main(root: Path, out: Path) -> None:
         "/ equal tokens) | final F1 at budget mnlp / random |",
         "|---|---|---|---|---|---|---|",
     ]
+    out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {}
     warnings.filterwarnings("ignore", "Mean of empty slice")  # runs that did not record seconds per round
     warnings.filterwarnings("ignore", "invalid value encountered")

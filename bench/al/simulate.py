@@ -38,7 +38,7 @@ import numpy as np
 import typer
 from curves import Curve, summarise
 from scipy import sparse
-from simulate_ner import NER_NAMES, bench_ner
+from simulate_ner import NER_NAMES, NER_STRATEGIES, bench_ner
 
 from labelpilot.data.types import Example, Target
 from labelpilot.loop.runner import run_loop
@@ -596,6 +596,10 @@ def bench_al_command(
         ),
     ] = "text-linear",
     batch: Annotated[int | None, typer.Option(help="Override the per-dataset batch size")] = None,
+    ner_strategies: Annotated[
+        str, typer.Option(help=f"NER only, comma-separated: {', '.join(NER_STRATEGIES)}")
+    ] = "random,span-mnlp",
+    budget: Annotated[int | None, typer.Option(help="NER only: override the budget in sentences")] = None,
     first_seed: Annotated[int, typer.Option(help="NER only: seeds are first_seed .. first_seed + seeds - 1")] = 0,
 ) -> None:
     """Simulate pool-based active learning on the shared datasets and write curves and a table."""
@@ -623,7 +627,15 @@ def bench_al_command(
     with threadpool_limits(1):
         for name in [d.strip() for d in datasets.split(",") if d.strip()]:
             if name in NER_NAMES:
-                res = bench_ner(name, root, seeds=list(range(first_seed, first_seed + seeds)), scale=scale, log=log)
+                res = bench_ner(
+                    name,
+                    root,
+                    seeds=list(range(first_seed, first_seed + seeds)),
+                    scale=scale,
+                    log=log,
+                    strategies=[s.strip() for s in ner_strategies.split(",") if s.strip()],
+                    budget=budget,
+                )
                 if res is None:
                     continue
             else:

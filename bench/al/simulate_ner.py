@@ -76,6 +76,7 @@ def bench_ner(
     scale: float,
     log: Callable[[str], None],
     strategies: Sequence[str] = ("random", "span-mnlp"),
+    budget: int | None = None,
 ) -> dict[str, Any] | None:
     try:
         from labelpilot.models.ner_crf import NerCrfModel  # optional family (sklearn-crfsuite)
@@ -84,7 +85,11 @@ def bench_ner(
         return None
     base = NER_SIZES[name]
     sizes = Sizes(
-        int(base.pool * scale), int(base.test * max(scale, 0.5)), base.init, base.batch, int(base.budget * scale)
+        int(base.pool * scale),
+        int(base.test * max(scale, 0.5)),
+        base.init,
+        base.batch,
+        budget or int(base.budget * scale),
     )
     train, test, labels = load_ner(name, root, sizes)
     control = parse_label_config(make_label_config(labels, kind="labels")).controls[0]
