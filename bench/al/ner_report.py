@@ -130,7 +130,15 @@ def main(root: Path, out: Path) -> None:
         report[name] = {"full_pool": entry["full_pool"], "sizes": entry["sizes"], "rows": rows}
         plot(name, summary, entry["full_pool"], "entity_f1", out / f"{name}.png", "labelled tokens (≈ characters)")
         m, r = rows.get("span-mnlp"), rows.get("random")
-        if m is None or r is None:
+        if r is None:
+            continue
+        if m is None:  # a random-only extension of the budget
+            lines.append(
+                f"| {name} ({entry['sizes']['pool']:,} / {entry['pool_tokens']:,}; {entry['full_pool']:.3f}) "
+                f"| {','.join(map(str, r['seeds']))} | not run "
+                f"| {_n(r['sentences'], r['budget_sentences'])} / {_n(r['tokens'], r['budget_tokens'])} "
+                f"| — | — | — / {r['final']:.3f} |"
+            )
             continue
         lines.append(
             f"| {name} ({entry['sizes']['pool']:,} / {entry['pool_tokens']:,}; {entry['full_pool']:.3f}) "
