@@ -38,7 +38,7 @@ import numpy as np
 import typer
 from curves import Curve, summarise
 from scipy import sparse
-from simulate_ner import bench_ner
+from simulate_ner import NER_NAMES, NER_STRATEGIES, bench_ner
 
 from labelpilot.data.types import Example, Target
 from labelpilot.loop.runner import run_loop
@@ -46,7 +46,6 @@ from labelpilot.models.base import families, get_family
 from labelpilot.schema import make_label_config, parse_label_config
 from labelpilot.strategies import Pool, get_strategy
 from labelpilot.testing.corpora import (
-    NER_DATASETS,
     SIZES,
     TEXT_DATASETS,
     Sizes,
@@ -271,7 +270,7 @@ def plot(name: str, summary: dict[str, dict[str, Any]], full: float, metric: str
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=90)
     for strat, row in summary.items():
-        x, m, s = np.array(row["x"]), np.array(row["mean"]), np.array(row["std"])
+        x, m, s = np.array(row.get("x_tokens", row["x"])), np.array(row["mean"]), np.array(row["std"])
         style = "--" if strat.startswith("peer:") else ("-" if strat != "random" else ":")
         ax.plot(x, m, style, label=strat, lw=1.6 if strat != "random" else 2.2)
         ax.fill_between(x, m - s, m + s, alpha=0.12)
@@ -597,6 +596,11 @@ def bench_al_command(
         ),
     ] = "text-linear",
     batch: Annotated[int | None, typer.Option(help="Override the per-dataset batch size")] = None,
+    ner_strategies: Annotated[
+        str, typer.Option(help=f"NER only, comma-separated: {', '.join(NER_STRATEGIES)}")
+    ] = "random,span-mnlp",
+    budget: Annotated[int | None, typer.Option(help="NER only: override the budget in sentences")] = None,
+    first_seed: Annotated[int, typer.Option(help="NER only: seeds are first_seed .. first_seed + seeds - 1")] = 0,
 ) -> None:
     """Simulate pool-based active learning on the shared datasets and write curves and a table."""
     from threadpoolctl import threadpool_limits
@@ -622,8 +626,16 @@ def bench_al_command(
     results = []
     with threadpool_limits(1):
         for name in [d.strip() for d in datasets.split(",") if d.strip()]:
-            if name in NER_DATASETS:
-                res = bench_ner(name, root, seeds=list(range(seeds)), scale=scale, log=log)
+            if name in NER_NAMES:
+                res = bench_ner(
+                    name,
+                    root,
+                    seeds=list(range(first_seed, first_seed + seeds)),
+                    scale=scale,
+                    log=log,
+                    strategies=[s.strip() for s in ner_strategies.split(",") if s.strip()],
+                    budget=budget,
+                )
                 if res is None:
                     continue
             else:
@@ -631,7 +643,7 @@ def bench_al_command(
                     name, root, strat_list, list(range(seeds)), scale, peer_python, peer_list, log, model, batch
                 )
             results.append(res)
-            xlabel = "labelled tokens" if name in NER_DATASETS else "labelled items"
+            xlabel = "labelled tokens" if name in NER_NAMES else "labelled items"
             plot(name, res["summary"], res["full_pool"], res["metric"], out / f"{name}.png", xlabel)
             (out / f"{name}.json").write_text(json.dumps(res, indent=1), encoding="utf-8")
         timing = None
@@ -642,9 +654,9 @@ def bench_al_command(
     # the table covers every dataset result in ``out`` (earlier runs of other datasets included)
     done = {r["dataset"] for r in results}
     for path in sorted(out.glob("*.json")):
-        if path.stem not in done and path.stem in SIZES:
+        if path.stem not in done and (path.stem in SIZES or path.stem in NER_NAMES):
             results.append(json.loads(path.read_text(encoding="utf-8")))
-    order = [*TEXT_DATASETS, *NER_DATASETS]
+    order = [*TEXT_DATASETS, *NER_NAMES]
     results.sort(key=lambda r: order.index(r["dataset"]))
     table = format_table(results)
     (out / "table.md").write_text(table + "\n", encoding="utf-8")

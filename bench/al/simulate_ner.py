@@ -18,11 +18,19 @@ from typing import Any
 import numpy as np
 from curves import Curve, summarise
 
-from labelpilot.data.bio import read_conll, tokenize
+from labelpilot.data.bio import read_conll, read_weibo, tokenize
 from labelpilot.data.cluener import read_cluener
 from labelpilot.schema import make_label_config, parse_label_config
 from labelpilot.strategies import Pool, get_strategy
-from labelpilot.testing.corpora import SIZES, Sizes
+from labelpilot.testing.corpora import NER_DATASETS, SIZES, Sizes
+
+#: NER sizes at scale 1: the package's (CoNLL-2003, CLUENER) plus Weibo NER 2nd (its whole 1,350-sentence train
+#: file as pool, its 270-sentence test file as test), kept here because only the simulation reads it.
+NER_SIZES: dict[str, Sizes] = {
+    **{k: SIZES[k] for k in NER_DATASETS},
+    "weibo": Sizes(pool=1350, test=270, init=100, batch=100, budget=1000),
+}
+NER_NAMES = tuple(NER_SIZES)
 
 #: ner-crf options for the simulation: one fit per round (no held-out refit), no LAC, fewer iterations.
 CRF_OPTIONS: dict[str, Any] = {"holdout": 0.0, "max_iterations": 60, "lac": False, "zero_shot": False}
@@ -40,6 +48,9 @@ def load_ner(name: str, root: Path, sizes: Sizes) -> tuple[list[Any], list[Any],
     elif name == "cluener":
         train = read_cluener(root / "cluener2020" / "train.json")
         test = read_cluener(root / "cluener2020" / "dev.json")
+    elif name == "weibo":
+        train = read_weibo(root / "weibo_ner" / "weiboNER_2nd_conll.train")
+        test = read_weibo(root / "weibo_ner" / "weiboNER_2nd_conll.test")
     else:
         raise ValueError(f"unknown NER dataset {name!r}")
     rng = np.random.default_rng(0)
@@ -65,15 +76,20 @@ def bench_ner(
     scale: float,
     log: Callable[[str], None],
     strategies: Sequence[str] = ("random", "span-mnlp"),
+    budget: int | None = None,
 ) -> dict[str, Any] | None:
     try:
         from labelpilot.models.ner_crf import NerCrfModel  # optional family (sklearn-crfsuite)
     except ImportError as exc:
         log(f"[{name}] skipped: the ner-crf family is not available ({exc})")
         return None
-    base = SIZES[name]
+    base = NER_SIZES[name]
     sizes = Sizes(
-        int(base.pool * scale), int(base.test * max(scale, 0.5)), base.init, base.batch, int(base.budget * scale)
+        int(base.pool * scale),
+        int(base.test * max(scale, 0.5)),
+        base.init,
+        base.batch,
+        budget or int(base.budget * scale),
     )
     train, test, labels = load_ner(name, root, sizes)
     control = parse_label_config(make_label_config(labels, kind="labels")).controls[0]
@@ -89,6 +105,7 @@ def bench_ner(
     inits = {s: np.sort(np.random.default_rng(1000 + s).choice(len(train), sizes.init, replace=False)) for s in seeds}
     curves: dict[str, list[Curve]] = {}
     token_x: dict[str, list[list[int]]] = {}
+    per_seed: list[dict[str, Any]] = []
     texts = [ex.text for ex in train]
     for strat_name in strategies:
         spec = NER_STRATEGIES[strat_name]
@@ -123,6 +140,17 @@ def bench_ner(
                 curve.select_seconds.append(t4 - t3)
             curves.setdefault(strat_name, []).append(curve)
             token_x.setdefault(strat_name, []).append(toks)
+            per_seed.append(
+                {
+                    "strategy": strat_name,
+                    "seed": seed,
+                    "sentences": curve.labels,
+                    "tokens": toks,
+                    "f1": curve.scores,
+                    "round_seconds": curve.round_seconds,
+                    "select_seconds": curve.select_seconds,
+                }
+            )
             log(
                 f"[{name}] {strat_name} seed {seed}: final F1 {curve.scores[-1]:.4f} at {curve.labels[-1]} sentences "
                 f"/ {toks[-1]} tokens ({time.perf_counter() - t_run:.1f}s, load {os.getloadavg()[0]:.2f})"
@@ -147,4 +175,5 @@ def bench_ner(
         "seeds": list(seeds),
         "summary": summary,
         "crf_options": CRF_OPTIONS,
+        "curves": per_seed,
     }
