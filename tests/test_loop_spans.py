@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import random
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -214,61 +213,12 @@ def test_chinese_bio_per_character_without_validation(tmp_path: Path) -> None:
     assert all(int(r["tokens"]) == len(r["text"].replace(" ", "")) for r in hard)  # a token per CJK character
 
 
-PLUGIN = '''
-import json
-from pathlib import Path
-
-import pandas as pd
-
-
-class DictNer:
-    """A seed-003 plug-in span model: remembers the annotated strings and finds them again."""
-
-    def __init__(self):
-        self.lexicon = {}
-        self.flag = False
-
-    def split_train_val(self, df_init, df_anno, is_first_train, val_size, random_seed):
-        df = df_init if is_first_train else pd.concat([df_init, df_anno])
-        n_val = int(len(df_init) * val_size)
-        return df.iloc[n_val:], df_init.iloc[:n_val]
-
-    def train_model(self, df_train, df_val, work_dir, is_first_train, options):
-        self.flag = bool(options.get("flag"))
-        for text, label in zip(df_train["text"], df_train["label"]):
-            for region in json.loads(label):  # Label Studio span JSON, whatever form the CSV used
-                assert text[region["start"]:region["end"]] == region["text"]
-                self.lexicon[region["text"]] = region["labels"][0]
-
-    def save_model(self, save_dir):
-        Path(save_dir, "lexicon.json").write_text(json.dumps(self.lexicon))
-
-    def load_model(self, model_dir):
-        self.lexicon = json.loads(Path(model_dir, "lexicon.json").read_text())
-        return self
-
-    def query_hard_example(self, df_img, work_dir, query_cnt, strategy, options):
-        out = []
-        for sid, text in zip(df_img["sampleId"], df_img["text"]):
-            spans = []
-            for word, label in self.lexicon.items():
-                start = text.find(word)
-                if start >= 0:
-                    spans.append({"start": start, "end": start + len(word), "labels": [label], "score": 0.9})
-            conf = 0.9 if len(spans) == 2 else 0.3
-            row = {"sampleId": sid, "label": json.dumps(spans), "confidence": conf}
-            if self.flag:
-                row["hard_example"] = int(conf < 0.5)
-            out.append(row)
-        return pd.DataFrame(out)
-'''
 
 
 @pytest.mark.parametrize("flag", [False, True])
 def test_plugin_span_model(tmp_path: Path, flag: bool) -> None:
     pytest.importorskip("pandas")
-    plugin = tmp_path / "dictner.py"
-    plugin.write_text(textwrap.dedent(PLUGIN), encoding="utf-8")
+    plugin = Path(__file__).resolve().parents[1] / "examples" / "plugin_demo" / "span_model.py"
     inp = _project(tmp_path, "bio")
     # a pool with unseen names: the plug-in is unsure there
     _write(inp / "input_unlabel.csv", ["sampleId", "text"],
