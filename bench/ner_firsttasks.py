@@ -129,7 +129,7 @@ def play(name: str, args: argparse.Namespace) -> dict:
         elif i == 0:
             version = "zero-shot"
         golds.append(list(ex.target.spans))
-        preds.append([Span(s.start, s.end, s.label) for s in p.spans])
+        preds.append([Span(s.start, s.end, s.label, score=s.score) for s in p.spans])
         http.append(score_spans(_regions(preds[-1]), _regions(golds[-1])))
         if _due(i + 1, args, last) and i + 1 < len(exs):
             last = i + 1
@@ -156,9 +156,22 @@ def play(name: str, args: argparse.Namespace) -> dict:
             "saved": 1 - used / scratch if scratch else 0.0, "gold": scratch,
             "saved_http": 1 - w_with / scratch if scratch else 0.0,
         }  # fmt: skip
+    by_threshold = {}
+    for t in getattr(args, "thresholds", None) or []:  # the same pre-labels, spans scored below t dropped
+        kept = [[x for x in p if x.score is None or x.score >= t] for p in preds]
+        by_threshold[str(t)] = {}
+        for a, b in (*WINDOWS, (1, len(exs))):
+            g, p = golds[a - 1 : b], kept[a - 1 : b]
+            if not g:
+                continue
+            m = span_prf(g, [[Span(x.start, x.end, x.label) for x in y] for y in p])
+            scratch = sum(len(x) for x in g)
+            w_with = sum(score_spans(_regions(y), _regions(x)).edits_with for x, y in zip(g, p, strict=True))
+            by_threshold[str(t)][f"{a}-{b}"] = {"f1": m["f1"], "p": m["precision"], "r": m["recall"],
+                                                 "saved_http": 1 - w_with / scratch if scratch else 0.0}
     fits = sorted(fit_s)
     return {
-        "dataset": name, "task1": version, "windows": rows,
+        "dataset": name, "task1": version, "windows": rows, "by_threshold": by_threshold,
         "fit_s_median": fits[len(fits) // 2] if fits else None, "fit_s_max": fits[-1] if fits else None,
         "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }  # fmt: skip
@@ -176,6 +189,8 @@ def main() -> None:
                     help="retrain at these annotation counts, then every --every (the server's rule)")
     ap.add_argument("--lag", type=int, default=0, help="a new model serves from this many tasks later")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--thresholds", type=lambda v: [float(x) for x in v.split(",") if x], default=None,
+                    help="also score the same pre-labels with spans below each score dropped (e.g. 0.3,0.5,0.7)")
     args = ap.parse_args()
     out = []
     for name in args.dataset or ["cluener", "weibo", "conll", "seed001"]:
@@ -186,6 +201,9 @@ def main() -> None:
         for win, r in res["windows"].items():
             print(f"  {win:>8}: P {r['p']:.3f} R {r['r']:.3f} F1 {r['f1']:.3f} saved {r['saved']:+.1%} "
                   f"(bench count {r['saved_http']:+.1%}; {r['gold']} spans)")  # fmt: skip
+        for t, wins in res["by_threshold"].items():
+            print(f"  spans scored >= {t}: " + "; ".join(
+                f"{w} F1 {r['f1']:.3f} saved {r['saved_http']:+.1%}" for w, r in wins.items()))
         sys.stdout.flush()
     if args.json:
         args.json.write_text(json.dumps(out, ensure_ascii=False, indent=1))

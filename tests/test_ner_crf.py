@@ -152,6 +152,25 @@ def test_prediction_scores_and_token_probs(en_model: NerCrfModel) -> None:
     assert 0.0 <= pred.uncertainty <= 1.0
 
 
+def test_spans_scored_below_min_span_score_are_not_proposed() -> None:
+    """A wrong pre-label costs the annotator a deletion: spans the CRF is unsure of (min marginal below
+    ``min_span_score``, default 0.4) are left out; 0 proposes every Viterbi span."""
+    texts = [Example(text=t) for t in ("Merkel and Cook met in Zurich.", "Paris Hilton met Apple in Rome.",
+                                       "Tim visited Google.", "Jordan hired Berlin in Madrid.")]
+    smooth = {**FAST, "c2": 1.0}  # a strongly regularised CRF: unsure of names it saw in other roles
+    every = NerCrfModel(control("PER", "LOC", "ORG"), **{**smooth, "min_span_score": 0})
+    every.fit(EN)
+    default = NerCrfModel(control("PER", "LOC", "ORG"), **smooth)
+    default.fit(EN)
+    assert default._opt("min_span_score") == 0.4
+    none = NerCrfModel(control("PER", "LOC", "ORG"), **{**smooth, "min_span_score": 1.01})
+    none.fit(EN)
+    for a, b, c in zip(every.predict(texts), default.predict(texts), none.predict(texts), strict=True):
+        assert [s for s in a.spans if s.score >= 0.4] == list(b.spans)
+        assert c.spans == ()
+    assert any(s.score < 0.4 for p in every.predict(texts) for s in p.spans), "no unsure span to leave out"
+
+
 def test_uncertainty_options_match_helpers() -> None:
     model = NerCrfModel(control("PER", "LOC", "ORG"), **{**FAST, "uncertainty": "mean_entropy"})
     model.fit(EN)
