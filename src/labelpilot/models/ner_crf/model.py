@@ -65,7 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "fill_min_precision": 0.5,
     "fill_first_below": 0,  # zero-shot spans go before the CRF's for labels with fewer spans (0: off, no gain measured)
     "fill_weak_spans": 100,  # CRF counts as weak on a label with fewer annotated spans (measured: 30 < 100)
-    # spans scored below this are not proposed (a wrong span costs a deletion): chosen on Weibo and CoNLL-2003's
+    # CRF spans scored below this are not proposed (a wrong span costs a deletion): chosen on Weibo and CoNLL-2003's
     # first 200 tasks (effort saved 16.8/37.0 % -> 17.2/39.4 %), CLUENER held out (23.4 -> 24.3 %); bench/RESULTS.md
     "min_span_score": 0.4,
 }
@@ -84,7 +84,8 @@ class NerCrfModel(_Training, ModelBase):
     DEFAULTS: ClassVar[dict[str, Any]] = DEFAULTS
     OPTION_TYPES: ClassVar[dict[str, tuple[type, ...]]] = {
         "c2": (float, type(None)), "max_iterations": (int, type(None)), "lac": (bool, str),
-        "min_freq": (float,), "min_span_score": (float, int)}  # CRFsuite's feature.minfreq is a float (bench/ner.py --min-freq 0.5)
+        # CRFsuite's feature.minfreq is a float (bench/ner.py --min-freq 0.5)
+        "min_freq": (float,), "min_span_score": (float, int)}
     META_FILE: ClassVar[str] = META_FILE
     FORMAT_VERSION: ClassVar[int] = FORMAT_VERSION
 
@@ -202,9 +203,9 @@ class NerCrfModel(_Training, ModelBase):
                 s, e = offs[i][0], offs[j][1]
                 spans.append(Span(s, e, typ, score=sc, text=text[s:e]))
             i = j + 1
+        spans = self._keep(spans)  # the CRF's own unsure spans; fill-ins passed their own precision gate
         if self.fill_:
             spans = list(self._fill_in(text, spans))
-        spans = self._keep(spans)
         score = float(np.mean([s.score for s in spans])) if spans else float(token_probs.min())
         how = self._opt("uncertainty")
         if how == "mean_entropy":
@@ -228,11 +229,12 @@ class NerCrfModel(_Training, ModelBase):
         return self._zs if self._zs else None
 
     def _predict_zero_shot(self, text: str, zs: ZeroShotSpans) -> Prediction:
-        spans = tuple(self._keep(list(zs.propose(text))))
-        return Prediction(spans=spans, score=float(self._opt("zero_shot_score")), uncertainty=None)
+        return Prediction(spans=tuple(zs.propose(text)), score=float(self._opt("zero_shot_score")), uncertainty=None)
 
     def _keep(self, spans: list[Span]) -> list[Span]:
-        """The spans worth proposing: scored at least ``min_span_score`` (unscored ones are kept)."""
+        """The CRF spans worth proposing: min marginal at least ``min_span_score`` (zero-shot spans, scored by their
+        recogniser, not by marginals, and the gazetteer's fill-ins, gated on their measured precision, are not
+        filtered here)."""
         floor = float(self._opt("min_span_score") or 0.0)
         return [sp for sp in spans if sp.score is None or sp.score >= floor]
 
