@@ -17,6 +17,7 @@ then computed), never an error; a file that is not a database or is damaged (SQL
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -27,6 +28,12 @@ import numpy as np
 log = logging.getLogger("labelpilot.encoders")
 
 MAX_ROWS = 300_000  # ~300 MB of vectors
+
+
+def stores_enabled() -> bool:
+    """Whether the on-disk per-text stores (vectors, text-linear's jieba words) are on:
+    ``LABELPILOT_ENCODER_STORE`` is not ``0``/``false``/``off``."""
+    return os.environ.get("LABELPILOT_ENCODER_STORE", "1") not in {"0", "false", "off"}
 
 
 class KeyedStore:

@@ -28,7 +28,7 @@ import numpy as np
 
 from labelpilot.config import cache_dir, ort_threads
 from labelpilot.encoders.base import CachingEncoder, EncoderUnavailable, VectorCache
-from labelpilot.encoders.store import VectorStore
+from labelpilot.encoders.store import VectorStore, stores_enabled
 
 log = logging.getLogger("labelpilot.encoders")
 
@@ -123,7 +123,7 @@ class UseMultilingualEncoder(CachingEncoder):
             ) from exc
         if out.shape != (1, DIM):
             raise EncoderUnavailable(f"{self.path} is not the {NAME} model (output {out.shape})", field="encoder")
-        if os.environ.get("LABELPILOT_ENCODER_STORE", "1") not in {"0", "false", "off"}:
+        if stores_enabled():
             self.store = VectorStore(cache_dir("encoders") / f"{NAME}-vectors.sqlite", DIM)
         self.load_seconds = time.perf_counter() - t0
         log.info("text encoder %s loaded from %s in %.1fs", NAME, self.path, self.load_seconds)

@@ -24,7 +24,7 @@ from labelpilot.config import cache_dir
 from labelpilot.data.bio import has_cjk, jieba_tokenizer
 from labelpilot.data.types import Example
 from labelpilot.encoders import persist_requested
-from labelpilot.encoders.store import KeyedStore
+from labelpilot.encoders.store import KeyedStore, stores_enabled
 
 # Feature groups (part of the saved format: keys are salted with the group id).
 _G_CHAR, _G_WORD, _G_PAIR_CHAR, _G_PAIR_WORD, _G_PAIR_SEG = range(5)
@@ -228,7 +228,7 @@ def _words_batch(texts: list[str], hmm: bool) -> list[list[str] | tuple[str, ...
     featurised again next round, in a new process) the Chinese texts' words are read from and written to
     the store on disk: jieba is ~80 % of featurising a 50k pool of TNEWS titles. ``LABELPILOT_ENCODER_STORE=0``
     turns this store off with the vector store."""
-    if not persist_requested() or os.environ.get("LABELPILOT_ENCODER_STORE", "1") in {"0", "false", "off"}:
+    if not persist_requested() or not stores_enabled():
         return [_words(t, hmm) for t in texts]
     out: list[list[str] | tuple[str, ...]] = []
     cjk: list[int] = []
