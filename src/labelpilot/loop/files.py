@@ -193,15 +193,26 @@ def read_seed_rows(
     return rows
 
 
-def check_disjoint(groups: Sequence[Sequence[SeedRow]]) -> None:
-    """No sampleId may appear in two files (an item cannot be labelled and unlabelled at once)."""
+def check_disjoint(groups: Sequence[Sequence[SeedRow]], problems: list[str] | None = None) -> list[list[SeedRow]]:
+    """No sampleId may appear in two files (an item cannot be labelled and unlabelled at once). A repeat raises
+    :class:`InputError`, or, given ``problems``, is appended there and left out (span rounds). Returns the groups
+    without the left-out rows."""
     first: dict[str, SeedRow] = {}
+    kept: list[list[SeedRow]] = []
     for rows in groups:
+        keep = []
         for r in rows:
             other = first.get(r.sample_id)
             if other is not None:
-                raise InputError(f"{r.where}: sampleId also appears in {other.file} line {other.line}", field=r.file)
+                message = f"{r.where}: sampleId also appears in {other.file} line {other.line}"
+                if problems is None:
+                    raise InputError(message, field=r.file)
+                problems.append(f"{message}; row left out")
+                continue
             first[r.sample_id] = r
+            keep.append(r)
+        kept.append(keep)
+    return kept
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

@@ -97,6 +97,11 @@ def _frame(examples: Sequence[Example], with_labels: bool) -> Any:
     return pd.DataFrame(data)
 
 
+def hard_flag(value: Any) -> bool:
+    """A plug-in's hard-example cell read as a flag (1/true/yes/y/t)."""
+    return str(value).strip().lower() in ("1", "true", "yes", "y", "t", "1.0")
+
+
 class PluginModel:
     """Adapts a seed-003 plug-in instance to labelpilot's model contract.
 
@@ -236,7 +241,7 @@ class PluginModel:
                 conf = max(probs.values()) if probs else 0.0
             records[sid] = Prediction(labels=labels, probs=probs, score=float(np.nan_to_num(conf)))
             if hard_col is not None:
-                flags[sid] = str(rec[hard_col]).strip().lower() in ("1", "true", "yes", "y", "t", "1.0")
+                flags[sid] = hard_flag(rec[hard_col])
         self.hard_flags_ = flags if hard_col is not None else None
         return [records.get(str(e.id)) or Prediction(error="the plug-in returned no prediction") for e in examples]
 

@@ -31,7 +31,7 @@ import numpy as np
 from labelpilot.data.span_cells import parse_span_cell
 from labelpilot.data.types import Example, Prediction, Span
 from labelpilot.errors import TrainingError
-from labelpilot.loop.plugin import _CONF_COLS, _HARD_COLS, PluginModel
+from labelpilot.loop.plugin import _CONF_COLS, _HARD_COLS, PluginModel, hard_flag
 from labelpilot.schema.types import TaskKind
 
 _SPAN_COLS = ("label", "spans", "pred", "prediction", "predicted_label", "labels")
@@ -91,7 +91,7 @@ class SpanPluginModel(PluginModel):
                 continue
             records[sid] = self._one(rec, texts[sid], span_col, conf_col, unc_col, tok_col, known)
             if hard_col is not None:
-                flags[sid] = str(rec[hard_col]).strip().lower() in ("1", "true", "yes", "y", "t", "1.0")
+                flags[sid] = hard_flag(rec[hard_col])
         self.hard_flags_ = flags if hard_col is not None else None
         return [records.get(str(e.id)) or Prediction(error="the plug-in returned no prediction") for e in examples]
 

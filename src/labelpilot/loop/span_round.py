@@ -90,19 +90,7 @@ def _read(input_dir: Path, is_first_train: bool) -> _SpanInputs:
     added = [] if is_first_train else span_files.read_span_rows(
         input_dir, files.ADDED_FILE, labelled=True, problems=problems, forms=forms)
     pool = span_files.read_span_rows(input_dir, files.UNLABEL_FILE, labelled=False, problems=problems, forms=forms)
-    first: dict[str, files.SeedRow] = {}
-    kept: list[list[files.SeedRow]] = []
-    for rows in (init, added, pool):
-        keep = []
-        for r in rows:
-            other = first.get(r.sample_id)
-            if other is not None:
-                problems.append(f"{r.where}: sampleId also in {other.file} line {other.line}; row left out")
-                continue
-            first[r.sample_id] = r
-            keep.append(r)
-        kept.append(keep)
-    init, added, pool = kept
+    init, added, pool = files.check_disjoint([init, added, pool], problems)
     if not init and not added:
         raise InputError(f"{files.LABEL_FILE} has no usable labelled rows" + _first_problems(problems),
                          field=files.LABEL_FILE)
