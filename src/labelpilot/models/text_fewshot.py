@@ -161,10 +161,11 @@ class FewShotHead:
 
     def head_probs(self, vectors: np.ndarray) -> np.ndarray:
         z = self.a * (_with_bias(vectors) @ self.weights)
+        v32 = np.asarray(vectors, dtype=np.float32)
         if self._proto_t is not None and self.b:
-            z = z + self.b * (np.asarray(vectors, dtype=np.float32) @ self._proto_t) / TEMPERATURE
+            z = z + self.b * (v32 @ self._proto_t) / TEMPERATURE
         if self._cen_t is not None and self.c:
-            z = z + self.c * (np.asarray(vectors, dtype=np.float32) @ self._cen_t) / TEMPERATURE
+            z = z + self.c * (v32 @ self._cen_t) / TEMPERATURE
         return _softmax(z)
 
     def to_full(self, p_tfidf: np.ndarray) -> np.ndarray:
@@ -210,7 +211,7 @@ class FewShotHead:
             return None
         protos = arrays.get("fs_prototypes")
         seen = arrays.get("fs_seen")
-        cen = arrays.get("fs_centroids") if "fs_centroids" in arrays else None
+        cen = arrays.get("fs_centroids")
         return cls(str(meta["encoder"]), np.asarray(arrays["fs_weights"], np.float32), float(meta["a"]),
                    float(meta["b"]), float(meta["mix"]), protos, seen, float(meta.get("c", 0.0)), cen)
 
