@@ -115,9 +115,9 @@ def _is(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
-def jsonable(value: Any) -> Any:
+def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
-        return [jsonable(v) for v in value]
+        return [_jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, set | frozenset):
@@ -242,7 +242,7 @@ class ModelBase:
 
     def save_meta(self, directory: Path, **fields: Any) -> None:
         """Write the metadata file: family, format version, control, options, and the family's ``fields``."""
-        options = {k: jsonable(v) for k, v in self.get_options().items()}
+        options = {k: _jsonable(v) for k, v in self.get_options().items()}
         meta = {"family": self.name, "format_version": self.FORMAT_VERSION, "control": self.control.name,
                 "options": options, **fields}
         write_meta(directory, self.META_FILE, meta)
